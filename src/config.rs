@@ -1,0 +1,324 @@
+//! Configuration: a TOML file, overlaid by `ONAIR_<SECTION>__<KEY>` environment
+//! variables, overlaid by command-line flags.
+//!
+//! Every section rejects unknown keys, so a typo in the file is an error that
+//! names the key instead of a setting silently ignored.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listening, origins and per-connection limits.
+    pub server: ServerConfig,
+    /// Token verification and the server-to-server key.
+    pub auth: AuthConfig,
+    /// The recording backend and its timing.
+    pub recording: RecordingConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on (`--listen`, `ONAIR_LISTEN`).
+    pub listen: SocketAddr,
+    /// Browser origins allowed to open the socket; empty allows any.
+    pub allowed_origins: Vec<String>,
+    /// Largest text frame a client may send, in bytes; bigger ones close the socket with 1009.
+    pub max_frame_bytes: usize,
+    /// Frames queued for one client before it counts as not reading and is closed with 1008.
+    pub send_queue: usize,
+    /// Messages a client may send per second, on average.
+    pub messages_per_second: u32,
+    /// Messages a client may send in one burst above the average rate.
+    pub message_burst: u32,
+    /// Seconds a socket may stay open without sending `join`.
+    pub join_timeout_s: u64,
+    /// Seconds to wait for sockets to close on shutdown.
+    pub shutdown_grace_s: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7800)),
+            allowed_origins: Vec::new(),
+            max_frame_bytes: 64 * 1024,
+            send_queue: 256,
+            messages_per_second: 20,
+            message_burst: 40,
+            join_timeout_s: 10,
+            shutdown_grace_s: 10,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret for participant tokens; without it onair runs in development mode.
+    #[serde(deserialize_with = "text")]
+    pub jwt_secret: Option<String>,
+    /// Key for the server-to-server REST API, sent as `Authorization: Bearer <key>`.
+    #[serde(deserialize_with = "text")]
+    pub admin_key: Option<String>,
+    /// Required `iss` claim, when set.
+    #[serde(deserialize_with = "text")]
+    pub issuer: Option<String>,
+    /// Required `aud` claim, when set.
+    #[serde(deserialize_with = "text")]
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_s: u64,
+    /// Lifetime of a ticket from `POST /v1/rooms/{room}/start`, in seconds.
+    pub ticket_ttl_s: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            admin_key: None,
+            issuer: None,
+            audience: None,
+            leeway_s: 30,
+            ticket_ttl_s: 30,
+        }
+    }
+}
+
+/// The recording backends onair can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// The application's own recorder, driven by the REST API.
+    #[default]
+    Manual,
+}
+
+/// `[recording]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordingConfig {
+    /// Which backend records (only `manual` is built so far).
+    pub backend: BackendKind,
+    /// `false` refuses every start with `recording_disabled`.
+    pub enabled: bool,
+    /// Seconds the backend has to confirm a start before `recorder_timeout`.
+    pub start_timeout_s: u64,
+    /// `manual` only: wait for the recorder to report `recording` through
+    /// `POST /v1/rooms/{room}/recording/status` instead of confirming at once.
+    pub manual_confirm: bool,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        Self {
+            backend: BackendKind::Manual,
+            enabled: true,
+            start_timeout_s: 30,
+            manual_confirm: false,
+        }
+    }
+}
+
+/// A configuration that could not be loaded; the message names the key and source.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Loads the file (if any), then `ONAIR_<SECTION>__<KEY>` variables from the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, Env::prefixed("ONAIR_"))
+    }
+
+    /// Loads with the given environment provider (tests pass their own).
+    pub fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // Only `SECTION__KEY` variables are configuration keys; ONAIR_LISTEN and
+        // ONAIR_CONFIG are flags' environment fallbacks.
+        let env = env.filter(|key| key.as_str().contains("__")).split("__");
+        let config: Config = figment
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError(describe(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        let positive = [
+            ("server.max_frame_bytes", s.max_frame_bytes as u64),
+            ("server.send_queue", s.send_queue as u64),
+            (
+                "server.messages_per_second",
+                u64::from(s.messages_per_second),
+            ),
+            ("server.message_burst", u64::from(s.message_burst)),
+            ("server.join_timeout_s", s.join_timeout_s),
+            ("auth.ticket_ttl_s", self.auth.ticket_ttl_s),
+            ("recording.start_timeout_s", self.recording.start_timeout_s),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError(format!("{key} must be greater than 0")));
+            }
+        }
+        if let Some(secret) = &self.auth.jwt_secret
+            && secret.len() < 16
+        {
+            return Err(ConfigError(
+                "auth.jwt_secret must be at least 16 bytes long".into(),
+            ));
+        }
+        if let Some(key) = &self.auth.admin_key
+            && key.len() < 16
+        {
+            return Err(ConfigError(
+                "auth.admin_key must be at least 16 bytes long".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Reads a text setting that an environment variable may have spelled as a
+/// number or boolean (`ONAIR_AUTH__JWT_SECRET=1234…` parses as an integer).
+fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        String(String),
+        Unsigned(u64),
+        Signed(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(Option::<Text>::deserialize(deserializer)?.map(|t| match t {
+        Text::String(s) => s,
+        Text::Unsigned(n) => n.to_string(),
+        Text::Signed(n) => n.to_string(),
+        Text::Float(n) => n.to_string(),
+        Text::Bool(b) => b.to_string(),
+    }))
+}
+
+/// Figment's errors name the key path and the source; keep all of them.
+fn describe(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let source = e
+                .metadata
+                .as_ref()
+                .and_then(|m| m.source.as_ref().map(|s| format!(" (in {s})")))
+                .or_else(|| e.metadata.as_ref().map(|m| format!(" (in {})", m.name)))
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("{}{source}", e.kind)
+            } else {
+                format!("key `{key}`: {}{source}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn no_env() -> Env {
+        Env::prefixed("ONAIR_TEST_NOTHING_")
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = Config::load_from(None, no_env()).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:7800");
+        assert_eq!(c.server.max_frame_bytes, 65536);
+        assert!(c.auth.jwt_secret.is_none());
+        assert_eq!(c.recording.backend, BackendKind::Manual);
+    }
+
+    #[test]
+    fn file_values_are_read() {
+        let f = file(
+            "[auth]\njwt_secret = \"0123456789abcdef\"\n[server]\nlisten = \"0.0.0.0:9000\"\n",
+        );
+        let c = Config::load_from(Some(f.path()), no_env()).unwrap();
+        assert_eq!(c.auth.jwt_secret.as_deref(), Some("0123456789abcdef"));
+        assert_eq!(c.server.listen.port(), 9000);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let f = file("[server]\nlisten_adress = \"0.0.0.0:9000\"\n");
+        let err = Config::load_from(Some(f.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_adress"), "{err}");
+        let f = file("[recording]\nbackend = \"betamax\"\n");
+        let err = Config::load_from(Some(f.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("backend") && err.contains("betamax"), "{err}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
+    fn env_overrides_file() {
+        // figment::Jail isolates the process environment for this test.
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ONAIR_TEST_AUTH__JWT_SECRET", "1234567890123456");
+            jail.set_env("ONAIR_TEST_SERVER__SEND_QUEUE", "9");
+            jail.set_env("ONAIR_TEST_LISTEN", "ignored-here");
+            let f = file("[server]\nsend_queue = 3\n");
+            let c = Config::load_from(Some(f.path()), Env::prefixed("ONAIR_TEST_"))
+                .map_err(|e| e.to_string())?;
+            assert_eq!(c.auth.jwt_secret.as_deref(), Some("1234567890123456"));
+            assert_eq!(c.server.send_queue, 9);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let f = file("[server]\nsend_queue = 0\n");
+        let err = Config::load_from(Some(f.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.send_queue"), "{err}");
+        let f = file("[auth]\njwt_secret = \"short\"\n");
+        assert!(Config::load_from(Some(f.path()), no_env()).is_err());
+        let missing = Config::load_from(Some(Path::new("/nonexistent/onair.toml")), no_env());
+        assert!(missing.unwrap_err().to_string().contains("does not exist"));
+    }
+}

@@ -1,0 +1,541 @@
+//! The HTTP surface: the `/signaling` upgrade, tickets, the development token
+//! endpoint, the server-to-server REST API and the operations endpoints.
+//!
+//! Every error leaves as `{"code":"snake_case","message":"…"}` through
+//! [`AppError`], which never carries internals.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::auth::{AuthError, Claims, admin_key_matches, claims_for, valid_room_id};
+use crate::protocol::{RecordingError, Role, SUBPROTOCOL};
+use crate::recording::{Actor, Input, State as RecordingState};
+use crate::room::RecordingSnapshot;
+use crate::server::AppState;
+
+type App = State<Arc<AppState>>;
+
+/// Largest JSON body the REST API accepts.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Builds the router.
+pub fn router(app: Arc<AppState>) -> Router {
+    let mut router = Router::new()
+        .route("/signaling", get(signaling))
+        .route("/v1/rooms/{room}/start", post(ticket))
+        .route("/v1/rooms", get(list_rooms))
+        .route("/v1/rooms/{room}", get(get_room))
+        .route(
+            "/v1/rooms/{room}/recording",
+            post(start_recording).delete(stop_recording),
+        )
+        .route("/v1/rooms/{room}/recording/status", post(report_status))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz));
+    if app.dev_mode {
+        router = router.route("/v1/dev/token", post(dev_token));
+    }
+    router
+        .fallback(|| async {
+            AppError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+/// The one error type of the HTTP API.
+#[derive(Debug)]
+pub struct AppError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl AppError {
+    /// An error with a status, a snake_case code and a human message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_token", message)
+    }
+
+    fn room_not_found(room: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "room_not_found",
+            format!("room `{room}` has no participants"),
+        )
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"code": self.code, "message": self.message}));
+        let mut response = (self.status, body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<AuthError> for AppError {
+    fn from(e: AuthError) -> Self {
+        Self::unauthorized(e.to_string())
+    }
+}
+
+/// `Json<T>` whose rejections are [`AppError`]s.
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(AppError::new(
+                rejection.status(),
+                "invalid_body",
+                rejection.body_text(),
+            )),
+        }
+    }
+}
+
+/// `?token=` on the upgrade request.
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// `GET /signaling`: every refusal happens here, before the upgrade.
+async fn signaling(
+    State(app): App,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, AppError> {
+    check_origin(&app, &headers)?;
+    let claims = authenticate(&app, &headers, query.token.as_deref())?;
+    check_room_id(&claims.room)?;
+    let upgrade = upgrade
+        .map_err(|r| AppError::new(r.status(), "websocket_upgrade_required", r.body_text()))?;
+    if app.shutdown.is_cancelled() {
+        return Err(AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down",
+        ));
+    }
+    let limits = &app.config.server;
+    let tracker = app.sessions.clone();
+    let app_for_session = app.clone();
+    Ok(upgrade
+        .protocols([SUBPROTOCOL])
+        .max_message_size(limits.max_frame_bytes)
+        .max_frame_size(limits.max_frame_bytes)
+        // Small buffers: most frames are a few hundred bytes, and memory per idle socket matters.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(limits.max_frame_bytes * 2)
+        .on_upgrade(move |socket| {
+            tracker.track_future(crate::session::serve(socket, claims, app_for_session))
+        }))
+}
+
+fn check_origin(app: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    let allowed = &app.config.server.allowed_origins;
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        // Not a browser: origins do not apply.
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or_default();
+    if allowed.iter().any(|a| a == origin) {
+        Ok(())
+    } else {
+        Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "this origin is not in [server] allowed_origins",
+        ))
+    }
+}
+
+/// Finds the credential on an upgrade request: a `ticket#` subprotocol, a
+/// bearer header, or `?token=`, in that order.
+fn authenticate(
+    app: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Claims, AppError> {
+    let offered = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix("ticket#"));
+    let claims = if let Some(ticket) = offered {
+        match app.tickets.redeem(ticket) {
+            Some(claims) => claims,
+            // OpenTalk clients may put the JWT itself behind `ticket#`.
+            None if ticket.contains('.') => app.verifier.verify(ticket)?,
+            None => return Err(AuthError::BadTicket.into()),
+        }
+    } else if let Some(token) = bearer(headers) {
+        app.verifier.verify(token)?
+    } else if let Some(token) = query.filter(|t| !t.is_empty()) {
+        app.verifier.verify(token)?
+    } else {
+        return Err(AuthError::Missing.into());
+    };
+    Ok(claims)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+fn check_room_id(room: &str) -> Result<(), AppError> {
+    if valid_room_id(room) {
+        Ok(())
+    } else {
+        Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_room",
+            "room ids are 1-128 characters of A-Z a-z 0-9 . _ -",
+        ))
+    }
+}
+
+/// `POST /v1/rooms/{room}/start`: trades a JWT for a single-use ticket (OpenTalk).
+async fn ticket(
+    State(app): App,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, AppError> {
+    check_room_id(&room)?;
+    let token = bearer(&headers).ok_or(AuthError::Missing)?;
+    let claims = app.verifier.verify(token)?;
+    if claims.room != room {
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "room_mismatch",
+            "the token is for another room",
+        ));
+    }
+    let ticket = app.tickets.issue(claims);
+    Ok(Json(json!({"ticket": ticket, "resumption": null})))
+}
+
+/// The body of `POST /v1/dev/token`.
+#[derive(Deserialize)]
+struct DevTokenRequest {
+    room: String,
+    name: String,
+    #[serde(default)]
+    role: Role,
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    ttl_s: Option<u64>,
+}
+
+/// `POST /v1/dev/token`: development mode only; mints a token for anyone.
+async fn dev_token(
+    State(app): App,
+    JsonBody(req): JsonBody<DevTokenRequest>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    check_room_id(&req.room)?;
+    let name = req.name.trim();
+    if name.is_empty() || name.chars().count() > crate::session::MAX_DISPLAY_NAME {
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_name",
+            "name must be 1-100 characters",
+        ));
+    }
+    let ttl = Duration::from_secs(req.ttl_s.unwrap_or(3600).clamp(1, 24 * 3600));
+    let claims = claims_for(&req.room, name, req.sub.as_deref(), req.role, ttl);
+    let token = app.verifier.mint(&claims);
+    Ok(Json(
+        json!({"token": token, "room": claims.room, "sub": claims.sub, "exp": claims.exp}),
+    ))
+}
+
+fn require_admin(app: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    let Some(configured) = &app.admin_key else {
+        return Err(AppError::new(
+            StatusCode::UNAUTHORIZED,
+            "admin_api_disabled",
+            "the REST API needs [auth] admin_key",
+        ));
+    };
+    match bearer(headers) {
+        Some(presented) if admin_key_matches(configured, presented) => Ok(()),
+        Some(_) => Err(AppError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_admin_key",
+            "wrong admin key",
+        )),
+        None => Err(AppError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_admin_key",
+            "send the admin key as `Authorization: Bearer <key>`",
+        )),
+    }
+}
+
+/// `GET /v1/rooms`
+async fn list_rooms(State(app): App, headers: HeaderMap) -> Result<Response, AppError> {
+    require_admin(&app, &headers)?;
+    Ok(Json(json!({"rooms": app.rooms.snapshots()})).into_response())
+}
+
+/// `GET /v1/rooms/{room}`
+async fn get_room(
+    State(app): App,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    require_admin(&app, &headers)?;
+    check_room_id(&room)?;
+    let snapshot = app
+        .rooms
+        .snapshot(&room)
+        .ok_or_else(|| AppError::room_not_found(&room))?;
+    Ok(Json(snapshot).into_response())
+}
+
+/// The answer to the recording endpoints.
+#[derive(Serialize)]
+struct RecordingAnswer {
+    room: String,
+    #[serde(flatten)]
+    recording: RecordingSnapshot,
+}
+
+fn answer(room: &str, state: &RecordingState) -> Json<RecordingAnswer> {
+    Json(RecordingAnswer {
+        room: room.to_owned(),
+        recording: RecordingSnapshot::from(state),
+    })
+}
+
+fn refusal(error: RecordingError) -> AppError {
+    let (status, code, message) = match error {
+        RecordingError::AlreadyRecording => (
+            StatusCode::BAD_REQUEST,
+            "already_recording",
+            "a recording is already active in this room",
+        ),
+        RecordingError::InvalidRecordingId => (
+            StatusCode::BAD_REQUEST,
+            "invalid_recording_id",
+            "that is not the room's active recording",
+        ),
+        RecordingError::RecordingDisabled => (
+            StatusCode::FORBIDDEN,
+            "recording_disabled",
+            "recording is disabled on this server",
+        ),
+        RecordingError::NotSupported => (
+            StatusCode::BAD_REQUEST,
+            "not_supported",
+            "the backend takes no start or stop commands",
+        ),
+        other => (
+            StatusCode::BAD_REQUEST,
+            "refused",
+            // Not reachable for the API actor, which may always record.
+            match other {
+                RecordingError::InsufficientPermissions => "insufficient permissions",
+                _ => "refused",
+            },
+        ),
+    };
+    AppError::new(status, code, message)
+}
+
+const API_ACTOR: Actor = Actor {
+    participant: None,
+    may_record: true,
+};
+
+/// `POST /v1/rooms/{room}/recording`: start as the backend's operator would.
+async fn start_recording(
+    State(app): App,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    require_admin(&app, &headers)?;
+    check_room_id(&room)?;
+    let live = app
+        .rooms
+        .get(&room)
+        .ok_or_else(|| AppError::room_not_found(&room))?;
+    let applied = app.rooms.apply(
+        &live,
+        None,
+        Input::Start {
+            actor: API_ACTOR,
+            new_recording_id: uuid::Uuid::new_v4().to_string(),
+        },
+    );
+    if let Some(error) = applied.refused {
+        return Err(refusal(error));
+    }
+    Ok((StatusCode::CREATED, answer(&room, &applied.state)).into_response())
+}
+
+/// `?recording_id=` on `DELETE /v1/rooms/{room}/recording`.
+#[derive(Deserialize)]
+struct StopQuery {
+    recording_id: Option<String>,
+}
+
+/// `DELETE /v1/rooms/{room}/recording`: stop the active recording.
+async fn stop_recording(
+    State(app): App,
+    Path(room): Path<String>,
+    Query(query): Query<StopQuery>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    require_admin(&app, &headers)?;
+    check_room_id(&room)?;
+    let live = app
+        .rooms
+        .get(&room)
+        .ok_or_else(|| AppError::room_not_found(&room))?;
+    let current = app
+        .rooms
+        .recording_state(&room)
+        .ok_or_else(|| AppError::room_not_found(&room))?;
+    let recording_id = match (query.recording_id, current.is_active()) {
+        (Some(id), _) => id,
+        (None, true) => current.recording_id().unwrap_or_default().to_owned(),
+        (None, false) => {
+            return Err(AppError::new(
+                StatusCode::BAD_REQUEST,
+                "not_recording",
+                "no recording is active in this room",
+            ));
+        }
+    };
+    let applied = app.rooms.apply(
+        &live,
+        None,
+        Input::Stop {
+            actor: API_ACTOR,
+            recording_id,
+        },
+    );
+    if let Some(error) = applied.refused {
+        return Err(refusal(error));
+    }
+    Ok(answer(&room, &applied.state).into_response())
+}
+
+/// The body of `POST /v1/rooms/{room}/recording/status`.
+#[derive(Deserialize)]
+struct StatusReport {
+    status: ReportedStatus,
+    recording_id: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum ReportedStatus {
+    Recording,
+    Failed,
+    Stopped,
+}
+
+/// `POST /v1/rooms/{room}/recording/status`: the `manual` backend's recorder reports.
+async fn report_status(
+    State(app): App,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    JsonBody(report): JsonBody<StatusReport>,
+) -> Result<Response, AppError> {
+    require_admin(&app, &headers)?;
+    check_room_id(&room)?;
+    let current = app
+        .rooms
+        .recording_state(&room)
+        .ok_or_else(|| AppError::room_not_found(&room))?;
+    let id = report.recording_id;
+    let is_current = current.recording_id() == Some(id.as_str());
+    // A late `stopped` for a recording that already ended is acknowledged; any
+    // other report must name the room's current recording.
+    if !is_current && !matches!(report.status, ReportedStatus::Stopped) {
+        return Err(refusal(RecordingError::InvalidRecordingId));
+    }
+    let input = match report.status {
+        ReportedStatus::Recording => Input::BackendRecording { recording_id: id },
+        ReportedStatus::Stopped => Input::BackendStopped { recording_id: id },
+        ReportedStatus::Failed => Input::BackendFailed {
+            recording_id: id,
+            reason: report
+                .reason
+                .unwrap_or_else(|| "the recorder reported a failure".into()),
+        },
+    };
+    let applied = app
+        .rooms
+        .apply_to(&room, input)
+        .ok_or_else(|| AppError::room_not_found(&room))?;
+    Ok(answer(&room, &applied.state).into_response())
+}
+
+/// `GET /healthz`: the process is alive.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: the server accepts connections (not while shutting down).
+async fn readyz(State(app): App) -> Response {
+    if app.shutdown.is_cancelled() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "shutting_down"})),
+        )
+            .into_response();
+    }
+    Json(json!({"status": "ready", "rooms": app.rooms.len()})).into_response()
+}

@@ -1,0 +1,40 @@
+//! onair: a real-time room signaling server over WebSockets that owns the
+//! recording state of each room and who in it consents to being recorded.
+//!
+//! How the code is laid out (one concept, one module):
+//!
+//! * [`config`] — `Config`: TOML file + `ONAIR_<SECTION>__<KEY>` env + flags, with errors that name the key.
+//! * [`auth`] — participant JWTs (HS256), single-use tickets, the admin key.
+//! * [`protocol`] — wire types only (serde): the envelope, `control` and `recording`
+//!   messages. No tokio, no I/O. Checked against `protocol/` by tests.
+//! * [`recording`] — the recording state machine: pure `(state, input) → (state, effects)`.
+//! * [`room`] — rooms in a `DashMap`, participants and consent, fan-out into bounded
+//!   per-socket queues, and the carrying-out of the state machine's effects.
+//! * [`session`] — one WebSocket: read loop, bounded write queue, rate limit, close codes.
+//! * [`backends`] — what a recording start/stop is sent to (`manual` so far).
+//! * [`http`] — the axum router: `/signaling` upgrade, tickets, REST API, health; one `AppError`.
+//! * [`server`] — shared state and the lifecycle: [`run`] serves until shutdown, then
+//!   closes every socket with 1001.
+//!
+//! How one command travels:
+//!
+//! ```text
+//! socket frame ─▶ session (protocol::parse_client_frame) ─▶ Registry::apply
+//!   Registry::apply ─▶ recording::step(state, input) ─▶ (new state, effects)
+//!   effects ─▶ fan-out: serialize once, try_send the shared bytes to each socket's queue
+//!           ─▶ backend call / start timer (after the room lock is released)
+//!              ─▶ its answer comes back as another input (REST report, timeout)
+//! ```
+
+pub mod auth;
+pub mod backends;
+pub mod config;
+pub mod http;
+pub mod protocol;
+pub mod recording;
+pub mod room;
+pub mod server;
+pub mod session;
+
+pub use config::Config;
+pub use server::{ServerError, run};

@@ -1,0 +1,155 @@
+//! The server's shared state and its lifecycle: start, serve, shut down.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{Tickets, Verifier, random_string};
+use crate::backends::Backend;
+use crate::config::Config;
+use crate::room::Registry;
+
+/// Everything the HTTP handlers and socket sessions share.
+pub struct AppState {
+    /// The configuration in force.
+    pub config: Config,
+    /// Verifies (and in development mode mints) participant tokens.
+    pub verifier: Verifier,
+    /// Outstanding single-use tickets.
+    pub tickets: Tickets,
+    /// The live rooms.
+    pub rooms: Arc<Registry>,
+    /// The admin key for the REST API, if any.
+    pub admin_key: Option<String>,
+    /// Whether onair runs without a configured secret (SPEC §1).
+    pub dev_mode: bool,
+    /// Cancelled when the server begins to shut down.
+    pub shutdown: CancellationToken,
+    /// Tracks socket sessions so shutdown can wait for them to close.
+    pub sessions: TaskTracker,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Development mode may only listen on loopback.
+    #[error(
+        "no [auth] jwt_secret is configured (development mode), so onair only listens on loopback, \
+         not {0}; set ONAIR_AUTH__JWT_SECRET to listen elsewhere"
+    )]
+    DevModeNotLoopback(std::net::SocketAddr),
+    /// Binding or serving failed.
+    #[error("server I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl AppState {
+    /// Builds the state; without a JWT secret, sets up development mode.
+    pub fn new(config: Config, shutdown: CancellationToken) -> Self {
+        let dev_mode = config.auth.jwt_secret.is_none();
+        let secret = config
+            .auth
+            .jwt_secret
+            .clone()
+            .unwrap_or_else(|| random_string(48));
+        let admin_key = config
+            .auth
+            .admin_key
+            .clone()
+            .or_else(|| dev_mode.then(|| random_string(32)));
+        let backend = Arc::new(Backend::from_config(&config.recording));
+        let policy = backend.policy(&config.recording);
+        let rooms = Arc::new(Registry::new(
+            backend,
+            policy,
+            Duration::from_secs(config.recording.start_timeout_s),
+        ));
+        Self {
+            verifier: Verifier::new(&secret, &config.auth),
+            tickets: Tickets::new(Duration::from_secs(config.auth.ticket_ttl_s)),
+            rooms,
+            admin_key,
+            dev_mode,
+            shutdown,
+            sessions: TaskTracker::new(),
+            config,
+        }
+    }
+}
+
+/// Serves onair on `listener` until `shutdown` completes, then closes every
+/// socket with 1001 and waits (at most `[server] shutdown_grace_s`) for them.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let local = listener.local_addr()?;
+    if config.auth.jwt_secret.is_none() && !local.ip().is_loopback() {
+        return Err(ServerError::DevModeNotLoopback(local));
+    }
+    let token = CancellationToken::new();
+    let app = Arc::new(AppState::new(config, token.clone()));
+    if app.dev_mode {
+        tracing::warn!(
+            "DEVELOPMENT MODE: no [auth] jwt_secret configured. A random secret was generated, \
+             tokens are handed out by POST /v1/dev/token, and onair listens on loopback only. \
+             Do not use this in production."
+        );
+        if app.config.auth.admin_key.is_none()
+            && let Some(key) = &app.admin_key
+        {
+            tracing::warn!("DEVELOPMENT MODE: generated admin key for the REST API: {key}");
+        }
+    }
+    let sweeper = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(app.tickets.ttl());
+            loop {
+                every.tick().await;
+                app.tickets.sweep();
+            }
+        })
+    };
+
+    tracing::info!(%local, "onair listening");
+    let router = crate::http::router(app.clone());
+    let grace = Duration::from_secs(app.config.server.shutdown_grace_s);
+    tokio::spawn(async move {
+        shutdown.await;
+        token.cancel();
+    });
+    let stopped = app.shutdown.clone();
+    let served = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stopped.cancelled().await });
+    let mut serving = tokio::spawn(async move { served.await });
+    tokio::select! {
+        result = &mut serving => {
+            sweeper.abort();
+            return Ok(result.map_err(std::io::Error::other)??);
+        }
+        _ = app.shutdown.cancelled() => {}
+    }
+    tracing::info!("shutting down: closing sockets with 1001");
+    // Upgraded sockets are not tracked by the HTTP server: wait for them separately.
+    app.sessions.close();
+    let drained = tokio::time::timeout(grace, async {
+        app.sessions.wait().await;
+        let _ = serving.await;
+    })
+    .await;
+    sweeper.abort();
+    if drained.is_err() {
+        tracing::warn!("shutdown grace period over; dropping the remaining connections");
+    }
+    tracing::info!("onair stopped");
+    Ok(())
+}

@@ -1,0 +1,402 @@
+//! One WebSocket connection: read frames, dispatch them to the room, and write
+//! the room's events from a bounded queue.
+//!
+//! A single task serves the socket in both directions. Everything this client
+//! should receive (its own replies and the room's fan-out) goes through one
+//! bounded queue, so ordering is simple and memory is capped: when the queue
+//! overflows the room drops the participant and cancels its `kick` token, and
+//! this task closes the socket with 1008.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::SinkExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::auth::Claims;
+use crate::protocol::{
+    ClientMessage, ControlCommand, ControlError, ControlEvent, Namespace, Parsed, Participant,
+    ParticipantControl, ParticipantRecording, RecordingCommand, RecordingError, RecordingEvent,
+    ServerFrame, now_rfc3339, parse_client_frame,
+};
+use crate::recording::{Actor, Input};
+use crate::room::{Frame, Outlet, Room, encode};
+use crate::server::AppState;
+
+/// Close codes onair uses (RFC 6455 §7.4.1).
+pub mod close_code {
+    /// The server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Policy violation: the client stopped reading, or never joined.
+    pub const POLICY: u16 = 1008;
+    /// A frame was too large, or binary.
+    pub const TOO_BIG: u16 = 1009;
+}
+
+/// Longest display name accepted, in characters.
+pub const MAX_DISPLAY_NAME: usize = 100;
+
+/// Frames written to the socket before one flush, when several are queued.
+const WRITE_BATCH: usize = 64;
+
+/// Serves one upgraded socket until it closes.
+pub async fn serve(socket: WebSocket, claims: Claims, app: Arc<AppState>) {
+    let id = uuid::Uuid::new_v4().to_string();
+    let span = tracing::info_span!("session", room = %claims.room, participant = %id);
+    let (session, rx) = Session::new(id, claims, app);
+    drive(session, rx, socket).instrument(span).await;
+}
+
+struct Session {
+    id: String,
+    claims: Claims,
+    app: Arc<AppState>,
+    outlet: Outlet,
+    room: Option<Arc<Room>>,
+    limiter: RateLimiter,
+}
+
+enum Flow {
+    Continue,
+    Close(u16, &'static str),
+    Gone,
+}
+
+impl Session {
+    fn new(id: String, claims: Claims, app: Arc<AppState>) -> (Self, mpsc::Receiver<Frame>) {
+        let server = &app.config.server;
+        let (tx, rx) = mpsc::channel(server.send_queue);
+        let limiter = RateLimiter::new(server.messages_per_second, server.message_burst);
+        let session = Self {
+            id,
+            claims,
+            outlet: Outlet {
+                tx,
+                kick: CancellationToken::new(),
+            },
+            room: None,
+            limiter,
+            app,
+        };
+        (session, rx)
+    }
+}
+
+/// The connection's loop: the first of shutdown, kick, join timeout, a queued
+/// frame to write, or a frame to read wins each round.
+async fn drive(mut session: Session, mut rx: mpsc::Receiver<Frame>, mut socket: WebSocket) {
+    {
+        let shutdown = session.app.shutdown.clone();
+        let kick = session.outlet.kick.clone();
+        let join_deadline = tokio::time::sleep(Duration::from_secs(
+            session.app.config.server.join_timeout_s,
+        ));
+        tokio::pin!(join_deadline);
+        tracing::debug!("connected");
+
+        let flow = loop {
+            let flow = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Flow::Close(close_code::GOING_AWAY, "server shutting down"),
+                _ = kick.cancelled() => Flow::Close(close_code::POLICY, "send queue overflow: client is not reading"),
+                _ = &mut join_deadline, if session.room.is_none() => {
+                    Flow::Close(close_code::POLICY, "join timeout: send `join` first")
+                }
+                Some(frame) = rx.recv() => {
+                    tokio::select! {
+                        written = write(&mut socket, frame, &mut rx) => match written {
+                            Ok(()) => Flow::Continue,
+                            Err(_) => Flow::Gone,
+                        },
+                        _ = kick.cancelled() => Flow::Close(close_code::POLICY, "send queue overflow: client is not reading"),
+                        _ = shutdown.cancelled() => Flow::Close(close_code::GOING_AWAY, "server shutting down"),
+                    }
+                }
+                incoming = socket.recv() => session.on_incoming(incoming),
+            };
+            match flow {
+                Flow::Continue => continue,
+                other => break other,
+            }
+        };
+
+        if let Some(room) = session.room.take() {
+            session.app.rooms.leave(&room, &session.id);
+        }
+        match flow {
+            Flow::Close(code, reason) => {
+                tracing::debug!(code, reason, "closing");
+                let frame = CloseFrame {
+                    code,
+                    reason: reason.into(),
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    socket.send(Message::Close(Some(frame))).await?;
+                    // Wait briefly for the client's answering Close.
+                    while let Some(Ok(m)) = socket.recv().await {
+                        if matches!(m, Message::Close(_)) {
+                            break;
+                        }
+                    }
+                    Ok::<_, axum::Error>(())
+                })
+                .await;
+            }
+            Flow::Gone => {
+                // Flush the automatic reply to a client's Close, if any.
+                let _ = tokio::time::timeout(Duration::from_secs(1), socket.close()).await;
+            }
+            Flow::Continue => unreachable!(),
+        }
+        tracing::debug!("disconnected");
+    }
+}
+
+impl Session {
+    fn on_incoming(&mut self, incoming: Option<Result<Message, axum::Error>>) -> Flow {
+        match incoming {
+            None => Flow::Gone,
+            Some(Err(e)) => close_for_read_error(e),
+            Some(Ok(Message::Text(text))) => {
+                if !self.limiter.allow(Instant::now()) {
+                    if self.limiter.should_warn(Instant::now()) {
+                        self.reply(control_error(
+                            ControlError::RateLimited,
+                            Some(format!(
+                                "more than {} messages per second; messages are being dropped",
+                                self.app.config.server.messages_per_second
+                            )),
+                        ));
+                    }
+                    return Flow::Continue;
+                }
+                self.on_text(&text);
+                Flow::Continue
+            }
+            Some(Ok(Message::Binary(_))) => {
+                Flow::Close(close_code::TOO_BIG, "binary frames are not supported")
+            }
+            Some(Ok(Message::Close(_))) => Flow::Gone,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,
+        }
+    }
+
+    fn on_text(&mut self, text: &str) {
+        match parse_client_frame(text) {
+            Parsed::InvalidJson(detail) => {
+                self.reply(control_error(ControlError::InvalidJson, Some(detail)));
+            }
+            Parsed::InvalidNamespace(namespace) => self.reply(control_error(
+                ControlError::InvalidNamespace,
+                Some(format!("unknown namespace `{namespace}`")),
+            )),
+            Parsed::InvalidPayload { namespace, detail } => {
+                self.reply(invalid_payload(namespace, detail));
+            }
+            Parsed::Command(ClientMessage::Control(ControlCommand::Join { display_name })) => {
+                self.join(display_name);
+            }
+            Parsed::Command(ClientMessage::Recording(command)) => self.recording(command),
+        }
+    }
+
+    fn join(&mut self, display_name: Option<String>) {
+        if self.room.is_some() {
+            return self.reply(control_error(ControlError::AlreadyJoined, None));
+        }
+        let requested = display_name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty());
+        let name = requested
+            .or(self
+                .claims
+                .name
+                .as_deref()
+                .map(str::trim)
+                .filter(|n| !n.is_empty()))
+            .unwrap_or(&self.claims.sub);
+        if name.chars().count() > MAX_DISPLAY_NAME {
+            return self.reply(invalid_payload(
+                Namespace::Control,
+                format!("join: display_name is longer than {MAX_DISPLAY_NAME} characters"),
+            ));
+        }
+        let participant = Participant {
+            id: self.id.clone(),
+            control: ParticipantControl {
+                display_name: name.to_owned(),
+                role: self.claims.role,
+                joined_at: now_rfc3339(),
+                participation_kind: self.claims.role.into(),
+            },
+            recording: ParticipantRecording {
+                consents_recording: false,
+            },
+        };
+        let room = self.app.rooms.join(
+            &self.claims.room,
+            participant,
+            self.claims.may_record(),
+            self.outlet.clone(),
+        );
+        tracing::info!(role = ?self.claims.role, "joined");
+        self.room = Some(room);
+    }
+
+    fn recording(&mut self, command: RecordingCommand) {
+        let Some(room) = self.room.clone() else {
+            return self.reply(control_error(ControlError::NotYetJoined, None));
+        };
+        let actor = || Actor {
+            participant: Some(self.id.clone()),
+            may_record: self.claims.may_record(),
+        };
+        let input = match command {
+            RecordingCommand::SetConsent { consent } => {
+                return self.app.rooms.set_consent(&room, &self.id, consent);
+            }
+            RecordingCommand::Start { audio_only: _ } => Input::Start {
+                actor: actor(),
+                new_recording_id: uuid::Uuid::new_v4().to_string(),
+            },
+            RecordingCommand::Stop { recording_id } => Input::Stop {
+                actor: actor(),
+                recording_id,
+            },
+        };
+        self.app.rooms.apply(&room, Some(&self.outlet), input);
+    }
+
+    /// Queues a frame for this client only; a full queue means it does not read.
+    fn reply(&self, frame: Frame) {
+        if self.outlet.tx.try_send(frame).is_err() {
+            self.outlet.kick.cancel();
+        }
+    }
+}
+
+/// Writes one frame and whatever else is already queued, then flushes once.
+async fn write(
+    socket: &mut WebSocket,
+    first: Frame,
+    rx: &mut mpsc::Receiver<Frame>,
+) -> Result<(), axum::Error> {
+    socket.feed(Message::Text(first)).await?;
+    for _ in 1..WRITE_BATCH {
+        match rx.try_recv() {
+            Ok(frame) => socket.feed(Message::Text(frame)).await?,
+            Err(_) => break,
+        }
+    }
+    socket.flush().await
+}
+
+/// A frame over the size limit is a capacity error: close with 1009. Any other
+/// read error means the connection is already broken.
+fn close_for_read_error(error: axum::Error) -> Flow {
+    let inner = error.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => {
+            Flow::Close(close_code::TOO_BIG, "frame larger than the server accepts")
+        }
+        _ => {
+            tracing::debug!(error = %inner, "read error");
+            Flow::Gone
+        }
+    }
+}
+
+fn control_error(error: ControlError, detail: Option<String>) -> Frame {
+    encode(&ServerFrame::control(ControlEvent::Error { error, detail }))
+}
+
+fn invalid_payload(namespace: Namespace, detail: String) -> Frame {
+    match namespace {
+        Namespace::Control => control_error(ControlError::InvalidPayload, Some(detail)),
+        Namespace::Recording => encode(&ServerFrame::recording(RecordingEvent::Error {
+            error: RecordingError::InvalidPayload,
+            detail: Some(detail),
+        })),
+    }
+}
+
+/// A token bucket: `rate` messages per second on average, bursts up to `burst`.
+struct RateLimiter {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Option<Instant>,
+    warned: Option<Instant>,
+}
+
+impl RateLimiter {
+    fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            tokens: f64::from(burst),
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+            last: None,
+            warned: None,
+        }
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        if let Some(last) = self.last {
+            let refill = now.saturating_duration_since(last).as_secs_f64() * self.rate;
+            self.tokens = (self.tokens + refill).min(self.burst);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// At most one `rate_limited` error per second, so the warning itself cannot flood.
+    fn should_warn(&mut self, now: Instant) -> bool {
+        let due = self
+            .warned
+            .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1));
+        if due {
+            self.warned = Some(now);
+        }
+        due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limiter_allows_bursts_then_the_rate() {
+        let start = Instant::now();
+        let mut limiter = RateLimiter::new(10, 3);
+        assert!(limiter.allow(start));
+        assert!(limiter.allow(start));
+        assert!(limiter.allow(start));
+        assert!(!limiter.allow(start));
+        assert!(limiter.allow(start + Duration::from_millis(100)));
+        assert!(!limiter.allow(start + Duration::from_millis(100)));
+        // Idle time refills only up to the burst.
+        let later = start + Duration::from_secs(60);
+        assert!((0..3).all(|_| limiter.allow(later)));
+        assert!(!limiter.allow(later));
+    }
+
+    #[test]
+    fn rate_limit_warnings_are_spaced() {
+        let start = Instant::now();
+        let mut limiter = RateLimiter::new(1, 1);
+        assert!(limiter.should_warn(start));
+        assert!(!limiter.should_warn(start + Duration::from_millis(500)));
+        assert!(limiter.should_warn(start + Duration::from_secs(1)));
+    }
+}

@@ -1,0 +1,3 @@
+//! Shared test support: the server harness and the protocol schemas.
+pub mod harness;
+pub mod schemas;

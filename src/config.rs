@@ -51,7 +51,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7800)),
             allowed_origins: Vec::new(),
             max_frame_bytes: 64 * 1024,
-            send_queue: 256,
+            send_queue: 1024,
             messages_per_second: 20,
             message_burst: 40,
             join_timeout_s: 10,

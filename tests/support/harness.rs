@@ -72,6 +72,16 @@ impl Server {
         }
     }
 
+    /// A handle on a server started elsewhere (e.g. the binary) with [`SECRET`].
+    pub fn remote(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            stop: None,
+            task: None,
+            verifier: Verifier::new(SECRET, &Default::default()),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

@@ -1,0 +1,232 @@
+//! The server-to-server REST API, the manual recorder's reports, the start
+//! timeout, and the operations endpoints.
+
+mod support;
+
+use std::time::Duration;
+
+use onair::protocol::Role;
+use serde_json::{Value, json};
+use support::harness::{ADMIN_KEY, Server, config, http};
+
+async fn admin(method: reqwest::Method, server: &Server, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = http()
+        .request(method, server.url(path))
+        .bearer_auth(ADMIN_KEY);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn rooms_are_listed_with_participants_consent_and_state() {
+    let server = Server::start().await;
+    let (status, body) = admin(reqwest::Method::GET, &server, "/v1/rooms", None).await;
+    assert_eq!((status, body), (200, json!({"rooms": []})));
+
+    let (mut ada, _) = server.join("standup", "Ada", Role::Moderator).await;
+    let (mut bob, _) = server.join("standup", "Bob", Role::User).await;
+    ada.expect("control", "joined").await;
+    bob.recording(json!({"action": "set_consent", "consent": true})).await;
+    ada.expect("control", "update").await;
+
+    let (status, body) = admin(reqwest::Method::GET, &server, "/v1/rooms", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["rooms"][0]["id"], "standup");
+    let (status, room) = admin(reqwest::Method::GET, &server, "/v1/rooms/standup", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(room["recording"], json!({"status": "inactive"}));
+    let participants = room["participants"].as_array().unwrap();
+    assert_eq!(participants.len(), 2);
+    assert_eq!(participants[1]["id"], bob.id);
+    assert_eq!(participants[1]["recording"]["consents_recording"], true);
+
+    let (status, body) = admin(reqwest::Method::GET, &server, "/v1/rooms/nobody-here", None).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["code"], "room_not_found");
+}
+
+#[tokio::test]
+async fn the_admin_key_is_required() {
+    let server = Server::start().await;
+    let response = http().get(server.url("/v1/rooms")).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "invalid_admin_key");
+    let response = http()
+        .post(server.url("/v1/rooms/r/recording"))
+        .bearer_auth("wrong-key-wrong-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+
+    let mut no_key = config();
+    no_key.auth.admin_key = None;
+    let server = Server::with(no_key).await;
+    let response = http()
+        .get(server.url("/v1/rooms"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.json::<Value>().await.unwrap()["code"], "admin_api_disabled");
+}
+
+#[tokio::test]
+async fn start_and_stop_through_the_api_fan_out() {
+    let server = Server::start().await;
+    let (status, body) = admin(reqwest::Method::POST, &server, "/v1/rooms/empty/recording", None).await;
+    assert_eq!((status, body["code"].clone()), (404, json!("room_not_found")));
+
+    let (mut ada, _) = server.join("room", "Ada", Role::User).await;
+    let (status, body) = admin(reqwest::Method::POST, &server, "/v1/rooms/room/recording", None).await;
+    assert_eq!(status, 201);
+    assert_eq!(body["status"], "recording");
+    let id = body["recording_id"].as_str().unwrap().to_owned();
+    assert_eq!(ada.expect("recording", "started").await["recording_id"], id);
+    ada.expect("recording", "status").await;
+
+    let (status, body) = admin(reqwest::Method::POST, &server, "/v1/rooms/room/recording", None).await;
+    assert_eq!((status, body["code"].clone()), (400, json!("already_recording")));
+
+    let (status, body) = admin(reqwest::Method::DELETE, &server, "/v1/rooms/room/recording", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "inactive");
+    assert_eq!(ada.expect("recording", "stopped").await["recording_id"], id);
+    ada.expect("recording", "status").await;
+
+    let (status, body) = admin(reqwest::Method::DELETE, &server, "/v1/rooms/room/recording", None).await;
+    assert_eq!((status, body["code"].clone()), (400, json!("not_recording")));
+}
+
+fn confirming(start_timeout_s: u64) -> onair::Config {
+    let mut config = config();
+    config.recording.manual_confirm = true;
+    config.recording.start_timeout_s = start_timeout_s;
+    config
+}
+
+#[tokio::test]
+async fn the_recorder_confirms_and_stops_through_status_reports() {
+    let server = Server::with(confirming(30)).await;
+    let (mut ada, _) = server.join("room", "Ada", Role::Moderator).await;
+    ada.recording(json!({"action": "start"})).await;
+    let status = ada.expect("recording", "status").await;
+    assert_eq!(status["status"], "initializing");
+    let id = status["recording_id"].as_str().unwrap().to_owned();
+
+    // A late joiner sees `initializing`.
+    let (mut bob, success) = server.join("room", "Bob", Role::User).await;
+    assert_eq!(success["recording"]["status"], "initializing");
+    ada.expect("control", "joined").await;
+
+    let path = "/v1/rooms/room/recording/status";
+    let (status, body) = admin(reqwest::Method::POST, &server, path, Some(json!({"status": "recording", "recording_id": "other"}))).await;
+    assert_eq!((status, body["code"].clone()), (400, json!("invalid_recording_id")));
+    let (status, body) = admin(reqwest::Method::POST, &server, path, Some(json!({"status": "recording", "recording_id": id}))).await;
+    assert_eq!((status, body["status"].clone()), (200, json!("recording")));
+    for client in [&mut ada, &mut bob] {
+        assert_eq!(client.expect("recording", "started").await["recording_id"], id);
+        assert_eq!(client.expect("recording", "status").await["status"], "recording");
+    }
+    // A duplicate report changes nothing and sends nothing.
+    let (status, _) = admin(reqwest::Method::POST, &server, path, Some(json!({"status": "recording", "recording_id": id}))).await;
+    assert_eq!(status, 200);
+
+    ada.recording(json!({"action": "stop", "recording_id": id})).await;
+    for client in [&mut ada, &mut bob] {
+        assert_eq!(client.expect("recording", "status").await["status"], "stopping");
+    }
+    let (status, body) = admin(reqwest::Method::POST, &server, path, Some(json!({"status": "stopped", "recording_id": id}))).await;
+    assert_eq!((status, body["status"].clone()), (200, json!("inactive")));
+    for client in [&mut ada, &mut bob] {
+        assert_eq!(client.expect("recording", "stopped").await["recording_id"], id);
+        assert_eq!(client.expect("recording", "status").await["status"], "inactive");
+    }
+    // A late `stopped` is acknowledged.
+    let (status, _) = admin(reqwest::Method::POST, &server, path, Some(json!({"status": "stopped", "recording_id": id}))).await;
+    assert_eq!(status, 200);
+    let (status, body) = admin(reqwest::Method::POST, &server, path, Some(json!({"status": "paused", "recording_id": id}))).await;
+    assert_eq!((status, body["code"].clone()), (422, json!("invalid_body")));
+}
+
+#[tokio::test]
+async fn a_recorder_failure_is_announced_and_a_new_start_works() {
+    let server = Server::with(confirming(30)).await;
+    let (mut ada, _) = server.join("room", "Ada", Role::Moderator).await;
+    ada.recording(json!({"action": "start"})).await;
+    let id = ada.expect("recording", "status").await["recording_id"].clone();
+    let (status, _) = admin(
+        reqwest::Method::POST,
+        &server,
+        "/v1/rooms/room/recording/status",
+        Some(json!({"status": "failed", "recording_id": id, "reason": "disk full"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let failed = ada.expect("recording", "status").await;
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["reason"], "disk full");
+    let (_, room) = admin(reqwest::Method::GET, &server, "/v1/rooms/room", None).await;
+    assert_eq!(room["recording"]["status"], "failed");
+    assert_eq!(room["recording"]["reason"], "disk full");
+
+    ada.recording(json!({"action": "start"})).await;
+    let again = ada.expect("recording", "status").await;
+    assert_eq!(again["status"], "initializing");
+    assert_ne!(again["recording_id"], id);
+}
+
+#[tokio::test]
+async fn a_recorder_that_never_confirms_times_out() {
+    let server = Server::with(confirming(1)).await;
+    let (mut ada, _) = server.join("room", "Ada", Role::Moderator).await;
+    let (mut bob, _) = server.join("room", "Bob", Role::User).await;
+    ada.expect("control", "joined").await;
+    ada.recording(json!({"action": "start"})).await;
+    let id = ada.expect("recording", "status").await["recording_id"].clone();
+    bob.expect("recording", "status").await;
+
+    let error = ada.expect("recording", "error").await;
+    assert_eq!(error["error"], "recorder_timeout");
+    for client in [&mut ada, &mut bob] {
+        let status = client.expect("recording", "status").await;
+        assert_eq!(status["status"], "inactive");
+        assert_eq!(status["reason"], "recorder_timeout");
+        assert_eq!(status["recording_id"], id);
+    }
+    // Only the requester hears of the timeout as an error.
+    bob.expect_silence(Duration::from_millis(300)).await;
+
+    ada.recording(json!({"action": "start"})).await;
+    assert_eq!(ada.expect("recording", "status").await["status"], "initializing");
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let server = Server::start().await;
+    let response = http().get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let response = http().get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let response = http().get(server.url("/nope")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(response.json::<Value>().await.unwrap()["code"], "not_found");
+}
+
+#[tokio::test]
+async fn recording_can_be_disabled() {
+    let mut config = config();
+    config.recording.enabled = false;
+    let server = Server::with(config).await;
+    let (mut ada, _) = server.join("room", "Ada", Role::Moderator).await;
+    ada.recording(json!({"action": "start"})).await;
+    assert_eq!(ada.expect("recording", "error").await["error"], "recording_disabled");
+    let (status, body) = admin(reqwest::Method::POST, &server, "/v1/rooms/room/recording", None).await;
+    assert_eq!((status, body["code"].clone()), (403, json!("recording_disabled")));
+}

@@ -26,7 +26,17 @@ fn onair() -> Command {
 #[test]
 fn token_prints_a_verifiable_token() {
     let output = onair()
-        .args(["token", "--room", "standup", "--name", "Ada", "--role", "moderator", "--ttl", "2h"])
+        .args([
+            "token",
+            "--room",
+            "standup",
+            "--name",
+            "Ada",
+            "--role",
+            "moderator",
+            "--ttl",
+            "2h",
+        ])
         .env("ONAIR_AUTH__JWT_SECRET", SECRET)
         .output()
         .unwrap();
@@ -84,7 +94,10 @@ async fn sigterm_closes_sockets_with_1001_and_exits() {
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let addr = loop {
         let mut line = String::new();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "onair exited early");
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "onair exited early"
+        );
         let log: serde_json::Value = serde_json::from_str(&line).expect("JSON logs");
         if log["fields"]["message"] == "onair listening" {
             break log["fields"]["local"].as_str().unwrap().parse().unwrap();
@@ -103,7 +116,10 @@ async fn sigterm_closes_sockets_with_1001_and_exits() {
     assert!(status.success());
     let close = client.closed().await.expect("a close frame");
     assert_eq!(u16::from(close.code), 1001);
-    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(exit.success(), "{exit:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
 

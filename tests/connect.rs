@@ -11,11 +11,15 @@ use support::harness::{Client, Server, http, refused};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-fn with_protocols(server: &Server, protocols: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+fn with_protocols(
+    server: &Server,
+    protocols: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
     let mut request = server.ws_url().into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("sec-websocket-protocol", HeaderValue::from_str(protocols).unwrap());
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_str(protocols).unwrap(),
+    );
     request
 }
 
@@ -34,9 +38,13 @@ async fn bearer_header_and_query_token_both_work() {
     let mut by_header =
         Client::connect_bearer(&server, &server.token("r", "Header", Role::User)).await;
     by_header.join(None).await;
-    let mut by_query = Client::connect_query(&server, &server.token("r", "Query", Role::User)).await;
+    let mut by_query =
+        Client::connect_query(&server, &server.token("r", "Query", Role::User)).await;
     let success = by_query.join(None).await;
-    assert_eq!(success["participants"][0]["control"]["display_name"], "Header");
+    assert_eq!(
+        success["participants"][0]["control"]["display_name"],
+        "Header"
+    );
     assert_eq!(by_header.protocol, None);
 }
 
@@ -52,7 +60,10 @@ async fn ticket_flow_selects_the_opentalk_subprotocol_and_is_single_use() {
 
     let offer = format!("opentalk-signaling-json-v1.0, ticket#{ticket}");
     let mut client = Client::connect_request(with_protocols(&server, &offer)).await;
-    assert_eq!(client.protocol.as_deref(), Some("opentalk-signaling-json-v1.0"));
+    assert_eq!(
+        client.protocol.as_deref(),
+        Some("opentalk-signaling-json-v1.0")
+    );
     let success = client.join(None).await;
     assert_eq!(success["role"], "moderator");
 
@@ -83,7 +94,10 @@ async fn tickets_expire() {
     let token = server.token("r", "Ada", Role::User);
     let body: Value = ticket(&server, "r", &token).await.json().await.unwrap();
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    let offer = format!("opentalk-signaling-json-v1.0, ticket#{}", body["ticket"].as_str().unwrap());
+    let offer = format!(
+        "opentalk-signaling-json-v1.0, ticket#{}",
+        body["ticket"].as_str().unwrap()
+    );
     let (status, _) = refused(with_protocols(&server, &offer)).await;
     assert_eq!(status, 401);
 }
@@ -94,10 +108,16 @@ async fn ticket_endpoint_checks_token_and_room() {
     let token = server.token("room-1", "Ada", Role::User);
     let response = ticket(&server, "room-2", &token).await;
     assert_eq!(response.status(), 403);
-    assert_eq!(response.json::<Value>().await.unwrap()["code"], "room_mismatch");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["code"],
+        "room_mismatch"
+    );
     let response = ticket(&server, "room-1", "garbage").await;
     assert_eq!(response.status(), 401);
-    assert_eq!(response.json::<Value>().await.unwrap()["code"], "invalid_token");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["code"],
+        "invalid_token"
+    );
     let response = ticket(&server, "bad%20room", &token).await;
     assert_eq!(response.status(), 400);
 }
@@ -117,15 +137,27 @@ async fn bad_credentials_are_refused_with_401_json() {
     let url = format!("{}?token={}", server.ws_url(), server.mint(&claims));
     let (status, body) = refused(url.into_client_request().unwrap()).await;
     assert_eq!(status, 401);
-    assert!(body["message"].as_str().unwrap().contains("expired"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
 
     // Forged: signed with another secret.
     let forger = onair::auth::Verifier::new("not-the-server-secret", &Default::default());
-    let forged = forger.mint(&claims_for("r", "Mallory", None, Role::Moderator, Duration::from_secs(60)));
+    let forged = forger.mint(&claims_for(
+        "r",
+        "Mallory",
+        None,
+        Role::Moderator,
+        Duration::from_secs(60),
+    ));
     let url = format!("{}?token={forged}", server.ws_url());
     let (status, body) = refused(url.into_client_request().unwrap()).await;
     assert_eq!(status, 401);
-    assert!(body["message"].as_str().unwrap().contains("signature"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("signature"),
+        "{body}"
+    );
     // The refusal never echoes the token.
     assert!(!body.to_string().contains(&forged));
 
@@ -227,14 +259,20 @@ async fn development_mode_hands_out_tokens() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
-    assert_eq!(response.json::<Value>().await.unwrap()["code"], "invalid_body");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["code"],
+        "invalid_body"
+    );
 }
 
 #[tokio::test]
 async fn development_mode_refuses_non_loopback_and_production_has_no_dev_tokens() {
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
     let result = onair::run(listener, onair::Config::default(), async {}).await;
-    assert!(matches!(result, Err(onair::ServerError::DevModeNotLoopback(_))));
+    assert!(matches!(
+        result,
+        Err(onair::ServerError::DevModeNotLoopback(_))
+    ));
 
     let server = Server::start().await;
     let response = http()

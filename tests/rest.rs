@@ -9,7 +9,12 @@ use onair::protocol::Role;
 use serde_json::{Value, json};
 use support::harness::{ADMIN_KEY, Server, config, http};
 
-async fn admin(method: reqwest::Method, server: &Server, path: &str, body: Option<Value>) -> (u16, Value) {
+async fn admin(
+    method: reqwest::Method,
+    server: &Server,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut request = http()
         .request(method, server.url(path))
         .bearer_auth(ADMIN_KEY);
@@ -30,7 +35,8 @@ async fn rooms_are_listed_with_participants_consent_and_state() {
     let (mut ada, _) = server.join("standup", "Ada", Role::Moderator).await;
     let (mut bob, _) = server.join("standup", "Bob", Role::User).await;
     ada.expect("control", "joined").await;
-    bob.recording(json!({"action": "set_consent", "consent": true})).await;
+    bob.recording(json!({"action": "set_consent", "consent": true}))
+        .await;
     ada.expect("control", "update").await;
 
     let (status, body) = admin(reqwest::Method::GET, &server, "/v1/rooms", None).await;
@@ -74,34 +80,76 @@ async fn the_admin_key_is_required() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
-    assert_eq!(response.json::<Value>().await.unwrap()["code"], "admin_api_disabled");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["code"],
+        "admin_api_disabled"
+    );
 }
 
 #[tokio::test]
 async fn start_and_stop_through_the_api_fan_out() {
     let server = Server::start().await;
-    let (status, body) = admin(reqwest::Method::POST, &server, "/v1/rooms/empty/recording", None).await;
-    assert_eq!((status, body["code"].clone()), (404, json!("room_not_found")));
+    let (status, body) = admin(
+        reqwest::Method::POST,
+        &server,
+        "/v1/rooms/empty/recording",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (404, json!("room_not_found"))
+    );
 
     let (mut ada, _) = server.join("room", "Ada", Role::User).await;
-    let (status, body) = admin(reqwest::Method::POST, &server, "/v1/rooms/room/recording", None).await;
+    let (status, body) = admin(
+        reqwest::Method::POST,
+        &server,
+        "/v1/rooms/room/recording",
+        None,
+    )
+    .await;
     assert_eq!(status, 201);
     assert_eq!(body["status"], "recording");
     let id = body["recording_id"].as_str().unwrap().to_owned();
     assert_eq!(ada.expect("recording", "started").await["recording_id"], id);
     ada.expect("recording", "status").await;
 
-    let (status, body) = admin(reqwest::Method::POST, &server, "/v1/rooms/room/recording", None).await;
-    assert_eq!((status, body["code"].clone()), (400, json!("already_recording")));
+    let (status, body) = admin(
+        reqwest::Method::POST,
+        &server,
+        "/v1/rooms/room/recording",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (400, json!("already_recording"))
+    );
 
-    let (status, body) = admin(reqwest::Method::DELETE, &server, "/v1/rooms/room/recording", None).await;
+    let (status, body) = admin(
+        reqwest::Method::DELETE,
+        &server,
+        "/v1/rooms/room/recording",
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "inactive");
     assert_eq!(ada.expect("recording", "stopped").await["recording_id"], id);
     ada.expect("recording", "status").await;
 
-    let (status, body) = admin(reqwest::Method::DELETE, &server, "/v1/rooms/room/recording", None).await;
-    assert_eq!((status, body["code"].clone()), (400, json!("not_recording")));
+    let (status, body) = admin(
+        reqwest::Method::DELETE,
+        &server,
+        "/v1/rooms/room/recording",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (400, json!("not_recording"))
+    );
 }
 
 fn confirming(start_timeout_s: u64) -> onair::Config {
@@ -126,32 +174,87 @@ async fn the_recorder_confirms_and_stops_through_status_reports() {
     ada.expect("control", "joined").await;
 
     let path = "/v1/rooms/room/recording/status";
-    let (status, body) = admin(reqwest::Method::POST, &server, path, Some(json!({"status": "recording", "recording_id": "other"}))).await;
-    assert_eq!((status, body["code"].clone()), (400, json!("invalid_recording_id")));
-    let (status, body) = admin(reqwest::Method::POST, &server, path, Some(json!({"status": "recording", "recording_id": id}))).await;
+    let (status, body) = admin(
+        reqwest::Method::POST,
+        &server,
+        path,
+        Some(json!({"status": "recording", "recording_id": "other"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (400, json!("invalid_recording_id"))
+    );
+    let (status, body) = admin(
+        reqwest::Method::POST,
+        &server,
+        path,
+        Some(json!({"status": "recording", "recording_id": id})),
+    )
+    .await;
     assert_eq!((status, body["status"].clone()), (200, json!("recording")));
     for client in [&mut ada, &mut bob] {
-        assert_eq!(client.expect("recording", "started").await["recording_id"], id);
-        assert_eq!(client.expect("recording", "status").await["status"], "recording");
+        assert_eq!(
+            client.expect("recording", "started").await["recording_id"],
+            id
+        );
+        assert_eq!(
+            client.expect("recording", "status").await["status"],
+            "recording"
+        );
     }
     // A duplicate report changes nothing and sends nothing.
-    let (status, _) = admin(reqwest::Method::POST, &server, path, Some(json!({"status": "recording", "recording_id": id}))).await;
+    let (status, _) = admin(
+        reqwest::Method::POST,
+        &server,
+        path,
+        Some(json!({"status": "recording", "recording_id": id})),
+    )
+    .await;
     assert_eq!(status, 200);
 
-    ada.recording(json!({"action": "stop", "recording_id": id})).await;
+    ada.recording(json!({"action": "stop", "recording_id": id}))
+        .await;
     for client in [&mut ada, &mut bob] {
-        assert_eq!(client.expect("recording", "status").await["status"], "stopping");
+        assert_eq!(
+            client.expect("recording", "status").await["status"],
+            "stopping"
+        );
     }
-    let (status, body) = admin(reqwest::Method::POST, &server, path, Some(json!({"status": "stopped", "recording_id": id}))).await;
+    let (status, body) = admin(
+        reqwest::Method::POST,
+        &server,
+        path,
+        Some(json!({"status": "stopped", "recording_id": id})),
+    )
+    .await;
     assert_eq!((status, body["status"].clone()), (200, json!("inactive")));
     for client in [&mut ada, &mut bob] {
-        assert_eq!(client.expect("recording", "stopped").await["recording_id"], id);
-        assert_eq!(client.expect("recording", "status").await["status"], "inactive");
+        assert_eq!(
+            client.expect("recording", "stopped").await["recording_id"],
+            id
+        );
+        assert_eq!(
+            client.expect("recording", "status").await["status"],
+            "inactive"
+        );
     }
     // A late `stopped` is acknowledged.
-    let (status, _) = admin(reqwest::Method::POST, &server, path, Some(json!({"status": "stopped", "recording_id": id}))).await;
+    let (status, _) = admin(
+        reqwest::Method::POST,
+        &server,
+        path,
+        Some(json!({"status": "stopped", "recording_id": id})),
+    )
+    .await;
     assert_eq!(status, 200);
-    let (status, body) = admin(reqwest::Method::POST, &server, path, Some(json!({"status": "paused", "recording_id": id}))).await;
+    let (status, body) = admin(
+        reqwest::Method::POST,
+        &server,
+        path,
+        Some(json!({"status": "paused", "recording_id": id})),
+    )
+    .await;
     assert_eq!((status, body["code"].clone()), (422, json!("invalid_body")));
 }
 
@@ -204,7 +307,10 @@ async fn a_recorder_that_never_confirms_times_out() {
     bob.expect_silence(Duration::from_millis(300)).await;
 
     ada.recording(json!({"action": "start"})).await;
-    assert_eq!(ada.expect("recording", "status").await["status"], "initializing");
+    assert_eq!(
+        ada.expect("recording", "status").await["status"],
+        "initializing"
+    );
 }
 
 #[tokio::test]
@@ -226,7 +332,19 @@ async fn recording_can_be_disabled() {
     let server = Server::with(config).await;
     let (mut ada, _) = server.join("room", "Ada", Role::Moderator).await;
     ada.recording(json!({"action": "start"})).await;
-    assert_eq!(ada.expect("recording", "error").await["error"], "recording_disabled");
-    let (status, body) = admin(reqwest::Method::POST, &server, "/v1/rooms/room/recording", None).await;
-    assert_eq!((status, body["code"].clone()), (403, json!("recording_disabled")));
+    assert_eq!(
+        ada.expect("recording", "error").await["error"],
+        "recording_disabled"
+    );
+    let (status, body) = admin(
+        reqwest::Method::POST,
+        &server,
+        "/v1/rooms/room/recording",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (403, json!("recording_disabled"))
+    );
 }

@@ -63,7 +63,10 @@ async fn a_client_that_stops_reading_is_closed_and_the_room_goes_on() {
             let frame = watcher.recv().await;
             match frame["payload"]["message"].as_str() {
                 Some("update") => {
-                    assert_eq!(frame["payload"]["recording"]["consents_recording"], expected);
+                    assert_eq!(
+                        frame["payload"]["recording"]["consents_recording"],
+                        expected
+                    );
                     expected = !expected;
                     updates += 1;
                 }
@@ -87,17 +90,18 @@ async fn a_client_that_stops_reading_is_closed_and_the_room_goes_on() {
         .unwrap();
         if slow_left {
             // Everything sent before the kick was delivered to the watcher too.
-            let final_count = *tokio::time::timeout(
-                Duration::from_secs(10),
-                seen.wait_for(|&(n, _)| n == sent),
-            )
-            .await
-            .expect("the watcher gets every update")
-            .unwrap();
+            let final_count =
+                *tokio::time::timeout(Duration::from_secs(10), seen.wait_for(|&(n, _)| n == sent))
+                    .await
+                    .expect("the watcher gets every update")
+                    .unwrap();
             assert_eq!(final_count.0, sent);
             break;
         }
-        assert!(sent < MAX_UPDATES, "the slow client was never dropped ({updates} updates)");
+        assert!(
+            sent < MAX_UPDATES,
+            "the slow client was never dropped ({updates} updates)"
+        );
         producer
             .recording(json!({"action": "set_consent", "consent": sent % 2 == 0}))
             .await;

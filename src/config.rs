@@ -21,6 +21,12 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The recording backend and its timing.
     pub recording: RecordingConfig,
+    /// The LiveKit / OpenVidu 3 backend.
+    pub livekit: LivekitConfig,
+    /// The Nextcloud Talk recording server backend.
+    pub nextcloud: NextcloudConfig,
+    /// Where recording files are kept.
+    pub storage: StorageConfig,
 }
 
 /// `[server]`
@@ -102,13 +108,17 @@ pub enum BackendKind {
     /// The application's own recorder, driven by the REST API.
     #[default]
     Manual,
+    /// LiveKit (or OpenVidu 3) egress.
+    Livekit,
+    /// The Nextcloud Talk recording server.
+    Nextcloud,
 }
 
 /// `[recording]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RecordingConfig {
-    /// Which backend records (only `manual` is built so far).
+    /// Which backend records: `manual`, `livekit` or `nextcloud`.
     pub backend: BackendKind,
     /// `false` refuses every start with `recording_disabled`.
     pub enabled: bool,
@@ -126,6 +136,65 @@ impl Default for RecordingConfig {
             enabled: true,
             start_timeout_s: 30,
             manual_confirm: false,
+        }
+    }
+}
+
+/// `[livekit]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LivekitConfig {
+    /// The LiveKit server's HTTP(S) URL, e.g. `https://livekit.example.com`.
+    pub url: Option<String>,
+    /// API key: the `iss` of tokens onair signs and of webhooks it accepts.
+    #[serde(deserialize_with = "text")]
+    pub api_key: Option<String>,
+    /// API secret (HS256) for both directions.
+    #[serde(deserialize_with = "text")]
+    pub api_secret: Option<String>,
+    /// Egress file path template; `{room_name}` and `{time}` are filled in by LiveKit.
+    pub file_path: String,
+    /// Seconds one call to LiveKit may take.
+    pub request_timeout_s: u64,
+}
+
+impl Default for LivekitConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            api_key: None,
+            api_secret: None,
+            file_path: "{room_name}-{time}.mp4".into(),
+            request_timeout_s: 10,
+        }
+    }
+}
+
+/// `[nextcloud]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NextcloudConfig {
+    /// The recording server's base URL, e.g. `http://recording.example:8000`.
+    pub recording_server: Option<String>,
+    /// The secret shared with the recording server (HMAC-SHA256 checksums).
+    #[serde(deserialize_with = "text")]
+    pub secret: Option<String>,
+    /// onair's own base URL as the recording server reaches it (`Talk-Recording-Backend`).
+    pub backend_url: Option<String>,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Directory for recording files handed to onair.
+    pub path: std::path::PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            path: "./onair-data/recordings".into(),
         }
     }
 }
@@ -182,6 +251,36 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError(format!("{key} must be greater than 0")));
             }
+        }
+        let missing = |section: &str, keys: &[(&str, bool)]| -> Result<(), ConfigError> {
+            match keys.iter().find(|(_, present)| !present) {
+                Some((key, _)) => Err(ConfigError(format!(
+                    "recording.backend = \"{section}\" needs {section}.{key}"
+                ))),
+                None => Ok(()),
+            }
+        };
+        match self.recording.backend {
+            BackendKind::Manual => {}
+            BackendKind::Livekit => missing(
+                "livekit",
+                &[
+                    ("url", self.livekit.url.is_some()),
+                    ("api_key", self.livekit.api_key.is_some()),
+                    ("api_secret", self.livekit.api_secret.is_some()),
+                ],
+            )?,
+            BackendKind::Nextcloud => missing(
+                "nextcloud",
+                &[
+                    (
+                        "recording_server",
+                        self.nextcloud.recording_server.is_some(),
+                    ),
+                    ("secret", self.nextcloud.secret.is_some()),
+                    ("backend_url", self.nextcloud.backend_url.is_some()),
+                ],
+            )?,
         }
         if let Some(secret) = &self.auth.jwt_secret
             && secret.len() < 16

@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::auth::{AuthError, Claims, admin_key_matches, claims_for, valid_room_id};
 use crate::protocol::{RecordingError, Role, SUBPROTOCOL};
-use crate::recording::{Actor, Input, State as RecordingState};
+use crate::recording::{Actor, Input, StartOptions, State as RecordingState};
 use crate::room::RecordingSnapshot;
 use crate::server::AppState;
 
@@ -42,11 +42,13 @@ pub fn router(app: Arc<AppState>) -> Router {
         )
         .route("/v1/rooms/{room}/recording/status", post(report_status))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz));
+        .route("/readyz", get(readyz))
+        .merge(crate::webhooks::routes(app.rooms.backend()));
     if app.dev_mode {
         router = router.route("/v1/dev/token", post(dev_token));
     }
     router
+        .merge(crate::web::routes())
         .fallback(|| async {
             AppError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -413,6 +415,7 @@ async fn start_recording(
         Input::Start {
             actor: API_ACTOR,
             new_recording_id: uuid::Uuid::new_v4().to_string(),
+            options: StartOptions::default(),
         },
     );
     if let Some(error) = applied.refused {

@@ -11,7 +11,9 @@
 //! * [`room`] — rooms in a `DashMap`, participants and consent, fan-out into bounded
 //!   per-socket queues, and the carrying-out of the state machine's effects.
 //! * [`session`] — one WebSocket: read loop, bounded write queue, rate limit, close codes.
-//! * [`backends`] — what a recording start/stop is sent to (`manual` so far).
+//! * [`backends`] — what a recording start/stop is sent to: `manual`, `livekit`, `nextcloud`.
+//! * [`webhooks`] — inbound provider webhooks, verified, turned into recording inputs.
+//! * [`catalog`] — finished recordings (in memory for now).
 //! * [`http`] — the axum router: `/signaling` upgrade, tickets, REST API, health; one `AppError`.
 //! * [`server`] — shared state and the lifecycle: [`run`] serves until shutdown, then
 //!   closes every socket with 1001.
@@ -28,6 +30,7 @@
 
 pub mod auth;
 pub mod backends;
+pub mod catalog;
 pub mod config;
 pub mod http;
 pub mod protocol;
@@ -35,6 +38,8 @@ pub mod recording;
 pub mod room;
 pub mod server;
 pub mod session;
+pub mod web;
+pub mod webhooks;
 
 pub use config::Config;
 pub use server::{ServerError, run};

@@ -133,6 +133,15 @@ pub struct Actor {
     pub may_record: bool,
 }
 
+/// What the backend needs to know about a start besides the room and id.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StartOptions {
+    /// Record audio only, where the backend supports it.
+    pub audio_only: bool,
+    /// The user (token `sub`) who asked, for backends that record an owner or actor.
+    pub requested_by_user: Option<String>,
+}
+
 /// What can happen to a room's recording.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
@@ -142,6 +151,8 @@ pub enum Input {
         actor: Actor,
         /// The id the recording will get if it starts.
         new_recording_id: String,
+        /// Passed on to the backend.
+        options: StartOptions,
     },
     /// A moderator (or the API) asks to stop this recording.
     Stop {
@@ -211,6 +222,8 @@ pub enum Effect {
     BackendStart {
         /// The recording id.
         recording_id: String,
+        /// What the requester asked for.
+        options: StartOptions,
     },
     /// Ask the backend to stop recording.
     BackendStop {
@@ -233,6 +246,7 @@ pub fn step(policy: Policy, state: &State, input: Input) -> (State, Vec<Effect>)
         Input::Start {
             actor,
             new_recording_id,
+            options,
         } => {
             if !actor.may_record {
                 return unchanged(vec![Refuse(RecordingError::InsufficientPermissions)]);
@@ -268,6 +282,7 @@ pub fn step(policy: Policy, state: &State, input: Input) -> (State, Vec<Effect>)
                         status(RecordingStatus::Initializing, &id, None),
                         BackendStart {
                             recording_id: id.clone(),
+                            options,
                         },
                         ArmStartTimeout { recording_id: id },
                     ],
@@ -447,6 +462,7 @@ mod tests {
         Input::Start {
             actor,
             new_recording_id: "r1".into(),
+            options: StartOptions::default(),
         }
     }
 
@@ -517,7 +533,8 @@ mod tests {
             vec![
                 st(RecordingStatus::Initializing, None),
                 BackendStart {
-                    recording_id: "r1".into()
+                    recording_id: "r1".into(),
+                    options: StartOptions::default(),
                 },
                 ArmStartTimeout {
                     recording_id: "r1".into()
@@ -674,6 +691,7 @@ mod tests {
                 Input::Start {
                     actor: moderator(),
                     new_recording_id: "r2".into(),
+                    options: StartOptions::default(),
                 },
             );
             assert_eq!(s.recording_id(), Some("r2"));

@@ -16,7 +16,7 @@ use dashmap::DashMap;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
-use crate::backends::Backend;
+use crate::backends::{Backend, StartRequest, StopRequest};
 use crate::protocol::{
     ControlEvent, Participant, RecordingError, RecordingEvent, RecordingStatus, ServerFrame,
 };
@@ -122,6 +122,15 @@ impl From<&State> for RecordingSnapshot {
     }
 }
 
+/// Work a step leaves for after the room lock is released.
+#[derive(Default)]
+struct Pending {
+    /// Backend calls and timers.
+    effects: Vec<Effect>,
+    /// The new status, when it changed (mirrored to the provider).
+    changed: Option<RecordingStatus>,
+}
+
 /// All rooms of this process.
 pub struct Registry {
     rooms: DashMap<String, Arc<Room>>,
@@ -139,6 +148,22 @@ impl Registry {
             policy,
             start_timeout,
         }
+    }
+
+    /// The backend this registry drives.
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+
+    /// Sends a recording event to everyone in a live room (e.g. `recording_available`).
+    /// Returns `false` when the room is not live.
+    pub fn announce(&self, room_id: &str, event: RecordingEvent) -> bool {
+        let Some(room) = self.get(room_id) else {
+            return false;
+        };
+        let frame = encode(&ServerFrame::recording(event));
+        broadcast(&mut room.lock(), &frame, None);
+        true
     }
 
     /// Adds a participant to a room (creating it), sends `join_success` to it
@@ -310,8 +335,12 @@ impl Registry {
         inner: &mut RoomInner,
         reply: Option<&Outlet>,
         input: Input,
-    ) -> (Applied, Vec<Effect>) {
+    ) -> (Applied, Pending) {
         let (state, effects) = recording::step(self.policy, &inner.recording, input);
+        let mut pending = Pending::default();
+        if state.status() != inner.recording.status() {
+            pending.changed = Some(state.status());
+        }
         if state != inner.recording {
             tracing::info!(
                 room = %room.id,
@@ -323,7 +352,6 @@ impl Registry {
         }
         inner.recording = state;
         let mut refused = None;
-        let mut pending = Vec::new();
         for effect in effects {
             let event = match effect {
                 Effect::AnnounceStarted { recording_id } => {
@@ -362,7 +390,7 @@ impl Registry {
                 Effect::BackendStart { .. }
                 | Effect::BackendStop { .. }
                 | Effect::ArmStartTimeout { .. } => {
-                    pending.push(effect);
+                    pending.effects.push(effect);
                     continue;
                 }
             };
@@ -376,15 +404,29 @@ impl Registry {
     }
 
     /// Carries out backend calls and timers; their outcomes come back as inputs.
-    fn run_effects(self: &Arc<Self>, room_id: &str, effects: Vec<Effect>) {
-        for effect in effects {
+    fn run_effects(self: &Arc<Self>, room_id: &str, pending: Pending) {
+        if let Some(status) = pending.changed {
+            let backend = self.backend.clone();
+            let room_id = room_id.to_owned();
+            tokio::spawn(async move { backend.status_changed(&room_id, status).await });
+        }
+        for effect in pending.effects {
             let backend = self.backend.clone();
             let room_id = room_id.to_owned();
             let registry = self.clone();
             match effect {
-                Effect::BackendStart { recording_id } => {
+                Effect::BackendStart {
+                    recording_id,
+                    options,
+                } => {
                     tokio::spawn(async move {
-                        if let Err(e) = backend.start(&room_id, &recording_id).await {
+                        let request = StartRequest {
+                            room: room_id.clone(),
+                            recording_id: recording_id.clone(),
+                            audio_only: options.audio_only,
+                            requested_by_user: options.requested_by_user,
+                        };
+                        if let Err(e) = backend.start(&request).await {
                             tracing::warn!(room = %room_id, recording_id, error = %e, "backend start failed");
                             registry.apply_to(
                                 &room_id,
@@ -398,7 +440,11 @@ impl Registry {
                 }
                 Effect::BackendStop { recording_id } => {
                     tokio::spawn(async move {
-                        if let Err(e) = backend.stop(&room_id, &recording_id).await {
+                        let request = StopRequest {
+                            room: room_id.clone(),
+                            recording_id: recording_id.clone(),
+                        };
+                        if let Err(e) = backend.stop(&request).await {
                             tracing::warn!(room = %room_id, recording_id, error = %e, "backend stop failed");
                             registry.apply_to(
                                 &room_id,

@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Tickets, Verifier, random_string};
 use crate::backends::Backend;
+use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::room::Registry;
 
@@ -23,6 +24,10 @@ pub struct AppState {
     pub tickets: Tickets,
     /// The live rooms.
     pub rooms: Arc<Registry>,
+    /// Finished recordings.
+    pub catalog: Arc<Catalog>,
+    /// The HTTP client for calls to providers (rustls, with timeouts).
+    pub http: reqwest::Client,
     /// The admin key for the REST API, if any.
     pub admin_key: Option<String>,
     /// Whether onair runs without a configured secret (SPEC §1).
@@ -61,8 +66,14 @@ impl AppState {
             .admin_key
             .clone()
             .or_else(|| dev_mode.then(|| random_string(32)));
-        let backend = Arc::new(Backend::from_config(&config.recording));
-        let policy = backend.policy(&config.recording);
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("onair/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the TLS backend initializes");
+        let backend = Arc::new(Backend::from_config(&config, http.clone()));
+        let policy = backend.policy(config.recording.enabled);
         let rooms = Arc::new(Registry::new(
             backend,
             policy,
@@ -72,6 +83,8 @@ impl AppState {
             verifier: Verifier::new(&secret, &config.auth),
             tickets: Tickets::new(Duration::from_secs(config.auth.ticket_ttl_s)),
             rooms,
+            catalog: Arc::new(Catalog::default()),
+            http,
             admin_key,
             dev_mode,
             shutdown,
@@ -132,11 +145,14 @@ pub async fn run(
     .with_graceful_shutdown(async move { stopped.cancelled().await });
     let mut serving = tokio::spawn(async move { served.await });
     tokio::select! {
+        // Shutdown first: graceful serving ends right after it, and the
+        // sockets still have to be closed.
+        biased;
+        _ = app.shutdown.cancelled() => {}
         result = &mut serving => {
             sweeper.abort();
             return Ok(result.map_err(std::io::Error::other)??);
         }
-        _ = app.shutdown.cancelled() => {}
     }
     tracing::info!("shutting down: closing sockets with 1001");
     // Upgraded sockets are not tracked by the HTTP server: wait for them separately.

@@ -23,7 +23,7 @@ use crate::protocol::{
     ParticipantControl, ParticipantRecording, RecordingCommand, RecordingError, RecordingEvent,
     ServerFrame, now_rfc3339, parse_client_frame,
 };
-use crate::recording::{Actor, Input};
+use crate::recording::{Actor, Input, StartOptions};
 use crate::room::{Frame, Outlet, Room, encode};
 use crate::server::AppState;
 
@@ -260,9 +260,13 @@ impl Session {
             RecordingCommand::SetConsent { consent } => {
                 return self.app.rooms.set_consent(&room, &self.id, consent);
             }
-            RecordingCommand::Start { audio_only: _ } => Input::Start {
+            RecordingCommand::Start { audio_only } => Input::Start {
                 actor: actor(),
                 new_recording_id: uuid::Uuid::new_v4().to_string(),
+                options: StartOptions {
+                    audio_only,
+                    requested_by_user: Some(self.claims.sub.clone()),
+                },
             },
             RecordingCommand::Stop { recording_id } => Input::Stop {
                 actor: actor(),

@@ -103,7 +103,7 @@ async fn a_client_that_stops_reading_is_closed_and_the_room_goes_on() {
             "the slow client was never dropped ({updates} updates)"
         );
         producer
-            .recording(json!({"action": "set_consent", "consent": sent % 2 == 0}))
+            .recording(json!({"action": "set_consent", "consent": sent.is_multiple_of(2)}))
             .await;
         sent += 1;
     }

@@ -1,12 +1,14 @@
 //! Recording backends: they carry out the `BackendStart`/`BackendStop`
-//! effects of the state machine. Their answers come back to the room as
-//! further inputs (through the REST API or a provider's webhook), never by
-//! reaching into the room's sockets.
-//!
-//! Only the `manual` backend is built so far; LiveKit/OpenVidu egress,
-//! the Nextcloud Talk recording server and 8x8 JaaS are tracked as open work.
+//! effects of the state machine and mirror state to the provider. Their
+//! answers come back to the room as further inputs (through the REST API or a
+//! provider's webhook, see `webhooks`), never by reaching into the room's
+//! sockets.
 
-use crate::config::{BackendKind, RecordingConfig};
+pub mod livekit;
+pub mod nextcloud;
+
+use crate::config::{BackendKind, Config};
+use crate::protocol::RecordingStatus;
 use crate::recording::{Policy, StartMode};
 
 /// A failed backend call; its text becomes the `reason` of a `failed` status.
@@ -14,24 +16,53 @@ use crate::recording::{Policy, StartMode};
 #[error("{0}")]
 pub struct BackendError(pub String);
 
+/// What a backend needs to start a recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartRequest {
+    /// The room id.
+    pub room: String,
+    /// onair's id for the recording.
+    pub recording_id: String,
+    /// Record audio only, where supported.
+    pub audio_only: bool,
+    /// The user (token `sub`) who asked, if a participant asked.
+    pub requested_by_user: Option<String>,
+}
+
+/// What a backend needs to stop a recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopRequest {
+    /// The room id.
+    pub room: String,
+    /// onair's id for the recording.
+    pub recording_id: String,
+}
+
 /// The configured recording backend.
-#[derive(Debug)]
 pub enum Backend {
-    /// The application's own recorder: onair calls nothing; the recorder learns of
-    /// starts and stops from onair and reports through `POST /v1/rooms/{room}/recording/status`.
+    /// The application's own recorder: onair calls nothing; the recorder
+    /// reports through `POST /v1/rooms/{room}/recording/status`.
     Manual {
         /// Wait for the recorder's `recording` report instead of confirming at once.
         confirm: bool,
     },
+    /// LiveKit / OpenVidu 3 egress.
+    Livekit(livekit::Livekit),
+    /// The Nextcloud Talk recording server.
+    Nextcloud(nextcloud::Nextcloud),
 }
 
 impl Backend {
     /// The backend the configuration asks for.
-    pub fn from_config(config: &RecordingConfig) -> Self {
-        match config.backend {
+    pub fn from_config(config: &Config, http: reqwest::Client) -> Self {
+        match config.recording.backend {
             BackendKind::Manual => Self::Manual {
-                confirm: config.manual_confirm,
+                confirm: config.recording.manual_confirm,
             },
+            BackendKind::Livekit => Self::Livekit(livekit::Livekit::new(&config.livekit, http)),
+            BackendKind::Nextcloud => {
+                Self::Nextcloud(nextcloud::Nextcloud::new(&config.nextcloud, http))
+            }
         }
     }
 
@@ -39,39 +70,46 @@ impl Backend {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Manual { .. } => "manual",
+            Self::Livekit(_) => "livekit",
+            Self::Nextcloud(_) => "nextcloud",
         }
     }
 
     /// The state machine's policy for this backend.
-    pub fn policy(&self, config: &RecordingConfig) -> Policy {
+    pub fn policy(&self, enabled: bool) -> Policy {
         let mode = match self {
             Self::Manual { confirm: false } => StartMode::Immediate,
-            Self::Manual { confirm: true } => StartMode::AwaitProvider,
+            Self::Manual { confirm: true } | Self::Livekit(_) | Self::Nextcloud(_) => {
+                StartMode::AwaitProvider
+            }
         };
-        Policy {
-            mode,
-            enabled: config.enabled,
+        Policy { mode, enabled }
+    }
+
+    /// Asks the backend to start recording.
+    pub async fn start(&self, request: &StartRequest) -> Result<(), BackendError> {
+        match self {
+            // The recorder learns of the start from the room's events.
+            Self::Manual { .. } => Ok(()),
+            Self::Livekit(livekit) => livekit.start(request).await,
+            Self::Nextcloud(nextcloud) => nextcloud.start(request).await,
         }
     }
 
-    /// Asks the backend to start recording `room`.
-    pub async fn start(&self, room: &str, recording_id: &str) -> Result<(), BackendError> {
+    /// Asks the backend to stop recording.
+    pub async fn stop(&self, request: &StopRequest) -> Result<(), BackendError> {
         match self {
-            // The recorder is told through the room's events and, later, the outbound webhooks.
-            Self::Manual { .. } => {
-                tracing::info!(room, recording_id, "manual backend: recording requested");
-                Ok(())
-            }
+            Self::Manual { .. } => Ok(()),
+            Self::Livekit(livekit) => livekit.stop(request).await,
+            Self::Nextcloud(nextcloud) => nextcloud.stop(request).await,
         }
     }
 
-    /// Asks the backend to stop recording `room`.
-    pub async fn stop(&self, room: &str, recording_id: &str) -> Result<(), BackendError> {
-        match self {
-            Self::Manual { .. } => {
-                tracing::info!(room, recording_id, "manual backend: stop requested");
-                Ok(())
-            }
+    /// Tells the provider about a state change (LiveKit mirrors it into room
+    /// metadata); best effort, never blocks the room.
+    pub async fn status_changed(&self, room: &str, status: RecordingStatus) {
+        if let Self::Livekit(livekit) = self {
+            livekit.status_changed(room, status).await;
         }
     }
 }

@@ -48,7 +48,6 @@ pub fn router(app: Arc<AppState>) -> Router {
         router = router.route("/v1/dev/token", post(dev_token));
     }
     router
-        .merge(crate::web::routes())
         .fallback(|| async {
             AppError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })

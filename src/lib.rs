@@ -38,7 +38,6 @@ pub mod recording;
 pub mod room;
 pub mod server;
 pub mod session;
-pub mod web;
 pub mod webhooks;
 
 pub use config::Config;

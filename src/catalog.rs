@@ -1,10 +1,12 @@
 //! The recordings catalog: what onair knows about finished recordings.
-//!
-//! Held in memory for now, so it is empty after a restart; the durable SQLite
-//! store is tracked as open work (see README, "Status").
 
-use dashmap::DashMap;
+use std::sync::Arc;
+
 use serde::Serialize;
+use serde_json::json;
+
+use crate::store::Store;
+use crate::webhooks::outbound::Outbox;
 
 /// Where a recording's file is.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -37,45 +39,89 @@ pub struct Recording {
     pub created_at: String,
 }
 
-/// All known recordings, by id.
-#[derive(Default)]
+impl Recording {
+    /// The URL clients fetch the file from (the media endpoint).
+    pub fn media_url(&self) -> String {
+        format!("/v1/recordings/{}/media", self.id)
+    }
+}
+
+/// All known recordings, kept in the store. Cataloguing and removing also
+/// write the `recording.available` / `recording.deleted` webhooks in the same
+/// transaction.
 pub struct Catalog {
-    recordings: DashMap<String, Recording>,
+    store: Arc<Store>,
+    outbox: Arc<Outbox>,
 }
 
 impl Catalog {
+    /// A catalog in `store`, announcing through `outbox`.
+    pub fn new(store: Arc<Store>, outbox: Arc<Outbox>) -> Self {
+        Self { store, outbox }
+    }
+
     /// Adds a recording; `false` if one with that id is already catalogued
-    /// (a duplicate report is not applied twice).
+    /// (a duplicate report is not applied twice) or the store failed (logged).
     pub fn insert(&self, recording: Recording) -> bool {
-        use dashmap::mapref::entry::Entry;
-        match self.recordings.entry(recording.id.clone()) {
-            Entry::Occupied(_) => false,
-            Entry::Vacant(slot) => {
-                slot.insert(recording);
-                true
+        let deliveries = self.outbox.deliveries(
+            "recording.available",
+            json!({
+                "room": recording.room,
+                "recording_id": recording.id,
+                "name": recording.name,
+                "duration_s": recording.duration_s,
+                "size_bytes": recording.size_bytes,
+                "url": recording.media_url(),
+                "provider": recording.provider,
+            }),
+        );
+        match self.store.insert_recording(&recording, &deliveries) {
+            Ok(inserted) => {
+                if inserted {
+                    self.outbox.wake();
+                }
+                inserted
+            }
+            Err(e) => {
+                tracing::error!(error = %e, recording_id = %recording.id, "cannot catalogue a recording");
+                false
             }
         }
     }
 
     /// One recording.
     pub fn get(&self, id: &str) -> Option<Recording> {
-        self.recordings.get(id).map(|r| r.clone())
+        self.store
+            .recording(id)
+            .inspect_err(|e| tracing::error!(error = %e, "cannot read the catalog"))
+            .ok()
+            .flatten()
     }
 
     /// Recordings, newest first, optionally of one room.
     pub fn list(&self, room: Option<&str>) -> Vec<Recording> {
-        let mut all: Vec<Recording> = self
-            .recordings
-            .iter()
-            .filter(|r| room.is_none_or(|room| r.room == room))
-            .map(|r| r.clone())
-            .collect();
-        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
-        all
+        self.store
+            .recordings(room)
+            .inspect_err(|e| tracing::error!(error = %e, "cannot read the catalog"))
+            .unwrap_or_default()
     }
 
-    /// Removes a recording from the catalog.
+    /// Removes a recording from the catalog (not its file).
     pub fn remove(&self, id: &str) -> Option<Recording> {
-        self.recordings.remove(id).map(|(_, r)| r)
+        let removed = self
+            .store
+            .delete_recording(id, |r| {
+                self.outbox.deliveries(
+                    "recording.deleted",
+                    json!({"room": r.room, "recording_id": r.id}),
+                )
+            })
+            .inspect_err(|e| tracing::error!(error = %e, "cannot delete from the catalog"))
+            .ok()
+            .flatten();
+        if removed.is_some() {
+            self.outbox.wake();
+        }
+        removed
     }
 }

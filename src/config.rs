@@ -27,6 +27,10 @@ pub struct Config {
     pub nextcloud: NextcloudConfig,
     /// Where recording files are kept.
     pub storage: StorageConfig,
+    /// The embedded database.
+    pub store: StoreConfig,
+    /// Outbound webhooks.
+    pub webhooks: WebhooksConfig,
 }
 
 /// `[server]`
@@ -189,14 +193,74 @@ pub struct NextcloudConfig {
 pub struct StorageConfig {
     /// Directory for recording files handed to onair.
     pub path: std::path::PathBuf,
+    /// Largest recording file accepted, in bytes.
+    pub max_upload_bytes: u64,
+    /// Lifetime of signed media URLs, in seconds.
+    pub url_ttl_s: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             path: "./onair-data/recordings".into(),
+            max_upload_bytes: 8 * 1024 * 1024 * 1024,
+            url_ttl_s: 3600,
         }
     }
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The SQLite database file (created with its directory).
+    pub path: std::path::PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: "./onair-data/onair.db".into(),
+        }
+    }
+}
+
+/// `[webhooks]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// `[[webhooks.endpoints]]`: where events are sent.
+    pub endpoints: Vec<WebhookEndpoint>,
+    /// Attempts per delivery before it is given up as dead.
+    pub max_attempts: u32,
+    /// The first retry's delay in milliseconds; each further one doubles it (with jitter, at most an hour).
+    pub retry_base_ms: u64,
+    /// Seconds one delivery attempt may take.
+    pub timeout_s: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: Vec::new(),
+            max_attempts: 10,
+            retry_base_ms: 5_000,
+            timeout_s: 10,
+        }
+    }
+}
+
+/// One `[[webhooks.endpoints]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEndpoint {
+    /// The URL events are POSTed to.
+    pub url: String,
+    /// The Standard Webhooks secret, `whsec_` + base64.
+    pub secret: String,
+    /// Event types to send; empty sends all.
+    #[serde(default)]
+    pub events: Vec<String>,
 }
 
 /// A configuration that could not be loaded; the message names the key and source.
@@ -281,6 +345,29 @@ impl Config {
                     ("backend_url", self.nextcloud.backend_url.is_some()),
                 ],
             )?,
+        }
+        for (i, endpoint) in self.webhooks.endpoints.iter().enumerate() {
+            if !(endpoint.url.starts_with("http://") || endpoint.url.starts_with("https://")) {
+                return Err(ConfigError(format!(
+                    "webhooks.endpoints[{i}].url must be an http(s) URL"
+                )));
+            }
+            crate::webhooks::outbound::decode_secret(&endpoint.secret)
+                .map_err(|e| ConfigError(format!("webhooks.endpoints[{i}].secret: {e}")))?;
+            if let Some(unknown) = endpoint
+                .events
+                .iter()
+                .find(|e| !crate::webhooks::outbound::EVENT_TYPES.contains(&e.as_str()))
+            {
+                return Err(ConfigError(format!(
+                    "webhooks.endpoints[{i}].events: unknown event type `{unknown}`"
+                )));
+            }
+        }
+        if self.webhooks.max_attempts == 0 {
+            return Err(ConfigError(
+                "webhooks.max_attempts must be greater than 0".into(),
+            ));
         }
         if let Some(secret) = &self.auth.jwt_secret
             && secret.len() < 16

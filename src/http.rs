@@ -24,6 +24,8 @@ use crate::recording::{Actor, Input, StartOptions, State as RecordingState};
 use crate::room::RecordingSnapshot;
 use crate::server::AppState;
 
+mod recordings;
+
 type App = State<Arc<AppState>>;
 
 /// Largest JSON body the REST API accepts.
@@ -43,11 +45,13 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/v1/rooms/{room}/recording/status", post(report_status))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(recordings::routes())
         .merge(crate::webhooks::routes(app.rooms.backend()));
     if app.dev_mode {
         router = router.route("/v1/dev/token", post(dev_token));
     }
     router
+        .merge(crate::web::routes())
         .fallback(|| async {
             AppError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -221,7 +225,7 @@ fn authenticate(
     Ok(claims)
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
@@ -230,7 +234,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-fn check_room_id(room: &str) -> Result<(), AppError> {
+pub(crate) fn check_room_id(room: &str) -> Result<(), AppError> {
     if valid_room_id(room) {
         Ok(())
     } else {

@@ -13,7 +13,9 @@
 //! * [`session`] — one WebSocket: read loop, bounded write queue, rate limit, close codes.
 //! * [`backends`] — what a recording start/stop is sent to: `manual`, `livekit`, `nextcloud`.
 //! * [`webhooks`] — inbound provider webhooks, verified, turned into recording inputs.
-//! * [`catalog`] — finished recordings (in memory for now).
+//! * [`catalog`] — finished recordings, kept in the store.
+//! * [`store`] — the embedded SQLite store: catalog, active recording state per room,
+//!   the outbound webhook outbox, inbound idempotency keys.
 //! * [`http`] — the axum router: `/signaling` upgrade, tickets, REST API, health; one `AppError`.
 //! * [`server`] — shared state and the lifecycle: [`run`] serves until shutdown, then
 //!   closes every socket with 1001.
@@ -38,6 +40,8 @@ pub mod recording;
 pub mod room;
 pub mod server;
 pub mod session;
+pub mod store;
+pub mod web;
 pub mod webhooks;
 
 pub use config::Config;

@@ -21,6 +21,8 @@ use crate::protocol::{
     ControlEvent, Participant, RecordingError, RecordingEvent, RecordingStatus, ServerFrame,
 };
 use crate::recording::{self, Effect, Input, Policy, State};
+use crate::store::{NewDelivery, Store};
+use crate::webhooks::outbound::Outbox;
 
 /// A serialized server frame, shared by every recipient (cloning is a refcount).
 pub type Frame = Utf8Bytes;
@@ -48,6 +50,8 @@ impl Outlet {
 
 struct Member {
     participant: Participant,
+    /// The token's `sub`.
+    user_id: String,
     may_record: bool,
     outlet: Outlet,
 }
@@ -129,6 +133,8 @@ struct Pending {
     effects: Vec<Effect>,
     /// The new status, when it changed (mirrored to the provider).
     changed: Option<RecordingStatus>,
+    /// Whether webhook deliveries were written.
+    wake_outbox: bool,
 }
 
 /// All rooms of this process.
@@ -137,17 +143,84 @@ pub struct Registry {
     backend: Arc<Backend>,
     policy: Policy,
     start_timeout: Duration,
+    store: Arc<Store>,
+    outbox: Arc<Outbox>,
+}
+
+/// What a [`Registry`] needs besides its rooms.
+pub struct RegistryParts {
+    /// The recording backend.
+    pub backend: Arc<Backend>,
+    /// The state machine's policy.
+    pub policy: Policy,
+    /// How long a backend has to confirm a start.
+    pub start_timeout: Duration,
+    /// Where recording state and the outbox are kept.
+    pub store: Arc<Store>,
+    /// Outbound webhooks.
+    pub outbox: Arc<Outbox>,
 }
 
 impl Registry {
-    /// An empty registry driving `backend`.
-    pub fn new(backend: Arc<Backend>, policy: Policy, start_timeout: Duration) -> Self {
+    /// An empty registry.
+    pub fn new(parts: RegistryParts) -> Self {
         Self {
             rooms: DashMap::new(),
-            backend,
-            policy,
-            start_timeout,
+            backend: parts.backend,
+            policy: parts.policy,
+            start_timeout: parts.start_timeout,
+            store: parts.store,
+            outbox: parts.outbox,
         }
+    }
+
+    /// The live room, or a new one that starts from the saved recording state
+    /// (a room whose recording outlived its participants, or a restart).
+    fn room(&self, room_id: &str) -> Arc<Room> {
+        if let Some(room) = self.get(room_id) {
+            return room;
+        }
+        let saved = self
+            .store
+            .room_state(room_id)
+            .inspect_err(|e| tracing::error!(room = room_id, error = %e, "cannot read the saved recording state"))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        self.rooms
+            .entry(room_id.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Room {
+                    id: room_id.to_owned(),
+                    inner: Mutex::new(RoomInner {
+                        recording: saved,
+                        ..RoomInner::default()
+                    }),
+                })
+            })
+            .clone()
+    }
+
+    /// The live room, or one brought back for a saved recording that is not inactive.
+    fn room_with_recording(&self, room_id: &str) -> Option<Arc<Room>> {
+        if let Some(room) = self.get(room_id) {
+            return Some(room);
+        }
+        match self.store.room_state(room_id) {
+            Ok(Some(_)) => Some(self.room(room_id)),
+            _ => None,
+        }
+    }
+
+    /// Drops a room that nobody joined (it was only brought back to apply an input).
+    fn release(&self, room: &Arc<Room>) {
+        let mut inner = room.lock();
+        if !inner.members.is_empty() || inner.closed {
+            return;
+        }
+        inner.closed = true;
+        drop(inner);
+        self.rooms.remove_if(&room.id, |_, r| Arc::ptr_eq(r, room));
     }
 
     /// The backend this registry drives.
@@ -172,20 +245,12 @@ impl Registry {
         &self,
         room_id: &str,
         participant: Participant,
+        user_id: &str,
         may_record: bool,
         outlet: Outlet,
     ) -> Arc<Room> {
         loop {
-            let room = self
-                .rooms
-                .entry(room_id.to_owned())
-                .or_insert_with(|| {
-                    Arc::new(Room {
-                        id: room_id.to_owned(),
-                        inner: Mutex::default(),
-                    })
-                })
-                .clone();
+            let room = self.room(room_id);
             let mut inner = room.lock();
             if inner.closed {
                 // The last participant is taking this room down; wait for it to leave the map.
@@ -212,6 +277,7 @@ impl Registry {
             broadcast(&mut inner, &joined, None);
             inner.members.push(Member {
                 participant,
+                user_id: user_id.to_owned(),
                 may_record,
                 outlet,
             });
@@ -262,7 +328,23 @@ impl Registry {
         let update = encode(&ServerFrame::control(ControlEvent::Update(
             member.participant.clone(),
         )));
+        let deliveries = self.outbox.deliveries(
+            "participant.consent_changed",
+            serde_json::json!({
+                "room": room.id,
+                "participant_id": participant_id,
+                "user_id": member.user_id,
+                "consent": consent,
+            }),
+        );
         broadcast(&mut inner, &update, Some(participant_id));
+        drop(inner);
+        if !deliveries.is_empty() {
+            match self.store.enqueue(&deliveries) {
+                Ok(()) => self.outbox.wake(),
+                Err(e) => tracing::error!(error = %e, "cannot queue the consent webhook"),
+            }
+        }
     }
 
     /// Whether the participant may start and stop recordings.
@@ -287,10 +369,14 @@ impl Registry {
         applied
     }
 
-    /// Feeds a recording input to a room by id (backend answers, timers, the REST API).
+    /// Feeds a recording input to a room by id (backend answers, timers, the
+    /// REST API). A room nobody is in still takes inputs while its saved
+    /// recording is not inactive; `None` for a room that is neither live nor recording.
     pub fn apply_to(self: &Arc<Self>, room_id: &str, input: Input) -> Option<Applied> {
-        let room = self.get(room_id)?;
-        Some(self.apply(&room, None, input))
+        let room = self.room_with_recording(room_id)?;
+        let applied = self.apply(&room, None, input);
+        self.release(&room);
+        Some(applied)
     }
 
     /// A live room by id.
@@ -312,9 +398,12 @@ impl Registry {
         self.get(room_id).map(|r| snapshot(&r))
     }
 
-    /// The recording state of a live room.
+    /// The recording state of a live room, or the saved one of a room nobody is in.
     pub fn recording_state(&self, room_id: &str) -> Option<State> {
-        self.get(room_id).map(|r| r.lock().recording.clone())
+        if let Some(room) = self.get(room_id) {
+            return Some(room.lock().recording.clone());
+        }
+        self.store.room_state(room_id).ok().flatten()
     }
 
     /// Number of live rooms.
@@ -341,7 +430,8 @@ impl Registry {
         if state.status() != inner.recording.status() {
             pending.changed = Some(state.status());
         }
-        if state != inner.recording {
+        let changed = state != inner.recording;
+        if changed {
             tracing::info!(
                 room = %room.id,
                 from = ?inner.recording.status(),
@@ -349,6 +439,13 @@ impl Registry {
                 recording_id = state.recording_id(),
                 "recording state changed"
             );
+        }
+        if changed {
+            let deliveries = self.webhook_deliveries(&room.id, &effects);
+            if let Err(e) = self.store.save_room_state(&room.id, &state, &deliveries) {
+                tracing::error!(room = %room.id, error = %e, "cannot save the recording state");
+            }
+            pending.wake_outbox = !deliveries.is_empty();
         }
         inner.recording = state;
         let mut refused = None;
@@ -405,6 +502,9 @@ impl Registry {
 
     /// Carries out backend calls and timers; their outcomes come back as inputs.
     fn run_effects(self: &Arc<Self>, room_id: &str, pending: Pending) {
+        if pending.wake_outbox {
+            self.outbox.wake();
+        }
         if let Some(status) = pending.changed {
             let backend = self.backend.clone();
             let room_id = room_id.to_owned();
@@ -466,6 +566,37 @@ impl Registry {
                 _ => unreachable!("only deferred effects are pending"),
             }
         }
+    }
+}
+
+impl Registry {
+    /// The outbound webhooks a step's announcements cause.
+    fn webhook_deliveries(&self, room_id: &str, effects: &[Effect]) -> Vec<NewDelivery> {
+        let provider = self.backend.name();
+        let mut deliveries = Vec::new();
+        for effect in effects {
+            let (event_type, data) = match effect {
+                Effect::AnnounceStarted { recording_id } => (
+                    "recording.started",
+                    serde_json::json!({"room": room_id, "recording_id": recording_id, "provider": provider}),
+                ),
+                Effect::AnnounceStopped { recording_id } => (
+                    "recording.stopped",
+                    serde_json::json!({"room": room_id, "recording_id": recording_id, "provider": provider}),
+                ),
+                Effect::AnnounceStatus {
+                    status: RecordingStatus::Failed,
+                    recording_id,
+                    reason,
+                } => (
+                    "recording.failed",
+                    serde_json::json!({"room": room_id, "recording_id": recording_id, "provider": provider, "reason": reason}),
+                ),
+                _ => continue,
+            };
+            deliveries.extend(self.outbox.deliveries(event_type, data));
+        }
+        deliveries
     }
 }
 

@@ -12,7 +12,9 @@ use crate::auth::{Tickets, Verifier, random_string};
 use crate::backends::Backend;
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::room::Registry;
+use crate::room::{Registry, RegistryParts};
+use crate::store::Store;
+use crate::webhooks::outbound::Outbox;
 
 /// Everything the HTTP handlers and socket sessions share.
 pub struct AppState {
@@ -26,10 +28,16 @@ pub struct AppState {
     pub rooms: Arc<Registry>,
     /// Finished recordings.
     pub catalog: Arc<Catalog>,
+    /// The embedded database.
+    pub store: Arc<Store>,
+    /// Outbound webhooks.
+    pub outbox: Arc<Outbox>,
     /// The HTTP client for calls to providers (rustls, with timeouts).
     pub http: reqwest::Client,
     /// The admin key for the REST API, if any.
     pub admin_key: Option<String>,
+    /// Signs media URLs (derived from the token secret).
+    pub media_key: [u8; 32],
     /// Whether onair runs without a configured secret (SPEC §1).
     pub dev_mode: bool,
     /// Cancelled when the server begins to shut down.
@@ -47,14 +55,17 @@ pub enum ServerError {
          not {0}; set ONAIR_AUTH__JWT_SECRET to listen elsewhere"
     )]
     DevModeNotLoopback(std::net::SocketAddr),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// Binding or serving failed.
     #[error("server I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
 
 impl AppState {
-    /// Builds the state; without a JWT secret, sets up development mode.
-    pub fn new(config: Config, shutdown: CancellationToken) -> Self {
+    /// Builds the state (opening the store); without a JWT secret, sets up development mode.
+    pub fn new(config: Config, shutdown: CancellationToken) -> Result<Self, ServerError> {
         let dev_mode = config.auth.jwt_secret.is_none();
         let secret = config
             .auth
@@ -73,24 +84,34 @@ impl AppState {
             .build()
             .expect("the TLS backend initializes");
         let backend = Arc::new(Backend::from_config(&config, http.clone()));
-        let policy = backend.policy(config.recording.enabled);
-        let rooms = Arc::new(Registry::new(
+        let store = Arc::new(Store::open(&config.store.path)?);
+        let outbox = Arc::new(Outbox::new(&config.webhooks, store.clone()));
+        let rooms = Arc::new(Registry::new(RegistryParts {
+            policy: backend.policy(config.recording.enabled),
             backend,
-            policy,
-            Duration::from_secs(config.recording.start_timeout_s),
-        ));
-        Self {
+            start_timeout: Duration::from_secs(config.recording.start_timeout_s),
+            store: store.clone(),
+            outbox: outbox.clone(),
+        }));
+        let media_key = {
+            use sha2::Digest;
+            sha2::Sha256::digest(format!("onair media URLs\n{secret}")).into()
+        };
+        Ok(Self {
+            media_key,
             verifier: Verifier::new(&secret, &config.auth),
             tickets: Tickets::new(Duration::from_secs(config.auth.ticket_ttl_s)),
             rooms,
-            catalog: Arc::new(Catalog::default()),
+            catalog: Arc::new(Catalog::new(store.clone(), outbox.clone())),
+            store,
+            outbox,
             http,
             admin_key,
             dev_mode,
             shutdown,
             sessions: TaskTracker::new(),
             config,
-        }
+        })
     }
 }
 
@@ -106,7 +127,7 @@ pub async fn run(
         return Err(ServerError::DevModeNotLoopback(local));
     }
     let token = CancellationToken::new();
-    let app = Arc::new(AppState::new(config, token.clone()));
+    let app = Arc::new(AppState::new(config, token.clone())?);
     if app.dev_mode {
         tracing::warn!(
             "DEVELOPMENT MODE: no [auth] jwt_secret configured. A random secret was generated, \
@@ -130,6 +151,11 @@ pub async fn run(
         })
     };
 
+    let delivering = tokio::spawn(
+        app.outbox
+            .clone()
+            .run(app.http.clone(), app.shutdown.clone()),
+    );
     tracing::info!(%local, "onair listening");
     let router = crate::http::router(app.clone());
     let grace = Duration::from_secs(app.config.server.shutdown_grace_s);
@@ -163,6 +189,8 @@ pub async fn run(
     })
     .await;
     sweeper.abort();
+    // The outbox makes a last bounded pass on shutdown; what is left goes after a restart.
+    let _ = tokio::time::timeout(Duration::from_secs(3), delivering).await;
     if drained.is_err() {
         tracing::warn!("shutdown grace period over; dropping the remaining connections");
     }

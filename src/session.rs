@@ -241,6 +241,7 @@ impl Session {
         let room = self.app.rooms.join(
             &self.claims.room,
             participant,
+            &self.claims.sub,
             self.claims.may_record(),
             self.outlet.clone(),
         );

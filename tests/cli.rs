@@ -20,6 +20,11 @@ fn onair() -> Command {
             command.env_remove(key);
         }
     }
+    // Keep the data of these runs out of the working directory.
+    let data = std::env::temp_dir().join(format!("onair-cli-test-{}", std::process::id()));
+    command
+        .env("ONAIR_STORE__PATH", data.join("onair.db"))
+        .env("ONAIR_STORAGE__PATH", data.join("recordings"));
     command
 }
 

@@ -32,4 +32,7 @@ impl Livekit {
 
     /// Mirrors the recording status into the LiveKit room's metadata.
     pub async fn status_changed(&self, _room: &str, _status: crate::protocol::RecordingStatus) {}
+
+    /// Tells the LiveKit room that a recording was deleted.
+    pub async fn recording_deleted(&self, _room: &str, _recording_id: &str) {}
 }

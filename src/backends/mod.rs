@@ -105,6 +105,14 @@ impl Backend {
         }
     }
 
+    /// Tells the provider that a recording was deleted (LiveKit: a
+    /// `RECORDING_DELETED` data message to the room); best effort.
+    pub async fn recording_deleted(&self, room: &str, recording_id: &str) {
+        if let Self::Livekit(livekit) = self {
+            livekit.recording_deleted(room, recording_id).await;
+        }
+    }
+
     /// Tells the provider about a state change (LiveKit mirrors it into room
     /// metadata); best effort, never blocks the room.
     pub async fn status_changed(&self, room: &str, status: RecordingStatus) {

@@ -5,6 +5,7 @@
 
 pub mod livekit;
 pub mod nextcloud;
+pub mod outbound;
 
 use std::sync::Arc;
 

@@ -42,6 +42,8 @@ pub struct Server {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), onair::ServerError>>>,
     verifier: Verifier,
+    /// Holds the store and storage directories of a server whose config left them at the defaults.
+    _data: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -49,7 +51,16 @@ impl Server {
         Self::with(config()).await
     }
 
-    pub async fn with(config: Config) -> Self {
+    pub async fn with(mut config: Config) -> Self {
+        // Each test server gets its own data directory unless the test chose one.
+        let defaults = Config::default();
+        let data = tempfile::tempdir().unwrap();
+        if config.store.path == defaults.store.path {
+            config.store.path = data.path().join("onair.db");
+        }
+        if config.storage.path == defaults.storage.path {
+            config.storage.path = data.path().join("recordings");
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -69,6 +80,7 @@ impl Server {
             stop: Some(stop),
             task: Some(task),
             verifier,
+            _data: Some(data),
         }
     }
 
@@ -79,6 +91,7 @@ impl Server {
             stop: None,
             task: None,
             verifier: Verifier::new(SECRET, &Default::default()),
+            _data: None,
         }
     }
 

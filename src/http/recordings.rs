@@ -1,0 +1,636 @@
+//! The recordings API: the `manual` recorder hands recordings in; applications
+//! and participants list, fetch and delete them.
+//!
+//! Who may do what: the admin key may do everything. A participant token (the
+//! same JWT as for the socket, as `Authorization: Bearer`) may list and fetch
+//! its own room's recordings; a moderator's may also delete them. Media URLs
+//! can be signed (`GET /v1/recordings/{id}/url`) so a browser `<video>` can
+//! fetch them without headers, like seed 004's presigned URLs.
+
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::Sha256;
+use tokio::io::AsyncWriteExt;
+use tower::ServiceExt;
+
+use super::{AppError, JsonBody, bearer, check_room_id};
+use crate::auth::{Claims, admin_key_matches};
+use crate::catalog::{Location, Recording};
+use crate::protocol::{RecordingEvent, Role};
+use crate::server::AppState;
+
+type App = State<Arc<AppState>>;
+
+/// The recordings routes.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route(
+            "/v1/rooms/{room}/recordings",
+            // Uploads are streamed to disk and capped by `[storage] max_upload_bytes`.
+            post(hand_in).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v1/recordings", get(list))
+        .route("/v1/recordings/{id}", get(show).delete(delete))
+        .route("/v1/recordings/{id}/media", get(media))
+        .route("/v1/recordings/{id}/url", get(signed_url))
+}
+
+/// Who is asking.
+enum Caller {
+    /// The admin key.
+    Admin,
+    /// A participant token.
+    Participant(Claims),
+}
+
+impl Caller {
+    fn identify(app: &AppState, headers: &HeaderMap) -> Result<Self, AppError> {
+        let token = bearer(headers).ok_or_else(|| {
+            AppError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "send the admin key or a participant token as `Authorization: Bearer`",
+            )
+        })?;
+        if let Some(key) = &app.admin_key
+            && admin_key_matches(key, token)
+        {
+            return Ok(Self::Admin);
+        }
+        Ok(Self::Participant(app.verifier.verify(token)?))
+    }
+
+    fn may_see(&self, room: &str) -> bool {
+        match self {
+            Self::Admin => true,
+            Self::Participant(claims) => claims.room == room,
+        }
+    }
+
+    fn may_delete(&self, room: &str) -> bool {
+        match self {
+            Self::Admin => true,
+            Self::Participant(claims) => claims.room == room && claims.role == Role::Moderator,
+        }
+    }
+}
+
+fn not_found(id: &str) -> AppError {
+    AppError::new(
+        StatusCode::NOT_FOUND,
+        "recording_not_found",
+        format!("no recording `{id}`"),
+    )
+}
+
+fn forbidden() -> AppError {
+    AppError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "this token is for another room or lacks the moderator role",
+    )
+}
+
+/// A recording as the API shows it: no server paths.
+#[derive(Serialize)]
+struct RecordingView {
+    id: String,
+    room: String,
+    name: String,
+    duration_s: f64,
+    size_bytes: u64,
+    provider: String,
+    created_at: String,
+    /// Where to fetch the file (needs the same credentials, or a signed URL).
+    url: String,
+    /// Set when the file lives outside onair (the provider's storage or a URL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_location: Option<String>,
+}
+
+impl From<Recording> for RecordingView {
+    fn from(r: Recording) -> Self {
+        Self {
+            url: r.media_url(),
+            external_location: match &r.location {
+                Location::External(location) => Some(location.clone()),
+                Location::File(_) => None,
+            },
+            id: r.id,
+            room: r.room,
+            name: r.name,
+            duration_s: r.duration_s,
+            size_bytes: r.size_bytes,
+            provider: r.provider,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    room: Option<String>,
+}
+
+/// `GET /v1/recordings[?room=]`
+async fn list(
+    State(app): App,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, AppError> {
+    let caller = Caller::identify(&app, &headers)?;
+    let room = match (&caller, query.room) {
+        (Caller::Admin, room) => room,
+        (Caller::Participant(claims), None) => Some(claims.room.clone()),
+        (Caller::Participant(claims), Some(room)) if room == claims.room => Some(room),
+        (Caller::Participant(_), Some(_)) => return Err(forbidden()),
+    };
+    let recordings: Vec<RecordingView> = app
+        .catalog
+        .list(room.as_deref())
+        .into_iter()
+        .map(RecordingView::from)
+        .collect();
+    Ok(Json(json!({"recordings": recordings})).into_response())
+}
+
+/// `GET /v1/recordings/{id}`
+async fn show(
+    State(app): App,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let caller = Caller::identify(&app, &headers)?;
+    let recording = app.catalog.get(&id).ok_or_else(|| not_found(&id))?;
+    if !caller.may_see(&recording.room) {
+        return Err(forbidden());
+    }
+    Ok(Json(RecordingView::from(recording)).into_response())
+}
+
+/// `DELETE /v1/recordings/{id}`: the file, the catalog entry, and everyone told.
+async fn delete(
+    State(app): App,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let caller = Caller::identify(&app, &headers)?;
+    let recording = app.catalog.get(&id).ok_or_else(|| not_found(&id))?;
+    if !caller.may_delete(&recording.room) {
+        return Err(forbidden());
+    }
+    let recording = app.catalog.remove(&id).ok_or_else(|| not_found(&id))?;
+    if let Location::File(path) = &recording.location
+        && let Err(e) = tokio::fs::remove_file(path).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(recording_id = %id, error = %e, "cannot remove a recording's file");
+    }
+    app.rooms.announce(
+        &recording.room,
+        RecordingEvent::RecordingDeleted {
+            recording_id: recording.id.clone(),
+        },
+    );
+    let backend = app.rooms.backend().clone();
+    let (room, recording_id) = (recording.room.clone(), recording.id.clone());
+    tokio::spawn(async move { backend.recording_deleted(&room, &recording_id).await });
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+struct MediaQuery {
+    expires: Option<u64>,
+    signature: Option<String>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+fn media_signature(key: &[u8], id: &str, expires: u64) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(format!("{id}.{expires}").as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn signature_valid(key: &[u8], id: &str, expires: u64, signature: &str) -> bool {
+    let Ok(presented) = hex::decode(signature) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(format!("{id}.{expires}").as_bytes());
+    // Constant-time comparison.
+    mac.verify_slice(&presented).is_ok() && expires >= unix_now()
+}
+
+/// `GET /v1/recordings/{id}/url`: a signed media URL that needs no header.
+async fn signed_url(
+    State(app): App,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let caller = Caller::identify(&app, &headers)?;
+    let recording = app.catalog.get(&id).ok_or_else(|| not_found(&id))?;
+    if !caller.may_see(&recording.room) {
+        return Err(forbidden());
+    }
+    let expires = unix_now() + app.config.storage.url_ttl_s;
+    let signature = media_signature(&app.media_key, &id, expires);
+    Ok(Json(json!({
+        "url": format!("{}?expires={expires}&signature={signature}", recording.media_url()),
+        "expires_at": expires,
+    }))
+    .into_response())
+}
+
+/// `GET /v1/recordings/{id}/media`: the file, with HTTP Range; or a redirect
+/// to an external URL.
+async fn media(
+    State(app): App,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<MediaQuery>,
+    request: Request,
+) -> Result<Response, AppError> {
+    let signed = match (query.expires, query.signature.as_deref()) {
+        (Some(expires), Some(signature)) => {
+            if !signature_valid(&app.media_key, &id, expires, signature) {
+                return Err(AppError::new(
+                    StatusCode::FORBIDDEN,
+                    "invalid_signature",
+                    "the media URL is not valid or has expired",
+                ));
+            }
+            true
+        }
+        _ => false,
+    };
+    let recording = app.catalog.get(&id).ok_or_else(|| not_found(&id))?;
+    if !signed && !Caller::identify(&app, &headers)?.may_see(&recording.room) {
+        return Err(forbidden());
+    }
+    match recording.location {
+        Location::File(path) => {
+            let mut response = tower_http::services::ServeFile::new(&path)
+                .oneshot(request)
+                .await
+                .map_err(|e| {
+                    AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "io_error", e.to_string())
+                })?
+                .map(Body::new);
+            if response.status() == StatusCode::NOT_FOUND {
+                return Err(AppError::new(
+                    StatusCode::NOT_FOUND,
+                    "media_missing",
+                    "the recording is catalogued but its file is gone",
+                ));
+            }
+            let disposition = format!("inline; filename=\"{}\"", recording.name.replace('"', ""));
+            if let Ok(value) = header::HeaderValue::from_str(&disposition) {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_DISPOSITION, value);
+            }
+            Ok(response)
+        }
+        Location::External(url) if url.starts_with("https://") || url.starts_with("http://") => {
+            Ok(Redirect::temporary(&url).into_response())
+        }
+        Location::External(location) => Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "media_not_here",
+            format!("the file is in the provider's storage at `{location}`, not on this server"),
+        )),
+    }
+}
+
+/// The JSON form of a hand-in: a recording that lives elsewhere.
+#[derive(Deserialize)]
+struct ExternalRecording {
+    #[serde(default)]
+    recording_id: Option<String>,
+    url: String,
+    name: String,
+    #[serde(default)]
+    duration_s: f64,
+    #[serde(default)]
+    size_bytes: u64,
+}
+
+/// `POST /v1/rooms/{room}/recordings`: the `manual` recorder hands in a
+/// finished recording, as a multipart `file` (streamed to storage) plus
+/// `recording_id`, or as JSON naming an external `url`.
+async fn hand_in(
+    State(app): App,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, AppError> {
+    if !matches!(Caller::identify(&app, &headers)?, Caller::Admin) {
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "admin_only",
+            "only the recorder (with the admin key) hands recordings in",
+        ));
+    }
+    check_room_id(&room)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let recording = if content_type.starts_with("multipart/form-data") {
+        let multipart = Multipart::from_request(request, &())
+            .await
+            .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
+        receive_file(&app, &room, multipart).await?
+    } else {
+        let JsonBody(external) = JsonBody::<ExternalRecording>::from_request(request, &()).await?;
+        if !(external.url.starts_with("https://") || external.url.starts_with("http://")) {
+            return Err(AppError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_url",
+                "url must be an http(s) URL",
+            ));
+        }
+        Recording {
+            id: recording_id(external.recording_id)?,
+            room: room.clone(),
+            name: clean_name(&external.name)?,
+            duration_s: external.duration_s.max(0.0),
+            size_bytes: external.size_bytes,
+            location: Location::External(external.url),
+            provider: app.rooms.backend().name().to_owned(),
+            created_at: crate::protocol::now_rfc3339(),
+        }
+    };
+    let view_id = recording.id.clone();
+    let event = RecordingEvent::RecordingAvailable {
+        recording_id: recording.id.clone(),
+        name: recording.name.clone(),
+        duration_s: recording.duration_s,
+        size_bytes: recording.size_bytes,
+        url: recording.media_url(),
+    };
+    let path = match &recording.location {
+        Location::File(path) => Some(path.clone()),
+        Location::External(_) => None,
+    };
+    if !app.catalog.insert(recording) {
+        if let Some(path) = path {
+            let _ = tokio::fs::remove_file(path).await;
+        }
+        return Err(already_exists(&view_id));
+    }
+    app.rooms.announce(&room, event);
+    let stored = app
+        .catalog
+        .get(&view_id)
+        .ok_or_else(|| not_found(&view_id))?;
+    Ok((StatusCode::CREATED, Json(RecordingView::from(stored))).into_response())
+}
+
+fn already_exists(id: &str) -> AppError {
+    AppError::new(
+        StatusCode::CONFLICT,
+        "already_exists",
+        format!("recording `{id}` is already catalogued"),
+    )
+}
+
+fn recording_id(given: Option<String>) -> Result<String, AppError> {
+    match given {
+        None => Ok(uuid::Uuid::new_v4().to_string()),
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= 128
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Ok(id)
+        }
+        Some(_) => Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_recording_id",
+            "recording_id is 1-128 characters of A-Z a-z 0-9 - _",
+        )),
+    }
+}
+
+/// A file name safe to show and to store: no paths, no control characters.
+fn clean_name(name: &str) -> Result<String, AppError> {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or_default().trim();
+    let cleaned: String = base.chars().filter(|c| !c.is_control()).take(200).collect();
+    if cleaned.is_empty() || cleaned == "." || cleaned == ".." {
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_name",
+            "the recording needs a file name",
+        ));
+    }
+    Ok(cleaned)
+}
+
+/// Streams the multipart `file` to a temporary file, then moves it into place
+/// once `recording_id` is known. Never holds the file in memory.
+async fn receive_file(
+    app: &AppState,
+    room: &str,
+    mut multipart: Multipart,
+) -> Result<Recording, AppError> {
+    let storage = &app.config.storage;
+    let incoming = storage.path.join(".incoming");
+    tokio::fs::create_dir_all(&incoming)
+        .await
+        .map_err(io_error)?;
+    let temp = TempFile(incoming.join(uuid::Uuid::new_v4().to_string()));
+    let mut given_id = None;
+    let mut name = None;
+    let mut duration_s = 0.0;
+    let mut size: u64 = 0;
+    let mut got_file = false;
+    let bad =
+        |code: &'static str, message: String| AppError::new(StatusCode::BAD_REQUEST, code, message);
+    while let Some(mut field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| bad("invalid_body", e.body_text()))?
+    {
+        match field.name().unwrap_or_default() {
+            "file" => {
+                if got_file {
+                    return Err(bad("invalid_body", "only one `file` per request".into()));
+                }
+                got_file = true;
+                if name.is_none() {
+                    name = field.file_name().map(str::to_owned);
+                }
+                let mut out = tokio::fs::File::create(&temp.0).await.map_err(io_error)?;
+                while let Some(chunk) = field
+                    .chunk()
+                    .await
+                    .map_err(|e| bad("invalid_body", e.body_text()))?
+                {
+                    size += chunk.len() as u64;
+                    if size > storage.max_upload_bytes {
+                        return Err(AppError::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "file_too_large",
+                            format!("files are limited to {} bytes", storage.max_upload_bytes),
+                        ));
+                    }
+                    out.write_all(&chunk).await.map_err(io_error)?;
+                }
+                out.flush().await.map_err(io_error)?;
+                out.sync_all().await.map_err(io_error)?;
+            }
+            "recording_id" => {
+                given_id = Some(
+                    field
+                        .text()
+                        .await
+                        .map_err(|e| bad("invalid_body", e.body_text()))?,
+                )
+            }
+            "name" => {
+                name = Some(
+                    field
+                        .text()
+                        .await
+                        .map_err(|e| bad("invalid_body", e.body_text()))?,
+                )
+            }
+            "duration_s" => {
+                let text = field
+                    .text()
+                    .await
+                    .map_err(|e| bad("invalid_body", e.body_text()))?;
+                duration_s = text
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|d| d.is_finite() && *d >= 0.0)
+                    .ok_or_else(|| {
+                        bad(
+                            "invalid_duration",
+                            "duration_s must be a number of seconds".into(),
+                        )
+                    })?;
+            }
+            // Unknown fields are drained and ignored.
+            _ => {
+                while field
+                    .chunk()
+                    .await
+                    .map_err(|e| bad("invalid_body", e.body_text()))?
+                    .is_some()
+                {}
+            }
+        }
+    }
+    if !got_file {
+        return Err(bad(
+            "missing_file",
+            "send the recording as the multipart field `file`".into(),
+        ));
+    }
+    if size == 0 {
+        return Err(bad("empty_file", "the file is empty".into()));
+    }
+    let id = recording_id(given_id)?;
+    if app.catalog.get(&id).is_some() {
+        return Err(already_exists(&id));
+    }
+    let name = clean_name(name.as_deref().unwrap_or("recording"))?;
+    let dir = storage.path.join(room);
+    tokio::fs::create_dir_all(&dir).await.map_err(io_error)?;
+    // Never move over another file, whatever raced us here.
+    let mut path = dir.join(format!("{id}-{name}"));
+    if tokio::fs::try_exists(&path).await.unwrap_or(true) {
+        path = dir.join(format!("{id}-{}-{name}", uuid::Uuid::new_v4().simple()));
+    }
+    let path = std::path::absolute(&path).unwrap_or(path);
+    temp.persist(&path).await?;
+    Ok(Recording {
+        id,
+        room: room.to_owned(),
+        name,
+        duration_s,
+        size_bytes: size,
+        location: Location::File(path),
+        provider: app.rooms.backend().name().to_owned(),
+        created_at: crate::protocol::now_rfc3339(),
+    })
+}
+
+fn io_error(e: std::io::Error) -> AppError {
+    tracing::error!(error = %e, "storage I/O error");
+    AppError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "storage_error",
+        "the recording could not be stored",
+    )
+}
+
+/// A temporary file removed unless it is moved into place.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    async fn persist(self, to: &FsPath) -> Result<(), AppError> {
+        tokio::fs::rename(&self.0, to).await.map_err(io_error)?;
+        std::mem::forget(self);
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_signatures_verify_and_expire() {
+        let key = b"key";
+        let future = unix_now() + 60;
+        let signature = media_signature(key, "r1", future);
+        assert!(signature_valid(key, "r1", future, &signature));
+        assert!(!signature_valid(key, "r2", future, &signature));
+        assert!(!signature_valid(b"other", "r1", future, &signature));
+        let past = unix_now() - 1;
+        assert!(!signature_valid(
+            key,
+            "r1",
+            past,
+            &media_signature(key, "r1", past)
+        ));
+        assert!(!signature_valid(key, "r1", future, "not-hex"));
+    }
+
+    #[test]
+    fn names_lose_their_paths() {
+        assert_eq!(clean_name("../../etc/passwd").unwrap(), "passwd");
+        assert_eq!(clean_name("C:\\x\\a.mp4").unwrap(), "a.mp4");
+        assert!(clean_name("..").is_err());
+        assert!(clean_name("  ").is_err());
+    }
+}

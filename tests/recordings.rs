@@ -1,0 +1,324 @@
+//! The recordings API over a real SQLite file: hand-in, listing, media with
+//! Range, signed URLs, deletion, and what survives a restart or a crash.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use onair::protocol::Role;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+use support::harness::{ADMIN_KEY, Client, SECRET, Server, config, http};
+
+async fn hand_in_file(server: &Server, room: &str, id: &str, bytes: Vec<u8>) -> reqwest::Response {
+    let form = Form::new()
+        .text("recording_id", id.to_owned())
+        .text("duration_s", "2.5")
+        .part("file", Part::bytes(bytes).file_name("standup.mp4").mime_str("video/mp4").unwrap());
+    http()
+        .post(server.url(&format!("/v1/rooms/{room}/recordings")))
+        .bearer_auth(ADMIN_KEY)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn content(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+#[tokio::test]
+async fn a_handed_in_file_is_announced_listed_served_and_deleted() {
+    let server = Server::start().await;
+    let (mut ada, _) = server.join("room", "Ada", Role::Moderator).await;
+    let (mut bob, _) = server.join("room", "Bob", Role::User).await;
+    ada.expect("control", "joined").await;
+    let bytes = content(100_000);
+
+    let response = hand_in_file(&server, "room", "rec-1", bytes.clone()).await;
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(created["size_bytes"], 100_000);
+    assert_eq!(created["name"], "standup.mp4");
+    assert_eq!(created["url"], "/v1/recordings/rec-1/media");
+    for client in [&mut ada, &mut bob] {
+        let available = client.expect("recording", "recording_available").await;
+        assert_eq!(available["recording_id"], "rec-1");
+        assert_eq!(available["size_bytes"], 100_000);
+        assert_eq!(available["duration_s"], 2.5);
+    }
+
+    // The same id twice is refused; the first stays.
+    let again = hand_in_file(&server, "room", "rec-1", content(10)).await;
+    assert_eq!(again.status(), 409);
+
+    // Participants of the room may list and fetch; other rooms may not.
+    let bob_token = server.token("room", "Bob", Role::User);
+    let list: Value = http()
+        .get(server.url("/v1/recordings"))
+        .bearer_auth(&bob_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["recordings"][0]["id"], "rec-1");
+    let outsider = server.token("elsewhere", "Eve", Role::Moderator);
+    let response = http()
+        .get(server.url("/v1/recordings/rec-1"))
+        .bearer_auth(&outsider)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let response = http()
+        .get(server.url("/v1/recordings?room=room"))
+        .bearer_auth(&outsider)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let response = http().get(server.url("/v1/recordings")).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+
+    // The whole file, and a range of it.
+    let media = server.url("/v1/recordings/rec-1/media");
+    let response = http().get(&media).bearer_auth(&bob_token).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    assert_eq!(response.headers()["content-type"], "video/mp4");
+    assert_eq!(response.bytes().await.unwrap().to_vec(), bytes);
+    let response = http()
+        .get(&media)
+        .bearer_auth(ADMIN_KEY)
+        .header("range", "bytes=1000-1999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 206);
+    assert_eq!(response.headers()["content-range"], "bytes 1000-1999/100000");
+    assert_eq!(response.bytes().await.unwrap().to_vec(), bytes[1000..2000]);
+
+    // A signed URL needs no header; a tampered one is refused.
+    let signed: Value = http()
+        .get(server.url("/v1/recordings/rec-1/url"))
+        .bearer_auth(&bob_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = signed["url"].as_str().unwrap();
+    let response = http().get(server.url(url)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await.unwrap().len(), 100_000);
+    let tampered = url.replace("signature=", "signature=00");
+    assert_eq!(http().get(server.url(&tampered)).send().await.unwrap().status(), 403);
+    let expired = format!("{media}?expires=1&signature=00");
+    assert_eq!(http().get(&expired).send().await.unwrap().status(), 403);
+
+    // Only moderators (and the admin key) delete.
+    let response = http()
+        .delete(server.url("/v1/recordings/rec-1"))
+        .bearer_auth(&bob_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let ada_token = server.token("room", "Ada", Role::Moderator);
+    let response = http()
+        .delete(server.url("/v1/recordings/rec-1"))
+        .bearer_auth(&ada_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    for client in [&mut ada, &mut bob] {
+        let deleted = client.expect("recording", "recording_deleted").await;
+        assert_eq!(deleted["recording_id"], "rec-1");
+    }
+    let response = http().get(&media).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(response.json::<Value>().await.unwrap()["code"], "recording_not_found");
+}
+
+#[tokio::test]
+async fn external_recordings_redirect_and_bad_hand_ins_are_refused() {
+    let server = Server::start().await;
+    let admin = |request: reqwest::RequestBuilder| request.bearer_auth(ADMIN_KEY);
+    let response = admin(http().post(server.url("/v1/rooms/room/recordings")))
+        .json(&json!({"url": "https://cdn.example/a.mp4", "name": "a.mp4", "duration_s": 60.0, "size_bytes": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(created["external_location"], "https://cdn.example/a.mp4");
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = no_redirects
+        .get(server.url(&format!("/v1/recordings/{}/media", created["id"].as_str().unwrap())))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 307);
+    assert_eq!(response.headers()["location"], "https://cdn.example/a.mp4");
+
+    let response = admin(http().post(server.url("/v1/rooms/room/recordings")))
+        .json(&json!({"url": "file:///etc/passwd", "name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let empty = hand_in_file(&server, "room", "rec-empty", Vec::new()).await;
+    assert_eq!(empty.status(), 400);
+    assert_eq!(empty.json::<Value>().await.unwrap()["code"], "empty_file");
+    let form = Form::new().text("recording_id", "rec-x");
+    let response = admin(http().post(server.url("/v1/rooms/room/recordings")))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.json::<Value>().await.unwrap()["code"], "missing_file");
+    let participant = server.token("room", "Ada", Role::Moderator);
+    let response = http()
+        .post(server.url("/v1/rooms/room/recordings"))
+        .bearer_auth(participant)
+        .json(&json!({"url": "https://cdn.example/a.mp4", "name": "a.mp4"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+}
+
+#[tokio::test]
+async fn the_catalog_survives_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = config();
+    config.store.path = data.path().join("onair.db");
+    config.storage.path = data.path().join("recordings");
+    let server = Server::with(config.clone()).await;
+    assert_eq!(hand_in_file(&server, "room", "kept", content(1000)).await.status(), 201);
+    server.stop().await;
+
+    let server = Server::with(config).await;
+    let response = http()
+        .get(server.url("/v1/recordings/kept/media"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await.unwrap().to_vec(), content(1000));
+}
+
+/// Starts the real binary on a free port with a data directory; returns it
+/// and its address.
+fn spawn_onair(data: &std::path::Path, extra_env: &[(&str, &str)]) -> (std::process::Child, std::net::SocketAddr) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_onair"));
+    command
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .env("ONAIR_AUTH__JWT_SECRET", SECRET)
+        .env("ONAIR_AUTH__ADMIN_KEY", ADMIN_KEY)
+        .env("ONAIR_STORE__PATH", data.join("onair.db"))
+        .env("ONAIR_STORAGE__PATH", data.join("recordings"))
+        .stderr(Stdio::piped());
+    for (key, value) in extra_env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let addr = loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "onair exited early");
+        let log: Value = serde_json::from_str(&line).unwrap();
+        if log["fields"]["message"] == "onair listening" {
+            break log["fields"]["local"].as_str().unwrap().parse().unwrap();
+        }
+    };
+    // Keep draining the logs so the process never blocks on a full pipe.
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    (child, addr)
+}
+
+#[tokio::test]
+async fn a_recording_survives_a_crash_and_late_reports_still_land() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut first, addr) = spawn_onair(data.path(), &[]);
+    let server = Server::remote(addr);
+    let (mut ada, _) = server.join("standup", "Ada", Role::Moderator).await;
+    ada.recording(json!({"action": "start"})).await;
+    let id = ada.expect("recording", "started").await["recording_id"].clone();
+
+    // kill -9: no shutdown, no goodbye.
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let (mut second, addr) = spawn_onair(data.path(), &[]);
+    let server = Server::remote(addr);
+    // Nobody is in the room, but its recording is known...
+    let room: Value = http()
+        .get(server.url("/v1/rooms/standup"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(room["code"], "room_not_found");
+    // ...and a rejoining client sees it with the same id.
+    let mut rejoined = Client::connect_query(&server, &server.token("standup", "Ada", Role::Moderator)).await;
+    let success = rejoined.join(None).await;
+    assert_eq!(success["recording"], json!({"status": "recording", "recording_id": id}));
+    drop(rejoined);
+
+    // With everyone gone, the manual backend stopped the recording; a late
+    // report from the recorder is acknowledged.
+    let response = http()
+        .post(server.url("/v1/rooms/standup/recording/status"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"status": "stopped", "recording_id": id}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status() == 200 || response.status() == 404, "{}", response.status());
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
+
+#[tokio::test]
+async fn a_provider_report_reaches_a_room_nobody_is_in() {
+    let data = tempfile::tempdir().unwrap();
+    let env = [("ONAIR_RECORDING__MANUAL_CONFIRM", "true")];
+    let (mut first, addr) = spawn_onair(data.path(), &env);
+    let server = Server::remote(addr);
+    let (mut ada, _) = server.join("standup", "Ada", Role::Moderator).await;
+    ada.recording(json!({"action": "start"})).await;
+    let id = ada.expect("recording", "status").await["recording_id"].clone();
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    // After the crash, before anyone rejoins, the recorder confirms.
+    let (mut second, addr) = spawn_onair(data.path(), &env);
+    let server = Server::remote(addr);
+    let response = http()
+        .post(server.url("/v1/rooms/standup/recording/status"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"status": "recording", "recording_id": id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap()["status"], "recording");
+    let (_ada, success) = server.join("standup", "Ada", Role::Moderator).await;
+    assert_eq!(success["recording"], json!({"status": "recording", "recording_id": id}));
+    second.kill().unwrap();
+    second.wait().unwrap();
+}

@@ -25,12 +25,16 @@ pub struct Config {
     pub livekit: LivekitConfig,
     /// The Nextcloud Talk recording server backend.
     pub nextcloud: NextcloudConfig,
+    /// The 8x8 JaaS bridge.
+    pub jaas: JaasConfig,
     /// Where recording files are kept.
     pub storage: StorageConfig,
     /// The embedded database.
     pub store: StoreConfig,
     /// Outbound webhooks.
     pub webhooks: WebhooksConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
 }
 
 /// `[server]`
@@ -116,13 +120,15 @@ pub enum BackendKind {
     Livekit,
     /// The Nextcloud Talk recording server.
     Nextcloud,
+    /// 8x8 JaaS: recordings are started in the Jitsi client; onair follows its webhooks.
+    Jaas,
 }
 
 /// `[recording]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RecordingConfig {
-    /// Which backend records: `manual`, `livekit` or `nextcloud`.
+    /// Which backend records: `manual`, `livekit`, `nextcloud` or `jaas`.
     pub backend: BackendKind,
     /// `false` refuses every start with `recording_disabled`.
     pub enabled: bool,
@@ -187,6 +193,29 @@ pub struct NextcloudConfig {
     pub backend_url: Option<String>,
 }
 
+/// `[jaas]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JaasConfig {
+    /// The secret 8x8 signs webhooks with (`X-Jaas-Signature`).
+    #[serde(deserialize_with = "text")]
+    pub webhook_secret: Option<String>,
+    /// Attempts to download a recording file before giving up.
+    pub download_attempts: u32,
+    /// Seconds one download attempt may take.
+    pub download_timeout_s: u64,
+}
+
+impl Default for JaasConfig {
+    fn default() -> Self {
+        Self {
+            webhook_secret: None,
+            download_attempts: 6,
+            download_timeout_s: 1800,
+        }
+    }
+}
+
 /// `[storage]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -205,6 +234,25 @@ impl Default for StorageConfig {
             path: "./onair-data/recordings".into(),
             max_upload_bytes: 8 * 1024 * 1024 * 1024,
             url_ttl_s: 3600,
+        }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Client addresses allowed to read `GET /metrics`.
+    pub allowed_ips: Vec<std::net::IpAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_ips: vec![
+                std::net::IpAddr::from([127, 0, 0, 1]),
+                std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            ],
         }
     }
 }
@@ -344,6 +392,10 @@ impl Config {
                     ("secret", self.nextcloud.secret.is_some()),
                     ("backend_url", self.nextcloud.backend_url.is_some()),
                 ],
+            )?,
+            BackendKind::Jaas => missing(
+                "jaas",
+                &[("webhook_secret", self.jaas.webhook_secret.is_some())],
             )?,
         }
         for (i, endpoint) in self.webhooks.endpoints.iter().enumerate() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::auth::{AuthError, Claims, admin_key_matches, claims_for, valid_room_id};
+use crate::metrics::{METRICS, count};
 use crate::protocol::{RecordingError, Role, SUBPROTOCOL};
 use crate::recording::{Actor, Input, StartOptions, State as RecordingState};
 use crate::room::RecordingSnapshot;
@@ -45,6 +46,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/v1/rooms/{room}/recording/status", post(report_status))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .merge(recordings::routes())
         .merge(crate::webhooks::routes(app.rooms.backend()));
     if app.dev_mode {
@@ -145,9 +147,12 @@ async fn signaling(
     Query(query): Query<TokenQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
-    check_origin(&app, &headers)?;
-    let claims = authenticate(&app, &headers, query.token.as_deref())?;
-    check_room_id(&claims.room)?;
+    let refused =
+        |reason: &'static str| move |_: &AppError| count(&METRICS.upgrades_refused, reason);
+    check_origin(&app, &headers).inspect_err(refused("origin_not_allowed"))?;
+    let claims = authenticate(&app, &headers, query.token.as_deref())
+        .inspect_err(refused("invalid_token"))?;
+    check_room_id(&claims.room).inspect_err(refused("invalid_room"))?;
     let upgrade = upgrade
         .map_err(|r| AppError::new(r.status(), "websocket_upgrade_required", r.body_text()))?;
     if app.shutdown.is_cancelled() {
@@ -527,6 +532,38 @@ async fn report_status(
         .apply_to(&room, input)
         .ok_or_else(|| AppError::room_not_found(&room))?;
     Ok(answer(&room, &applied.state).into_response())
+}
+
+/// `GET /metrics`: Prometheus text format, from `[metrics] allowed_ips` only.
+async fn metrics(
+    State(app): App,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+) -> Result<Response, AppError> {
+    let ip = peer.ip().to_canonical();
+    if !app.config.metrics.allowed_ips.contains(&ip) {
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this address may not read metrics ([metrics] allowed_ips)",
+        ));
+    }
+    let mut text = crate::metrics::METRICS.encode();
+    if let Ok(counts) = app.store.outbox_counts() {
+        text.push_str(&format!(
+            "# HELP onair_outbox_deliveries Outbound webhook deliveries by state.\n# TYPE onair_outbox_deliveries gauge\n\
+             onair_outbox_deliveries{{state=\"pending\"}} {}\nonair_outbox_deliveries{{state=\"delivered\"}} {}\n\
+             onair_outbox_deliveries{{state=\"dead\"}} {}\nonair_outbox_deliveries{{state=\"disabled\"}} {}\n",
+            counts.pending, counts.delivered, counts.dead, counts.disabled
+        ));
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// `GET /healthz`: the process is alive.

@@ -17,6 +17,7 @@
 //! * [`store`] — the embedded SQLite store: catalog, active recording state per room,
 //!   the outbound webhook outbox, inbound idempotency keys.
 //! * [`http`] — the axum router: `/signaling` upgrade, tickets, REST API, health; one `AppError`.
+//! * [`metrics`] — Prometheus counters and gauges (`GET /metrics`).
 //! * [`server`] — shared state and the lifecycle: [`run`] serves until shutdown, then
 //!   closes every socket with 1001.
 //!
@@ -35,6 +36,7 @@ pub mod backends;
 pub mod catalog;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod protocol;
 pub mod recording;
 pub mod room;

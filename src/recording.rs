@@ -166,6 +166,12 @@ pub enum Input {
         /// The recording concerned.
         recording_id: String,
     },
+    /// A provider that records on its own (8x8 JaaS) reports a recording
+    /// it started; from `inactive` or `failed` the room goes straight to `recording`.
+    ProviderStarted {
+        /// onair's id for the provider's recording.
+        recording_id: String,
+    },
     /// The backend reports that the recording ended.
     BackendStopped {
         /// The recording concerned.
@@ -327,6 +333,21 @@ pub fn step(policy: Policy, state: &State, input: Input) -> (State, Vec<Effect>)
                     status(RecordingStatus::Recording, id, None),
                 ],
             ),
+            _ => unchanged(vec![]),
+        },
+        Input::ProviderStarted { recording_id } => match state {
+            State::Inactive | State::Failed { .. } => (
+                State::Recording {
+                    recording_id: recording_id.clone(),
+                },
+                vec![
+                    AnnounceStarted {
+                        recording_id: recording_id.clone(),
+                    },
+                    status(RecordingStatus::Recording, &recording_id, None),
+                ],
+            ),
+            // One recording per room: a second report while one is active changes nothing.
             _ => unchanged(vec![]),
         },
         Input::BackendStopped { recording_id } => {
@@ -780,6 +801,48 @@ mod tests {
         assert_eq!(
             step(MANUAL, &State::Inactive, Input::RoomEmptied),
             (State::Inactive, vec![])
+        );
+    }
+
+    #[test]
+    fn provider_started_recordings_need_no_start() {
+        let jaas = Policy {
+            mode: StartMode::ProviderDriven,
+            enabled: true,
+        };
+        let started = Input::ProviderStarted {
+            recording_id: "r1".into(),
+        };
+        let (s, e) = step(jaas, &State::Inactive, started.clone());
+        assert_eq!(s, recording("r1"));
+        assert_eq!(
+            e,
+            vec![
+                AnnounceStarted {
+                    recording_id: "r1".into()
+                },
+                st(RecordingStatus::Recording, None)
+            ]
+        );
+        // A duplicate or a second recording changes nothing.
+        assert_eq!(step(jaas, &s, started), (s.clone(), vec![]));
+        let other = Input::ProviderStarted {
+            recording_id: "r2".into(),
+        };
+        assert_eq!(step(jaas, &s, other), (s.clone(), vec![]));
+        let (s, e) = step(
+            jaas,
+            &s,
+            Input::BackendStopped {
+                recording_id: "r1".into(),
+            },
+        );
+        assert_eq!(s, State::Inactive);
+        assert_eq!(
+            e[0],
+            AnnounceStopped {
+                recording_id: "r1".into()
+            }
         );
     }
 

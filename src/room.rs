@@ -17,6 +17,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::{Backend, StartRequest, StopRequest};
+use crate::metrics::{METRICS, Status, count};
 use crate::protocol::{
     ControlEvent, Participant, RecordingError, RecordingEvent, RecordingStatus, ServerFrame,
 };
@@ -44,7 +45,15 @@ pub struct Outlet {
 impl Outlet {
     /// Queues a frame; `false` if the queue is full (the client is not reading).
     fn offer(&self, frame: Frame) -> bool {
-        !matches!(self.tx.try_send(frame), Err(TrySendError::Full(_)))
+        match self.tx.try_send(frame) {
+            Ok(()) => {
+                METRICS.frames_sent.inc();
+                true
+            }
+            Err(TrySendError::Full(_)) => false,
+            // The socket task is gone; its leave is on the way.
+            Err(TrySendError::Closed(_)) => true,
+        }
     }
 }
 
@@ -190,6 +199,7 @@ impl Registry {
         self.rooms
             .entry(room_id.to_owned())
             .or_insert_with(|| {
+                METRICS.rooms.inc();
                 Arc::new(Room {
                     id: room_id.to_owned(),
                     inner: Mutex::new(RoomInner {
@@ -220,7 +230,13 @@ impl Registry {
         }
         inner.closed = true;
         drop(inner);
-        self.rooms.remove_if(&room.id, |_, r| Arc::ptr_eq(r, room));
+        if self
+            .rooms
+            .remove_if(&room.id, |_, r| Arc::ptr_eq(r, room))
+            .is_some()
+        {
+            METRICS.rooms.dec();
+        }
     }
 
     /// The backend this registry drives.
@@ -275,6 +291,7 @@ impl Registry {
                 participant.clone(),
             )));
             broadcast(&mut inner, &joined, None);
+            METRICS.participants.inc();
             inner.members.push(Member {
                 participant,
                 user_id: user_id.to_owned(),
@@ -295,6 +312,7 @@ impl Registry {
             .position(|m| m.participant.id == participant_id)
         {
             inner.members.remove(index);
+            METRICS.participants.dec();
             let left = encode(&ServerFrame::control(ControlEvent::Left {
                 id: participant_id.to_owned(),
             }));
@@ -306,7 +324,13 @@ impl Registry {
         inner.closed = true;
         let pending = self.step(room, &mut inner, None, Input::RoomEmptied).1;
         drop(inner);
-        self.rooms.remove_if(&room.id, |_, r| Arc::ptr_eq(r, room));
+        if self
+            .rooms
+            .remove_if(&room.id, |_, r| Arc::ptr_eq(r, room))
+            .is_some()
+        {
+            METRICS.rooms.dec();
+        }
         tracing::debug!(room = %room.id, "room closed");
         self.run_effects(&room.id, pending);
     }
@@ -431,6 +455,14 @@ impl Registry {
             pending.changed = Some(state.status());
         }
         let changed = state != inner.recording;
+        if state.status() != inner.recording.status() {
+            METRICS
+                .recording_transitions
+                .get_or_create(&Status {
+                    status: format!("{:?}", state.status()).to_lowercase(),
+                })
+                .inc();
+        }
         if changed {
             tracing::info!(
                 room = %room.id,
@@ -528,6 +560,7 @@ impl Registry {
                         };
                         if let Err(e) = backend.start(&request).await {
                             tracing::warn!(room = %room_id, recording_id, error = %e, "backend start failed");
+                            count(&METRICS.backend_errors, "start");
                             registry.apply_to(
                                 &room_id,
                                 Input::BackendFailed {
@@ -546,6 +579,7 @@ impl Registry {
                         };
                         if let Err(e) = backend.stop(&request).await {
                             tracing::warn!(room = %room_id, recording_id, error = %e, "backend stop failed");
+                            count(&METRICS.backend_errors, "stop");
                             registry.apply_to(
                                 &room_id,
                                 Input::BackendFailed {
@@ -630,6 +664,7 @@ fn broadcast(inner: &mut RoomInner, frame: &Frame, except: Option<&str>) {
         }
         tracing::warn!(participant = %m.participant.id, "send queue full: closing a client that does not read");
         m.outlet.kick.cancel();
+        METRICS.participants.dec();
         kicked.push(m.participant.id.clone());
         false
     });

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::auth::Claims;
+use crate::metrics::{METRICS, count};
 use crate::protocol::{
     ClientMessage, ControlCommand, ControlError, ControlEvent, Namespace, Parsed, Participant,
     ParticipantControl, ParticipantRecording, RecordingCommand, RecordingError, RecordingEvent,
@@ -97,6 +98,7 @@ async fn drive(mut session: Session, mut rx: mpsc::Receiver<Frame>, mut socket: 
         ));
         tokio::pin!(join_deadline);
         tracing::debug!("connected");
+        METRICS.connections.inc();
 
         let flow = loop {
             let flow = tokio::select! {
@@ -127,9 +129,11 @@ async fn drive(mut session: Session, mut rx: mpsc::Receiver<Frame>, mut socket: 
         if let Some(room) = session.room.take() {
             session.app.rooms.leave(&room, &session.id);
         }
+        METRICS.connections.dec();
         match flow {
             Flow::Close(code, reason) => {
                 tracing::debug!(code, reason, "closing");
+                count(&METRICS.closed_by_server, close_reason(code, reason));
                 let frame = CloseFrame {
                     code,
                     reason: reason.into(),
@@ -162,7 +166,9 @@ impl Session {
             None => Flow::Gone,
             Some(Err(e)) => close_for_read_error(e),
             Some(Ok(Message::Text(text))) => {
+                METRICS.frames_received.inc();
                 if !self.limiter.allow(Instant::now()) {
+                    count(&METRICS.client_errors, ControlError::RateLimited.as_str());
                     if self.limiter.should_warn(Instant::now()) {
                         self.reply(control_error(
                             ControlError::RateLimited,
@@ -316,17 +322,35 @@ fn close_for_read_error(error: axum::Error) -> Flow {
     }
 }
 
+/// The metric label of a server-side close.
+fn close_reason(code: u16, reason: &str) -> &'static str {
+    match code {
+        close_code::GOING_AWAY => "shutdown",
+        close_code::TOO_BIG if reason.starts_with("binary") => "binary_frame",
+        close_code::TOO_BIG => "frame_too_large",
+        _ if reason.starts_with("join timeout") => "join_timeout",
+        _ => "slow_reader",
+    }
+}
+
 fn control_error(error: ControlError, detail: Option<String>) -> Frame {
+    // Dropped messages are counted where they are dropped, not per warning.
+    if error != ControlError::RateLimited {
+        count(&METRICS.client_errors, error.as_str());
+    }
     encode(&ServerFrame::control(ControlEvent::Error { error, detail }))
 }
 
 fn invalid_payload(namespace: Namespace, detail: String) -> Frame {
     match namespace {
         Namespace::Control => control_error(ControlError::InvalidPayload, Some(detail)),
-        Namespace::Recording => encode(&ServerFrame::recording(RecordingEvent::Error {
-            error: RecordingError::InvalidPayload,
-            detail: Some(detail),
-        })),
+        Namespace::Recording => {
+            count(&METRICS.client_errors, "invalid_payload");
+            encode(&ServerFrame::recording(RecordingEvent::Error {
+                error: RecordingError::InvalidPayload,
+                detail: Some(detail),
+            }))
+        }
     }
 }
 

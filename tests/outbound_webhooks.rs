@@ -36,10 +36,9 @@ impl Receiver {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut first = String::new();
         stdout.read_line(&mut first).unwrap();
-        let port = first
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("the receiver did not start (is `standardwebhooks` installed?): {first:?}"));
+        let port = first.trim().parse().unwrap_or_else(|_| {
+            panic!("the receiver did not start (is `standardwebhooks` installed?): {first:?}")
+        });
         let (tx, lines) = mpsc::unbounded_channel();
         std::thread::spawn(move || {
             for line in stdout.lines().map_while(Result::ok) {
@@ -93,11 +92,13 @@ async fn every_event_is_delivered_signed() {
     let (mut bob, _) = server.join("room", "Bob", Role::User).await;
     ada.expect("control", "joined").await;
 
-    bob.recording(json!({"action": "set_consent", "consent": true})).await;
+    bob.recording(json!({"action": "set_consent", "consent": true}))
+        .await;
     ada.expect("control", "update").await;
     ada.recording(json!({"action": "start"})).await;
     let id = ada.expect("recording", "started").await["recording_id"].clone();
-    ada.recording(json!({"action": "stop", "recording_id": id})).await;
+    ada.recording(json!({"action": "stop", "recording_id": id}))
+        .await;
     ada.until("recording", "stopped").await;
     let response = http()
         .post(server.url("/v1/rooms/room/recordings"))
@@ -136,7 +137,10 @@ async fn every_event_is_delivered_signed() {
     let available = by_type("recording.available");
     assert_eq!(available["data"]["recording_id"], "rec-1");
     assert_eq!(available["data"]["size_bytes"], 1000);
-    assert_eq!(by_type("recording.deleted")["data"]["recording_id"], "rec-1");
+    assert_eq!(
+        by_type("recording.deleted")["data"]["recording_id"],
+        "rec-1"
+    );
     receiver.silence(Duration::from_millis(500)).await;
 }
 
@@ -149,7 +153,14 @@ async fn failures_are_retried_with_the_same_id() {
     let first = receiver.next().await;
     let second = receiver.next().await;
     let third = receiver.next().await;
-    assert_eq!((first["status"].as_i64(), second["status"].as_i64(), third["status"].as_i64()), (Some(503), Some(503), Some(204)));
+    assert_eq!(
+        (
+            first["status"].as_i64(),
+            second["status"].as_i64(),
+            third["status"].as_i64()
+        ),
+        (Some(503), Some(503), Some(204))
+    );
     assert_eq!(first["webhook_id"], second["webhook_id"]);
     assert_eq!(second["webhook_id"], third["webhook_id"]);
     assert_eq!(third["event"]["type"], "recording.started");
@@ -178,7 +189,8 @@ async fn gone_disables_the_endpoint() {
     ada.recording(json!({"action": "start"})).await;
     let id = ada.expect("recording", "started").await["recording_id"].clone();
     assert_eq!(receiver.next().await["status"], 410);
-    ada.recording(json!({"action": "stop", "recording_id": id})).await;
+    ada.recording(json!({"action": "stop", "recording_id": id}))
+        .await;
     ada.until("recording", "stopped").await;
     receiver.silence(Duration::from_millis(800)).await;
 }

@@ -15,7 +15,13 @@ async fn hand_in_file(server: &Server, room: &str, id: &str, bytes: Vec<u8>) -> 
     let form = Form::new()
         .text("recording_id", id.to_owned())
         .text("duration_s", "2.5")
-        .part("file", Part::bytes(bytes).file_name("standup.mp4").mime_str("video/mp4").unwrap());
+        .part(
+            "file",
+            Part::bytes(bytes)
+                .file_name("standup.mp4")
+                .mime_str("video/mp4")
+                .unwrap(),
+        );
     http()
         .post(server.url(&format!("/v1/rooms/{room}/recordings")))
         .bearer_auth(ADMIN_KEY)
@@ -81,12 +87,21 @@ async fn a_handed_in_file_is_announced_listed_served_and_deleted() {
         .await
         .unwrap();
     assert_eq!(response.status(), 403);
-    let response = http().get(server.url("/v1/recordings")).send().await.unwrap();
+    let response = http()
+        .get(server.url("/v1/recordings"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 401);
 
     // The whole file, and a range of it.
     let media = server.url("/v1/recordings/rec-1/media");
-    let response = http().get(&media).bearer_auth(&bob_token).send().await.unwrap();
+    let response = http()
+        .get(&media)
+        .bearer_auth(&bob_token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200, "{:?}", response.text().await);
     assert_eq!(response.headers()["content-type"], "video/mp4");
     assert_eq!(response.bytes().await.unwrap().to_vec(), bytes);
@@ -98,7 +113,10 @@ async fn a_handed_in_file_is_announced_listed_served_and_deleted() {
         .await
         .unwrap();
     assert_eq!(response.status(), 206);
-    assert_eq!(response.headers()["content-range"], "bytes 1000-1999/100000");
+    assert_eq!(
+        response.headers()["content-range"],
+        "bytes 1000-1999/100000"
+    );
     assert_eq!(response.bytes().await.unwrap().to_vec(), bytes[1000..2000]);
 
     // A signed URL needs no header; a tampered one is refused.
@@ -116,7 +134,15 @@ async fn a_handed_in_file_is_announced_listed_served_and_deleted() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.bytes().await.unwrap().len(), 100_000);
     let tampered = url.replace("signature=", "signature=00");
-    assert_eq!(http().get(server.url(&tampered)).send().await.unwrap().status(), 403);
+    assert_eq!(
+        http()
+            .get(server.url(&tampered))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
     let expired = format!("{media}?expires=1&signature=00");
     assert_eq!(http().get(&expired).send().await.unwrap().status(), 403);
 
@@ -140,9 +166,17 @@ async fn a_handed_in_file_is_announced_listed_served_and_deleted() {
         let deleted = client.expect("recording", "recording_deleted").await;
         assert_eq!(deleted["recording_id"], "rec-1");
     }
-    let response = http().get(&media).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    let response = http()
+        .get(&media)
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
-    assert_eq!(response.json::<Value>().await.unwrap()["code"], "recording_not_found");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["code"],
+        "recording_not_found"
+    );
 }
 
 #[tokio::test]
@@ -162,7 +196,10 @@ async fn external_recordings_redirect_and_bad_hand_ins_are_refused() {
         .build()
         .unwrap();
     let response = no_redirects
-        .get(server.url(&format!("/v1/recordings/{}/media", created["id"].as_str().unwrap())))
+        .get(server.url(&format!(
+            "/v1/recordings/{}/media",
+            created["id"].as_str().unwrap()
+        )))
         .bearer_auth(ADMIN_KEY)
         .send()
         .await
@@ -185,7 +222,10 @@ async fn external_recordings_redirect_and_bad_hand_ins_are_refused() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.json::<Value>().await.unwrap()["code"], "missing_file");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["code"],
+        "missing_file"
+    );
     let participant = server.token("room", "Ada", Role::Moderator);
     let response = http()
         .post(server.url("/v1/rooms/room/recordings"))
@@ -204,7 +244,12 @@ async fn the_catalog_survives_a_restart() {
     config.store.path = data.path().join("onair.db");
     config.storage.path = data.path().join("recordings");
     let server = Server::with(config.clone()).await;
-    assert_eq!(hand_in_file(&server, "room", "kept", content(1000)).await.status(), 201);
+    assert_eq!(
+        hand_in_file(&server, "room", "kept", content(1000))
+            .await
+            .status(),
+        201
+    );
     server.stop().await;
 
     let server = Server::with(config).await;
@@ -220,7 +265,10 @@ async fn the_catalog_survives_a_restart() {
 
 /// Starts the real binary on a free port with a data directory; returns it
 /// and its address.
-fn spawn_onair(data: &std::path::Path, extra_env: &[(&str, &str)]) -> (std::process::Child, std::net::SocketAddr) {
+fn spawn_onair(
+    data: &std::path::Path,
+    extra_env: &[(&str, &str)],
+) -> (std::process::Child, std::net::SocketAddr) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_onair"));
     command
         .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
@@ -236,7 +284,10 @@ fn spawn_onair(data: &std::path::Path, extra_env: &[(&str, &str)]) -> (std::proc
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let addr = loop {
         let mut line = String::new();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "onair exited early");
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "onair exited early"
+        );
         let log: Value = serde_json::from_str(&line).unwrap();
         if log["fields"]["message"] == "onair listening" {
             break log["fields"]["local"].as_str().unwrap().parse().unwrap();
@@ -274,9 +325,13 @@ async fn a_recording_survives_a_crash_and_late_reports_still_land() {
         .unwrap();
     assert_eq!(room["code"], "room_not_found");
     // ...and a rejoining client sees it with the same id.
-    let mut rejoined = Client::connect_query(&server, &server.token("standup", "Ada", Role::Moderator)).await;
+    let mut rejoined =
+        Client::connect_query(&server, &server.token("standup", "Ada", Role::Moderator)).await;
     let success = rejoined.join(None).await;
-    assert_eq!(success["recording"], json!({"status": "recording", "recording_id": id}));
+    assert_eq!(
+        success["recording"],
+        json!({"status": "recording", "recording_id": id})
+    );
     drop(rejoined);
 
     // With everyone gone, the manual backend stopped the recording; a late
@@ -288,7 +343,11 @@ async fn a_recording_survives_a_crash_and_late_reports_still_land() {
         .send()
         .await
         .unwrap();
-    assert!(response.status() == 200 || response.status() == 404, "{}", response.status());
+    assert!(
+        response.status() == 200 || response.status() == 404,
+        "{}",
+        response.status()
+    );
     second.kill().unwrap();
     second.wait().unwrap();
 }
@@ -316,9 +375,15 @@ async fn a_provider_report_reaches_a_room_nobody_is_in() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<Value>().await.unwrap()["status"], "recording");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["status"],
+        "recording"
+    );
     let (_ada, success) = server.join("standup", "Ada", Role::Moderator).await;
-    assert_eq!(success["recording"], json!({"status": "recording", "recording_id": id}));
+    assert_eq!(
+        success["recording"],
+        json!({"status": "recording", "recording_id": id})
+    );
     second.kill().unwrap();
     second.wait().unwrap();
 }

@@ -348,3 +348,26 @@ async fn recording_can_be_disabled() {
         (403, json!("recording_disabled"))
     );
 }
+
+#[tokio::test]
+async fn metrics_are_served_to_allowed_addresses_only() {
+    let server = Server::start().await;
+    let (_ada, _) = server.join("room", "Ada", Role::User).await;
+    let response = http().get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    for name in [
+        "onair_connections",
+        "onair_participants",
+        "onair_frames_sent_total",
+        "onair_outbox_deliveries{state=\"pending\"}",
+    ] {
+        assert!(text.contains(name), "{name} missing from\n{text}");
+    }
+
+    let mut config = config();
+    config.metrics.allowed_ips = vec!["192.0.2.1".parse().unwrap()];
+    let server = Server::with(config).await;
+    let response = http().get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 403);
+}

@@ -4,6 +4,7 @@
 //! provider's webhook, see `webhooks`), never by reaching into the room's
 //! sockets.
 
+pub mod jaas;
 pub mod livekit;
 pub mod nextcloud;
 
@@ -50,6 +51,8 @@ pub enum Backend {
     Livekit(livekit::Livekit),
     /// The Nextcloud Talk recording server.
     Nextcloud(nextcloud::Nextcloud),
+    /// 8x8 JaaS: takes no commands; its webhooks report recordings.
+    Jaas(jaas::Jaas),
 }
 
 impl Backend {
@@ -63,6 +66,7 @@ impl Backend {
             BackendKind::Nextcloud => {
                 Self::Nextcloud(nextcloud::Nextcloud::new(&config.nextcloud, http))
             }
+            BackendKind::Jaas => Self::Jaas(jaas::Jaas::new(&config.jaas, http)),
         }
     }
 
@@ -72,6 +76,7 @@ impl Backend {
             Self::Manual { .. } => "manual",
             Self::Livekit(_) => "livekit",
             Self::Nextcloud(_) => "nextcloud",
+            Self::Jaas(_) => "jaas",
         }
     }
 
@@ -82,6 +87,7 @@ impl Backend {
             Self::Manual { confirm: true } | Self::Livekit(_) | Self::Nextcloud(_) => {
                 StartMode::AwaitProvider
             }
+            Self::Jaas(_) => StartMode::ProviderDriven,
         };
         Policy { mode, enabled }
     }
@@ -93,6 +99,8 @@ impl Backend {
             Self::Manual { .. } => Ok(()),
             Self::Livekit(livekit) => livekit.start(request).await,
             Self::Nextcloud(nextcloud) => nextcloud.start(request).await,
+            // The state machine refuses starts with `not_supported` before this.
+            Self::Jaas(_) => Err(BackendError("8x8 JaaS takes no start commands".into())),
         }
     }
 
@@ -102,6 +110,7 @@ impl Backend {
             Self::Manual { .. } => Ok(()),
             Self::Livekit(livekit) => livekit.stop(request).await,
             Self::Nextcloud(nextcloud) => nextcloud.stop(request).await,
+            Self::Jaas(_) => Err(BackendError("8x8 JaaS takes no stop commands".into())),
         }
     }
 

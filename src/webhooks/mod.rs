@@ -3,6 +3,7 @@
 //! comparison, replay window), then feeds what it learned to the room as a
 //! recording input, the same path a socket command takes.
 
+pub mod jaas;
 pub mod livekit;
 pub mod nextcloud;
 pub mod outbound;
@@ -20,5 +21,6 @@ pub fn routes(backend: &Backend) -> Router<Arc<AppState>> {
         Backend::Manual { .. } => Router::new(),
         Backend::Livekit(_) => livekit::routes(),
         Backend::Nextcloud(_) => nextcloud::routes(),
+        Backend::Jaas(_) => jaas::routes(),
     }
 }

@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WebhooksConfig;
+use crate::metrics::{METRICS, count};
 use crate::store::{Delivery, NewDelivery, Store};
 
 /// The event types onair sends.
@@ -201,6 +202,7 @@ impl Outbox {
             Ok(response) if response.status().is_success() => {
                 tracing::debug!(endpoint = %endpoint.url, event = %delivery.event_type, "webhook delivered");
                 let _ = self.store.delivered(delivery.seq);
+                count(&METRICS.webhook_attempts, "delivered");
                 return;
             }
             Ok(response) if response.status() == reqwest::StatusCode::GONE => {
@@ -210,6 +212,7 @@ impl Outbox {
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(endpoint.url.clone());
                 let _ = self.store.disable_endpoint(&endpoint.url);
+                count(&METRICS.webhook_attempts, "gone");
                 return;
             }
             Ok(response) => {
@@ -229,6 +232,10 @@ impl Outbox {
             let delay = retry_after.unwrap_or_else(|| self.backoff(attempts));
             now_ms() + delay.as_millis() as i64
         });
+        count(
+            &METRICS.webhook_attempts,
+            if next.is_none() { "dead" } else { "retry" },
+        );
         if next.is_none() {
             tracing::warn!(endpoint = %endpoint.url, event = %delivery.event_type, %error, attempts, "webhook dead after the last attempt");
         } else {

@@ -1,0 +1,172 @@
+//! Prometheus metrics for operators (`GET /metrics`, from `[metrics] allowed_ips` only).
+//!
+//! One process-wide set, so any module can count without threading a handle
+//! through: the counters are atomics. Labels are small closed sets (reasons,
+//! results, statuses); never room or participant ids.
+
+use std::sync::LazyLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// A label naming a reason or result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    /// The reason or result, snake_case.
+    pub reason: String,
+}
+
+/// A label naming a recording status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Status {
+    /// The status entered.
+    pub status: String,
+}
+
+/// Every metric onair exports.
+pub struct Metrics {
+    /// Open WebSocket connections.
+    pub connections: Gauge,
+    /// Joined participants.
+    pub participants: Gauge,
+    /// Live rooms.
+    pub rooms: Gauge,
+    /// Frames received from clients.
+    pub frames_received: Counter,
+    /// Frames queued to clients (one per recipient).
+    pub frames_sent: Counter,
+    /// Upgrades refused before the WebSocket opened, by reason.
+    pub upgrades_refused: Family<Reason, Counter>,
+    /// Client messages refused with an error event, by error.
+    pub client_errors: Family<Reason, Counter>,
+    /// Connections closed by the server, by reason.
+    pub closed_by_server: Family<Reason, Counter>,
+    /// Recording state transitions, by the status entered.
+    pub recording_transitions: Family<Status, Counter>,
+    /// Backend calls that failed, by call.
+    pub backend_errors: Family<Reason, Counter>,
+    /// Outbound webhook attempts, by result (`delivered`, `retry`, `dead`, `gone`).
+    pub webhook_attempts: Family<Reason, Counter>,
+    /// Inbound provider webhooks, by result (`applied`, `duplicate`, `rejected`, `ignored`).
+    pub inbound_webhooks: Family<Reason, Counter>,
+    registry: Registry,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("onair");
+        let m = Self {
+            connections: Gauge::default(),
+            participants: Gauge::default(),
+            rooms: Gauge::default(),
+            frames_received: Counter::default(),
+            frames_sent: Counter::default(),
+            upgrades_refused: Family::default(),
+            client_errors: Family::default(),
+            closed_by_server: Family::default(),
+            recording_transitions: Family::default(),
+            backend_errors: Family::default(),
+            webhook_attempts: Family::default(),
+            inbound_webhooks: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "participants",
+            "Joined participants",
+            m.participants.clone(),
+        );
+        registry.register("rooms", "Live rooms", m.rooms.clone());
+        registry.register(
+            "frames_received",
+            "Frames received from clients",
+            m.frames_received.clone(),
+        );
+        registry.register(
+            "frames_sent",
+            "Frames queued to clients, one per recipient",
+            m.frames_sent.clone(),
+        );
+        registry.register(
+            "upgrades_refused",
+            "Upgrades refused before the WebSocket opened",
+            m.upgrades_refused.clone(),
+        );
+        registry.register(
+            "client_errors",
+            "Client messages answered with an error event",
+            m.client_errors.clone(),
+        );
+        registry.register(
+            "closed_by_server",
+            "Connections the server closed",
+            m.closed_by_server.clone(),
+        );
+        registry.register(
+            "recording_transitions",
+            "Recording state transitions by status entered",
+            m.recording_transitions.clone(),
+        );
+        registry.register(
+            "backend_errors",
+            "Failed calls to the recording backend",
+            m.backend_errors.clone(),
+        );
+        registry.register(
+            "webhook_attempts",
+            "Outbound webhook delivery attempts by result",
+            m.webhook_attempts.clone(),
+        );
+        registry.register(
+            "inbound_webhooks",
+            "Inbound provider webhooks by result",
+            m.inbound_webhooks.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// The process's metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// Counts one event under a reason label.
+pub fn count(family: &Family<Reason, Counter>, reason: &str) {
+    family
+        .get_or_create(&Reason {
+            reason: reason.to_owned(),
+        })
+        .inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_the_metrics() {
+        count(&METRICS.client_errors, "invalid_json");
+        METRICS.connections.inc();
+        let text = METRICS.encode();
+        assert!(text.contains("onair_connections "), "{text}");
+        assert!(
+            text.contains("onair_client_errors_total{reason=\"invalid_json\"}"),
+            "{text}"
+        );
+        METRICS.connections.dec();
+    }
+}

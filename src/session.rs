@@ -267,14 +267,28 @@ impl Session {
             RecordingCommand::SetConsent { consent } => {
                 return self.app.rooms.set_consent(&room, &self.id, consent);
             }
-            RecordingCommand::Start { audio_only } => Input::Start {
-                actor: actor(),
-                new_recording_id: uuid::Uuid::new_v4().to_string(),
-                options: StartOptions {
-                    audio_only,
-                    requested_by_user: Some(self.claims.sub.clone()),
-                },
-            },
+            RecordingCommand::Start { audio_only } => {
+                let id = uuid::Uuid::new_v4().to_string();
+                let applied = self.app.rooms.apply(
+                    &room,
+                    Some(&self.outlet),
+                    Input::Start {
+                        actor: actor(),
+                        new_recording_id: id.clone(),
+                        options: StartOptions {
+                            audio_only,
+                            requested_by_user: Some(self.claims.sub.clone()),
+                        },
+                    },
+                );
+                // The owner gets the notifications when the file is ready.
+                if applied.refused.is_none()
+                    && let Err(e) = self.app.store.set_owner(&id, &self.claims.sub)
+                {
+                    tracing::error!(error = %e, "cannot record the recording's owner");
+                }
+                return;
+            }
             RecordingCommand::Stop { recording_id } => Input::Stop {
                 actor: actor(),
                 recording_id,

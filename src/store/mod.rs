@@ -17,7 +17,10 @@ use crate::catalog::{Location, Recording};
 use crate::recording::State;
 
 /// The migrations, in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_recording_owners.sql"),
+];
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -427,6 +430,27 @@ impl Store {
         )? == 1)
     }
 
+    /// Remembers who started a recording.
+    pub fn set_owner(&self, recording_id: &str, owner: &str) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT OR IGNORE INTO recording_owners (recording_id, owner, created_at) VALUES (?1, ?2, ?3)",
+            params![recording_id, owner, crate::protocol::now_rfc3339()],
+        )?;
+        Ok(())
+    }
+
+    /// Who started a recording, if a participant did.
+    pub fn owner(&self, recording_id: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                "SELECT owner FROM recording_owners WHERE recording_id = ?1",
+                [recording_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// An owner's notification settings (JSON).
     pub fn notification_settings(&self, owner: &str) -> Result<Option<String>, StoreError> {
         let conn = self.lock();
@@ -612,6 +636,15 @@ mod tests {
         store.disable_endpoint("http://127.0.0.1:1/hook").unwrap();
         assert_eq!(store.outbox_counts().unwrap().disabled, 1);
         assert_eq!(store.disabled_endpoints().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn owners_are_remembered() {
+        let store = Store::in_memory().unwrap();
+        store.set_owner("r1", "ada").unwrap();
+        store.set_owner("r1", "mallory").unwrap();
+        assert_eq!(store.owner("r1").unwrap().as_deref(), Some("ada"));
+        assert_eq!(store.owner("r2").unwrap(), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::notifications::Notifications;
 use crate::store::Store;
 use crate::webhooks::outbound::Outbox;
 
@@ -52,12 +53,17 @@ impl Recording {
 pub struct Catalog {
     store: Arc<Store>,
     outbox: Arc<Outbox>,
+    notifications: Arc<Notifications>,
 }
 
 impl Catalog {
     /// A catalog in `store`, announcing through `outbox`.
-    pub fn new(store: Arc<Store>, outbox: Arc<Outbox>) -> Self {
-        Self { store, outbox }
+    pub fn new(store: Arc<Store>, outbox: Arc<Outbox>, notifications: Arc<Notifications>) -> Self {
+        Self {
+            store,
+            outbox,
+            notifications,
+        }
     }
 
     /// Adds a recording; `false` if one with that id is already catalogued
@@ -79,6 +85,14 @@ impl Catalog {
             Ok(inserted) => {
                 if inserted {
                     self.outbox.wake();
+                    // The owner (who started it) gets the Temasys-style notifications.
+                    match self.store.owner(&recording.id) {
+                        Ok(Some(owner)) => {
+                            self.notifications.recording_available(&recording, &owner)
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(error = %e, "cannot read the recording's owner"),
+                    }
                 }
                 inserted
             }

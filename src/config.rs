@@ -33,8 +33,14 @@ pub struct Config {
     pub store: StoreConfig,
     /// Outbound webhooks.
     pub webhooks: WebhooksConfig,
+    /// The mail server for recording notification e-mails.
+    pub smtp: SmtpConfig,
+    /// Recording notifications (Temasys style): delivery and owners' S3 uploads.
+    pub notifications: NotificationsConfig,
     /// The Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// Several onair processes acting as one over Redis (SPEC §7).
+    pub cluster: ClusterConfig,
 }
 
 /// `[server]`
@@ -257,6 +263,34 @@ impl Default for MetricsConfig {
     }
 }
 
+/// `[cluster]`: without `redis_url`, rooms stay in this process only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Redis URL (`redis://host:6379/0`); setting it turns clustering on.
+    pub redis_url: Option<String>,
+    /// This node's id in Redis; random per start unless set.
+    pub node_id: String,
+    /// Seconds between this node's heartbeats.
+    pub heartbeat_s: u64,
+    /// Seconds after its last heartbeat a node counts as dead and its participants leave.
+    pub node_ttl_s: u64,
+    /// Seconds one Redis round trip may take before the node counts Redis as unavailable.
+    pub command_timeout_s: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            node_id: uuid::Uuid::new_v4().simple().to_string(),
+            heartbeat_s: 2,
+            node_ttl_s: 10,
+            command_timeout_s: 2,
+        }
+    }
+}
+
 /// `[store]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -309,6 +343,73 @@ pub struct WebhookEndpoint {
     /// Event types to send; empty sends all.
     #[serde(default)]
     pub events: Vec<String>,
+}
+
+/// `[smtp]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// The mail server's host name; without it no notification e-mails are sent.
+    pub host: Option<String>,
+    /// The mail server's port (587: submission with STARTTLS).
+    pub port: u16,
+    /// User name for SMTP AUTH, when the server wants one.
+    #[serde(deserialize_with = "text")]
+    pub username: Option<String>,
+    /// Password for SMTP AUTH.
+    #[serde(deserialize_with = "text")]
+    pub password: Option<String>,
+    /// The sender, e.g. `onair <recordings@example.com>`; needed with `host`.
+    pub from: Option<String>,
+    /// Require STARTTLS; `false` talks plain text (only for a relay on loopback).
+    pub starttls: bool,
+    /// Seconds one SMTP conversation may take.
+    pub timeout_s: u64,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            host: None,
+            port: 587,
+            username: None,
+            password: None,
+            from: None,
+            starttls: true,
+            timeout_s: 30,
+        }
+    }
+}
+
+/// `[notifications]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationsConfig {
+    /// onair's public base URL, e.g. `https://onair.example`, to make `retrievalUrl` absolute.
+    pub public_url: Option<String>,
+    /// An S3-compatible endpoint to upload to instead of AWS (e.g. MinIO); owners' ARNs still name bucket and path.
+    pub s3_endpoint: Option<String>,
+    /// Seconds the presigned `retrievalUrl` of a file uploaded to an owner's S3 stays valid (at most 7 days).
+    pub s3_url_ttl_s: u64,
+    /// Attempts per POST or e-mail before giving up.
+    pub attempts: u32,
+    /// The first retry's delay in milliseconds; each further one doubles it (with jitter).
+    pub retry_base_ms: u64,
+    /// Seconds one POST to an owner's `url` may take.
+    pub timeout_s: u64,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            s3_endpoint: None,
+            s3_url_ttl_s: 7 * 24 * 3600,
+            attempts: 5,
+            retry_base_ms: 2_000,
+            timeout_s: 10,
+        }
+    }
 }
 
 /// A configuration that could not be loaded; the message names the key and source.
@@ -416,11 +517,32 @@ impl Config {
                 )));
             }
         }
+        // [cluster]
+        let c = &self.cluster;
+        if c.redis_url.is_some() {
+            if c.heartbeat_s == 0 || c.command_timeout_s == 0 {
+                return Err(ConfigError(
+                    "cluster.heartbeat_s and cluster.command_timeout_s must be greater than 0"
+                        .into(),
+                ));
+            }
+            if c.node_ttl_s <= c.heartbeat_s {
+                return Err(ConfigError(
+                    "cluster.node_ttl_s must be greater than cluster.heartbeat_s".into(),
+                ));
+            }
+            if c.node_id.is_empty() || c.node_id.contains(['{', '}', ' ']) {
+                return Err(ConfigError(
+                    "cluster.node_id must be non-empty, without braces or spaces".into(),
+                ));
+            }
+        }
         if self.webhooks.max_attempts == 0 {
             return Err(ConfigError(
                 "webhooks.max_attempts must be greater than 0".into(),
             ));
         }
+        crate::notifications::check_config(self).map_err(ConfigError)?;
         if let Some(secret) = &self.auth.jwt_secret
             && secret.len() < 16
         {

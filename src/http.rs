@@ -25,6 +25,7 @@ use crate::recording::{Actor, Input, StartOptions, State as RecordingState};
 use crate::room::RecordingSnapshot;
 use crate::server::AppState;
 
+mod notifications;
 mod recordings;
 
 type App = State<Arc<AppState>>;
@@ -48,6 +49,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(recordings::routes())
+        .merge(notifications::routes())
         .merge(crate::webhooks::routes(app.rooms.backend()));
     if app.dev_mode {
         router = router.route("/v1/dev/token", post(dev_token));
@@ -571,12 +573,21 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the server accepts connections (not while shutting down).
+/// `GET /readyz`: the server accepts connections (not while shutting down, nor
+/// while a `[cluster]` node is cut off from Redis).
 async fn readyz(State(app): App) -> Response {
     if app.shutdown.is_cancelled() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "shutting_down"})),
+        )
+            .into_response();
+    }
+    // [cluster]: a node without its Redis cannot serve rooms shared with the others.
+    if app.rooms.cluster_ready() == Some(false) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "cluster_unavailable"})),
         )
             .into_response();
     }

@@ -10,6 +10,8 @@
 //! * [`recording`] — the recording state machine: pure `(state, input) → (state, effects)`.
 //! * [`room`] — rooms in a `DashMap`, participants and consent, fan-out into bounded
 //!   per-socket queues, and the carrying-out of the state machine's effects.
+//! * [`cluster`] — `[cluster]`: several nodes as one over Redis (shared members and
+//!   recording state, compare-and-set transitions, per-room pub/sub, node heartbeats).
 //! * [`session`] — one WebSocket: read loop, bounded write queue, rate limit, close codes.
 //! * [`backends`] — what a recording start/stop is sent to: `manual`, `livekit`, `nextcloud`.
 //! * [`webhooks`] — inbound provider webhooks, verified, turned into recording inputs.
@@ -34,9 +36,11 @@
 pub mod auth;
 pub mod backends;
 pub mod catalog;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod notifications;
 pub mod protocol;
 pub mod recording;
 pub mod room;

@@ -50,8 +50,20 @@ pub struct Metrics {
     pub backend_errors: Family<Reason, Counter>,
     /// Outbound webhook attempts, by result (`delivered`, `retry`, `dead`, `gone`).
     pub webhook_attempts: Family<Reason, Counter>,
-    /// Inbound provider webhooks, by result (`applied`, `duplicate`, `rejected`, `ignored`).
+    /// Inbound provider webhooks, by result (`applied`, `duplicate`, `stale`, `rejected`, `ignored`).
     pub inbound_webhooks: Family<Reason, Counter>,
+    /// `[cluster]`: 1 while this node is connected to Redis and registered.
+    pub cluster_up: Gauge,
+    /// `[cluster]`: room events this node published to Redis.
+    pub cluster_published: Counter,
+    /// `[cluster]`: room events this node received from Redis.
+    pub cluster_received: Counter,
+    /// `[cluster]`: recording compare-and-sets lost to another writer and retried.
+    pub cluster_cas_retries: Counter,
+    /// `[cluster]`: reconnections to Redis after losing it.
+    pub cluster_reconnects: Counter,
+    /// `[cluster]`: dead nodes whose participants this node removed.
+    pub cluster_nodes_reaped: Counter,
     registry: Registry,
 }
 
@@ -71,6 +83,12 @@ impl Metrics {
             backend_errors: Family::default(),
             webhook_attempts: Family::default(),
             inbound_webhooks: Family::default(),
+            cluster_up: Gauge::default(),
+            cluster_published: Counter::default(),
+            cluster_received: Counter::default(),
+            cluster_cas_retries: Counter::default(),
+            cluster_reconnects: Counter::default(),
+            cluster_nodes_reaped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -128,6 +146,37 @@ impl Metrics {
             "inbound_webhooks",
             "Inbound provider webhooks by result",
             m.inbound_webhooks.clone(),
+        );
+        // [cluster]
+        registry.register(
+            "cluster_up",
+            "1 while this node is connected to the cluster's Redis",
+            m.cluster_up.clone(),
+        );
+        registry.register(
+            "cluster_published",
+            "Room events published to the cluster",
+            m.cluster_published.clone(),
+        );
+        registry.register(
+            "cluster_received",
+            "Room events received from the cluster",
+            m.cluster_received.clone(),
+        );
+        registry.register(
+            "cluster_cas_retries",
+            "Recording compare-and-sets retried after another node wrote first",
+            m.cluster_cas_retries.clone(),
+        );
+        registry.register(
+            "cluster_reconnects",
+            "Reconnections to the cluster's Redis",
+            m.cluster_reconnects.clone(),
+        );
+        registry.register(
+            "cluster_nodes_reaped",
+            "Dead nodes whose participants this node removed",
+            m.cluster_nodes_reaped.clone(),
         );
         Self { registry, ..m }
     }

@@ -284,6 +284,9 @@ pub enum ControlError {
     InvalidPayload,
     /// The connection sent more messages per second than allowed.
     RateLimited,
+    /// The cluster's Redis is unreachable: events from other nodes may be
+    /// missed until this node reconnects (`[cluster]` deployments only).
+    ClusterUnavailable,
 }
 
 /// The recording state in `join_success` (seed 002).
@@ -406,6 +409,7 @@ impl ControlError {
             Self::AlreadyJoined => "already_joined",
             Self::InvalidPayload => "invalid_payload",
             Self::RateLimited => "rate_limited",
+            Self::ClusterUnavailable => "cluster_unavailable",
         }
     }
 }

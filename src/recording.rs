@@ -409,6 +409,9 @@ pub fn step(policy: Policy, state: &State, input: Input) -> (State, Vec<Effect>)
             }
             _ => unchanged(vec![]),
         },
+        // A provider that records on its own keeps recording when onair's
+        // room empties; its own webhooks end the recording.
+        Input::RoomEmptied if policy.mode == StartMode::ProviderDriven => unchanged(vec![]),
         Input::RoomEmptied => match state {
             State::Initializing { recording_id, .. } => stop(policy, recording_id, false),
             State::Recording { recording_id } => stop(policy, recording_id, true),

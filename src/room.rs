@@ -7,6 +7,14 @@
 //! serialized-once frame into each participant's bounded queue, so a client
 //! that stops reading is dropped from the room instead of slowing it down.
 //! Backend calls and timers run after the lock is released.
+//!
+//! With `[cluster] redis_url` ([`crate::cluster`]), this map holds only the
+//! rooms this node has sockets in, and only those sockets: membership and the
+//! recording state live in Redis, every event reaches the sockets through the
+//! room's pub/sub channel (also those on this node, so there is one order), and
+//! a recording input is stepped against the state read from Redis and written
+//! back with a compare-and-set; only the node whose write won carries out the
+//! effects (backend calls, timers, the store and the outbox).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -17,9 +25,11 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::{Backend, StartRequest, StopRequest};
+use crate::cluster::{Cas, Cluster, ClusterError, Host, wire};
 use crate::metrics::{METRICS, Status, count};
 use crate::protocol::{
-    ControlEvent, Participant, RecordingError, RecordingEvent, RecordingStatus, ServerFrame,
+    ControlError, ControlEvent, Participant, RecordingError, RecordingEvent, RecordingStatus,
+    ServerFrame,
 };
 use crate::recording::{self, Effect, Input, Policy, State};
 use crate::store::{NewDelivery, Store};
@@ -63,7 +73,28 @@ struct Member {
     user_id: String,
     may_record: bool,
     outlet: Outlet,
+    /// Cluster mode: set until the member's `join_success` went out.
+    pending: Option<PendingJoin>,
 }
+
+/// A cluster joiner whose `join_success` waits for two things: the snapshot
+/// (the join script's answer) and its own `joined` in the room's message
+/// stream. Messages before that `joined` are in the snapshot and are skipped;
+/// messages after it are news and are buffered until the snapshot is sent.
+#[derive(Default)]
+struct PendingJoin {
+    /// Its own `joined` came through the channel.
+    seen_joined: bool,
+    /// The `join_success` frame, once the snapshot is known.
+    success: Option<Frame>,
+    /// Frames after the `joined`, in order.
+    buffer: Vec<Frame>,
+}
+
+/// Most frames buffered for a pending cluster joiner before it counts as not reading.
+const PENDING_BUFFER: usize = 256;
+/// Compare-and-set attempts for one recording input before giving up.
+const CAS_ATTEMPTS: usize = 32;
 
 #[derive(Default)]
 struct RoomInner {
@@ -140,8 +171,6 @@ impl From<&State> for RecordingSnapshot {
 struct Pending {
     /// Backend calls and timers.
     effects: Vec<Effect>,
-    /// The new status, when it changed (mirrored to the provider).
-    changed: Option<RecordingStatus>,
     /// Whether webhook deliveries were written.
     wake_outbox: bool,
 }
@@ -154,6 +183,7 @@ pub struct Registry {
     start_timeout: Duration,
     store: Arc<Store>,
     outbox: Arc<Outbox>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// What a [`Registry`] needs besides its rooms.
@@ -168,6 +198,8 @@ pub struct RegistryParts {
     pub store: Arc<Store>,
     /// Outbound webhooks.
     pub outbox: Arc<Outbox>,
+    /// `[cluster]`: the shared state in Redis; `None` keeps rooms in this process.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Registry {
@@ -180,6 +212,7 @@ impl Registry {
             start_timeout: parts.start_timeout,
             store: parts.store,
             outbox: parts.outbox,
+            cluster: parts.cluster,
         }
     }
 
@@ -247,6 +280,16 @@ impl Registry {
     /// Sends a recording event to everyone in a live room (e.g. `recording_available`).
     /// Returns `false` when the room is not live.
     pub fn announce(&self, room_id: &str, event: RecordingEvent) -> bool {
+        if let Some(cluster) = &self.cluster {
+            let frame = encode(&ServerFrame::recording(event));
+            let message = wire::encode(wire::Kind::Fanout, "", &frame);
+            return cluster
+                .wait(cluster.publish(room_id, &message))
+                .inspect_err(
+                    |e| tracing::warn!(room = room_id, error = %e, "cluster: cannot announce"),
+                )
+                .is_ok_and(|nodes| nodes > 0);
+        }
         let Some(room) = self.get(room_id) else {
             return false;
         };
@@ -265,6 +308,9 @@ impl Registry {
         may_record: bool,
         outlet: Outlet,
     ) -> Arc<Room> {
+        if let Some(cluster) = &self.cluster {
+            return self.cluster_join(cluster, room_id, participant, user_id, may_record, outlet);
+        }
         loop {
             let room = self.room(room_id);
             let mut inner = room.lock();
@@ -297,6 +343,7 @@ impl Registry {
                 user_id: user_id.to_owned(),
                 may_record,
                 outlet,
+                pending: None,
             });
             drop(inner);
             return room;
@@ -305,6 +352,9 @@ impl Registry {
 
     /// Removes a participant (on leave, socket drop or kick) and tells the others.
     pub fn leave(self: &Arc<Self>, room: &Arc<Room>, participant_id: &str) {
+        if let Some(cluster) = &self.cluster {
+            return self.cluster_leave(cluster, room, participant_id);
+        }
         let mut inner = room.lock();
         if let Some(index) = inner
             .members
@@ -352,6 +402,26 @@ impl Registry {
         let update = encode(&ServerFrame::control(ControlEvent::Update(
             member.participant.clone(),
         )));
+        if let Some(cluster) = &self.cluster {
+            // Stored and announced through Redis, outside the lock.
+            let participant = member.participant.clone();
+            let outlet = member.outlet.clone();
+            drop(inner);
+            let message = wire::encode(wire::Kind::Fanout, participant_id, &update);
+            if let Err(e) = cluster.wait(cluster.update(&room.id, &participant, &message)) {
+                tracing::warn!(room = %room.id, error = %e, "cluster: cannot store a consent change");
+                outlet.offer(cluster_unavailable(&e));
+                return;
+            }
+            inner = room.lock();
+        }
+        let Some(member) = inner
+            .members
+            .iter()
+            .find(|m| m.participant.id == participant_id)
+        else {
+            return;
+        };
         let deliveries = self.outbox.deliveries(
             "participant.consent_changed",
             serde_json::json!({
@@ -361,7 +431,9 @@ impl Registry {
                 "consent": consent,
             }),
         );
-        broadcast(&mut inner, &update, Some(participant_id));
+        if self.cluster.is_none() {
+            broadcast(&mut inner, &update, Some(participant_id));
+        }
         drop(inner);
         if !deliveries.is_empty() {
             match self.store.enqueue(&deliveries) {
@@ -386,6 +458,9 @@ impl Registry {
         reply: Option<&Outlet>,
         input: Input,
     ) -> Applied {
+        if let Some(cluster) = &self.cluster {
+            return self.cluster_apply(cluster, &room.id, reply, input, false);
+        }
         let mut inner = room.lock();
         let (applied, pending) = self.step(room, &mut inner, reply, input);
         drop(inner);
@@ -397,6 +472,12 @@ impl Registry {
     /// REST API). A room nobody is in still takes inputs while its saved
     /// recording is not inactive; `None` for a room that is neither live nor recording.
     pub fn apply_to(self: &Arc<Self>, room_id: &str, input: Input) -> Option<Applied> {
+        if let Some(cluster) = &self.cluster {
+            if !self.cluster_room_exists(cluster, room_id) {
+                return None;
+            }
+            return Some(self.cluster_apply(cluster, room_id, None, input, false));
+        }
         let room = self.room_with_recording(room_id)?;
         let applied = self.apply(&room, None, input);
         self.release(&room);
@@ -405,11 +486,32 @@ impl Registry {
 
     /// A live room by id.
     pub fn get(&self, room_id: &str) -> Option<Arc<Room>> {
-        self.rooms.get(room_id).map(|r| r.clone())
+        let local = self.rooms.get(room_id).map(|r| r.clone());
+        match &self.cluster {
+            // A room with members on other nodes only: a handle to apply inputs to.
+            Some(cluster) if local.is_none() => {
+                let members = cluster.wait(cluster.members(room_id)).ok()?;
+                (!members.is_empty()).then(|| {
+                    Arc::new(Room {
+                        id: room_id.to_owned(),
+                        inner: Mutex::new(RoomInner::default()),
+                    })
+                })
+            }
+            _ => local,
+        }
     }
 
     /// Snapshots of every live room.
     pub fn snapshots(&self) -> Vec<RoomSnapshot> {
+        if let Some(cluster) = &self.cluster {
+            let mut ids = cluster.wait(cluster.rooms()).unwrap_or_default();
+            ids.sort();
+            return ids
+                .iter()
+                .filter_map(|id| self.cluster_snapshot(cluster, id))
+                .collect();
+        }
         // Clone the Arcs out first: no shard guard is held while a room is locked.
         let rooms: Vec<Arc<Room>> = self.rooms.iter().map(|r| r.value().clone()).collect();
         let mut snapshots: Vec<RoomSnapshot> = rooms.iter().map(|r| snapshot(r)).collect();
@@ -419,18 +521,36 @@ impl Registry {
 
     /// A snapshot of one live room.
     pub fn snapshot(&self, room_id: &str) -> Option<RoomSnapshot> {
+        if let Some(cluster) = &self.cluster {
+            return self.cluster_snapshot(cluster, room_id);
+        }
         self.get(room_id).map(|r| snapshot(&r))
     }
 
     /// The recording state of a live room, or the saved one of a room nobody is in.
     pub fn recording_state(&self, room_id: &str) -> Option<State> {
+        if let Some(cluster) = &self.cluster {
+            let read = cluster.wait(cluster.read_state(room_id)).ok()?;
+            return (read.exists || self.cluster_room_exists(cluster, room_id))
+                .then_some(read.state);
+        }
         if let Some(room) = self.get(room_id) {
             return Some(room.lock().recording.clone());
         }
         self.store.room_state(room_id).ok().flatten()
     }
 
-    /// Number of live rooms.
+    /// `None` without `[cluster]`; otherwise whether this node is connected to Redis.
+    pub fn cluster_ready(&self) -> Option<bool> {
+        self.cluster.as_ref().map(|c| c.is_ready())
+    }
+
+    /// The cluster, if `[cluster]` is configured.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Number of live rooms (with sockets on this node).
     pub fn len(&self) -> usize {
         self.rooms.len()
     }
@@ -450,35 +570,7 @@ impl Registry {
         input: Input,
     ) -> (Applied, Pending) {
         let (state, effects) = recording::step(self.policy, &inner.recording, input);
-        let mut pending = Pending::default();
-        if state.status() != inner.recording.status() {
-            pending.changed = Some(state.status());
-        }
-        let changed = state != inner.recording;
-        if state.status() != inner.recording.status() {
-            METRICS
-                .recording_transitions
-                .get_or_create(&Status {
-                    status: format!("{:?}", state.status()).to_lowercase(),
-                })
-                .inc();
-        }
-        if changed {
-            tracing::info!(
-                room = %room.id,
-                from = ?inner.recording.status(),
-                to = ?state.status(),
-                recording_id = state.recording_id(),
-                "recording state changed"
-            );
-        }
-        if changed {
-            let deliveries = self.webhook_deliveries(&room.id, &effects);
-            if let Err(e) = self.store.save_room_state(&room.id, &state, &deliveries) {
-                tracing::error!(room = %room.id, error = %e, "cannot save the recording state");
-            }
-            pending.wake_outbox = !deliveries.is_empty();
-        }
+        let mut pending = self.record_transition(&room.id, &inner.recording, &state, &effects);
         inner.recording = state;
         let mut refused = None;
         for effect in effects {
@@ -489,15 +581,9 @@ impl Registry {
                 Effect::AnnounceStopped { recording_id } => {
                     RecordingEvent::Stopped { recording_id }
                 }
-                Effect::AnnounceStatus {
-                    status,
-                    recording_id,
-                    reason,
-                } => RecordingEvent::Status {
-                    status,
-                    recording_id,
-                    provider: self.backend.name().to_owned(),
-                    reason,
+                Effect::AnnounceStatus { .. } => match self.announcement(&effect) {
+                    Some(event) => event,
+                    None => continue,
                 },
                 Effect::Refuse(error) => {
                     refused = Some(error);
@@ -536,11 +622,6 @@ impl Registry {
     fn run_effects(self: &Arc<Self>, room_id: &str, pending: Pending) {
         if pending.wake_outbox {
             self.outbox.wake();
-        }
-        if let Some(status) = pending.changed {
-            let backend = self.backend.clone();
-            let room_id = room_id.to_owned();
-            tokio::spawn(async move { backend.status_changed(&room_id, status).await });
         }
         for effect in pending.effects {
             let backend = self.backend.clone();
@@ -604,6 +685,62 @@ impl Registry {
 }
 
 impl Registry {
+    /// Metrics, log, store and outbox for one step (in cluster mode, on the node
+    /// whose write won); returns what must wait for the room lock to go.
+    fn record_transition(
+        &self,
+        room_id: &str,
+        from: &State,
+        to: &State,
+        effects: &[Effect],
+    ) -> Pending {
+        let mut pending = Pending::default();
+        if to.status() != from.status() {
+            // Queued here, in transition order (the backend keeps a per-room queue).
+            self.backend.status_changed(room_id, to.status());
+            METRICS
+                .recording_transitions
+                .get_or_create(&Status {
+                    status: format!("{:?}", to.status()).to_lowercase(),
+                })
+                .inc();
+        }
+        if to != from {
+            tracing::info!(
+                room = %room_id,
+                from = ?from.status(),
+                to = ?to.status(),
+                recording_id = to.recording_id(),
+                "recording state changed"
+            );
+            let deliveries = self.webhook_deliveries(room_id, effects);
+            if let Err(e) = self.store.save_room_state(room_id, to, &deliveries) {
+                tracing::error!(room = %room_id, error = %e, "cannot save the recording state");
+            }
+            pending.wake_outbox = !deliveries.is_empty();
+        }
+        pending
+    }
+
+    /// The event an announcing effect fans out.
+    fn announcement(&self, effect: &Effect) -> Option<RecordingEvent> {
+        Some(match effect.clone() {
+            Effect::AnnounceStarted { recording_id } => RecordingEvent::Started { recording_id },
+            Effect::AnnounceStopped { recording_id } => RecordingEvent::Stopped { recording_id },
+            Effect::AnnounceStatus {
+                status,
+                recording_id,
+                reason,
+            } => RecordingEvent::Status {
+                status,
+                recording_id,
+                provider: self.backend.name().to_owned(),
+                reason,
+            },
+            _ => return None,
+        })
+    }
+
     /// The outbound webhooks a step's announcements cause.
     fn webhook_deliveries(&self, room_id: &str, effects: &[Effect]) -> Vec<NewDelivery> {
         let provider = self.backend.name();
@@ -672,4 +809,460 @@ fn broadcast(inner: &mut RoomInner, frame: &Frame, except: Option<&str>) {
         let left = encode(&ServerFrame::control(ControlEvent::Left { id }));
         broadcast(inner, &left, None);
     }
+}
+
+/// The outcome of one recording input in cluster mode, before its effects run.
+struct Stepped {
+    from: State,
+    to: State,
+    effects: Vec<Effect>,
+    /// Whether this node's write won (only then does it carry out the effects).
+    won: bool,
+}
+
+/// Cluster mode: the same operations with Redis as the shared state.
+impl Registry {
+    /// The local room for `room_id`, created (without saved state: Redis has it) if needed.
+    fn local_room(&self, room_id: &str) -> Arc<Room> {
+        if let Some(room) = self.rooms.get(room_id) {
+            return room.clone();
+        }
+        self.rooms
+            .entry(room_id.to_owned())
+            .or_insert_with(|| {
+                METRICS.rooms.inc();
+                Arc::new(Room {
+                    id: room_id.to_owned(),
+                    inner: Mutex::new(RoomInner::default()),
+                })
+            })
+            .clone()
+    }
+
+    fn cluster_join(
+        &self,
+        cluster: &Arc<Cluster>,
+        room_id: &str,
+        participant: Participant,
+        user_id: &str,
+        may_record: bool,
+        outlet: Outlet,
+    ) -> Arc<Room> {
+        let id = participant.id.clone();
+        let room = loop {
+            let room = self.local_room(room_id);
+            let mut inner = room.lock();
+            if inner.closed {
+                drop(inner);
+                std::thread::yield_now();
+                continue;
+            }
+            METRICS.participants.inc();
+            inner.members.push(Member {
+                participant: participant.clone(),
+                user_id: user_id.to_owned(),
+                may_record,
+                outlet: outlet.clone(),
+                pending: Some(PendingJoin::default()),
+            });
+            drop(inner);
+            break room;
+        };
+        let joined = encode(&ServerFrame::control(ControlEvent::Joined(
+            participant.clone(),
+        )));
+        let message = wire::encode(wire::Kind::Joined, &id, &joined);
+        match cluster.wait(cluster.join(room_id, &participant, &message)) {
+            Ok(view) => {
+                let others = view.members.into_iter().filter(|p| p.id != id).collect();
+                let success = join_success(&participant, others, view.state.join_data());
+                let mut inner = room.lock();
+                if let Some(member) = inner.members.iter_mut().find(|m| m.participant.id == id)
+                    && let Some(pending) = member.pending.as_mut()
+                {
+                    pending.success = Some(success);
+                    if pending.seen_joined {
+                        activate(member);
+                    }
+                }
+            }
+            Err(e) => {
+                // Not in the shared room: answer from what this node knows, then say why.
+                tracing::warn!(room = room_id, error = %e, "cluster: join not shared");
+                let mut inner = room.lock();
+                let others = inner
+                    .members
+                    .iter()
+                    .filter(|m| m.participant.id != id)
+                    .map(|m| m.participant.clone())
+                    .collect();
+                if let Some(member) = inner.members.iter_mut().find(|m| m.participant.id == id) {
+                    member.pending = None;
+                    member
+                        .outlet
+                        .offer(join_success(&participant, others, None));
+                    member.outlet.offer(cluster_unavailable(&e));
+                }
+            }
+        }
+        room
+    }
+
+    fn cluster_leave(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        room: &Arc<Room>,
+        participant_id: &str,
+    ) {
+        let mut inner = room.lock();
+        let Some(index) = inner
+            .members
+            .iter()
+            .position(|m| m.participant.id == participant_id)
+        else {
+            return;
+        };
+        inner.members.remove(index);
+        METRICS.participants.dec();
+        let now_empty = inner.members.is_empty() && !inner.closed;
+        if now_empty {
+            inner.closed = true;
+        }
+        drop(inner);
+        if now_empty
+            && self
+                .rooms
+                .remove_if(&room.id, |_, r| Arc::ptr_eq(r, room))
+                .is_some()
+        {
+            METRICS.rooms.dec();
+            cluster.unsubscribe(&room.id);
+        }
+        match cluster.wait(cluster.leave(&room.id, participant_id)) {
+            // The last one anywhere: the room empties (a recording stops, as on one node).
+            Ok(Some(0)) => {
+                self.cluster_apply(cluster, &room.id, None, Input::RoomEmptied, true);
+            }
+            Ok(_) => {}
+            // Left in Redis under this node's name: removed when the node re-registers.
+            Err(e) => tracing::warn!(room = %room.id, error = %e, "cluster: leave not shared yet"),
+        }
+    }
+
+    /// Whether the room has members somewhere.
+    fn cluster_room_exists(&self, cluster: &Cluster, room_id: &str) -> bool {
+        cluster
+            .wait(async {
+                let state = cluster.read_state(room_id).await?;
+                Ok(state.exists || !cluster.members(room_id).await?.is_empty())
+            })
+            .unwrap_or(false)
+    }
+
+    fn cluster_snapshot(&self, cluster: &Cluster, room_id: &str) -> Option<RoomSnapshot> {
+        let (participants, state) = cluster
+            .wait(async {
+                Ok((
+                    cluster.members(room_id).await?,
+                    cluster.read_state(room_id).await?.state,
+                ))
+            })
+            .ok()?;
+        (!participants.is_empty()).then(|| RoomSnapshot {
+            id: room_id.to_owned(),
+            participants,
+            recording: RecordingSnapshot::from(&state),
+        })
+    }
+
+    /// Steps the shared recording state: read, `recording::step`, compare-and-set
+    /// with the step's announcements, retried while another node wrote first.
+    /// Refusals go to `reply`; the effects run here only if this write won.
+    fn cluster_apply(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        room_id: &str,
+        reply: Option<&Outlet>,
+        input: Input,
+        require_empty: bool,
+    ) -> Applied {
+        let stepped = cluster.wait(self.cluster_step(cluster, room_id, input, require_empty));
+        let stepped = match stepped {
+            Ok(stepped) => stepped,
+            Err(e) => {
+                tracing::warn!(room = room_id, error = %e, "cluster: recording input not applied");
+                if let Some(outlet) = reply {
+                    outlet.offer(cluster_unavailable(&e));
+                }
+                return Applied {
+                    state: State::Inactive,
+                    refused: Some(RecordingError::BackendUnavailable),
+                };
+            }
+        };
+        let mut refused = None;
+        for effect in &stepped.effects {
+            if let Effect::Refuse(error) = effect {
+                refused = Some(*error);
+                if let Some(outlet) = reply {
+                    outlet.offer(recording_error(*error));
+                }
+            }
+        }
+        if stepped.won {
+            let mut pending =
+                self.record_transition(room_id, &stepped.from, &stepped.to, &stepped.effects);
+            pending.effects = stepped
+                .effects
+                .into_iter()
+                .filter(|e| {
+                    matches!(
+                        e,
+                        Effect::BackendStart { .. }
+                            | Effect::BackendStop { .. }
+                            | Effect::ArmStartTimeout { .. }
+                    )
+                })
+                .collect();
+            self.run_effects(room_id, pending);
+        }
+        Applied {
+            state: stepped.to,
+            refused,
+        }
+    }
+
+    async fn cluster_step(
+        &self,
+        cluster: &Cluster,
+        room_id: &str,
+        input: Input,
+        require_empty: bool,
+    ) -> Result<Stepped, ClusterError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let current = cluster.read_state(room_id).await?;
+            let (to, effects) = recording::step(self.policy, &current.state, input.clone());
+            let mut messages = Vec::new();
+            for effect in &effects {
+                if let Effect::Tell { participant, error } = effect {
+                    messages.push(wire::encode(
+                        wire::Kind::Tell,
+                        participant,
+                        &recording_error(*error),
+                    ));
+                } else if let Some(event) = self.announcement(effect) {
+                    let frame = encode(&ServerFrame::recording(event));
+                    messages.push(wire::encode(wire::Kind::Fanout, "", &frame));
+                }
+            }
+            let only_refusals = effects.iter().all(|e| matches!(e, Effect::Refuse(_)));
+            if to == current.state && only_refusals {
+                // Nothing to write: the answer holds for the state as read.
+                return Ok(Stepped {
+                    from: current.state,
+                    to,
+                    effects,
+                    won: false,
+                });
+            }
+            match cluster
+                .compare_and_set(room_id, current.version, &to, require_empty, &messages)
+                .await?
+            {
+                Cas::Won => {
+                    return Ok(Stepped {
+                        from: current.state,
+                        to,
+                        effects,
+                        won: true,
+                    });
+                }
+                Cas::NotEmpty => {
+                    return Ok(Stepped {
+                        from: current.state.clone(),
+                        to: current.state,
+                        effects: Vec::new(),
+                        won: false,
+                    });
+                }
+                Cas::Moved => continue,
+            }
+        }
+        Err(ClusterError::Data("the recording state kept changing"))
+    }
+}
+
+impl Host for Registry {
+    fn deliver(self: &Arc<Self>, room_id: &str, message: wire::Message<'_>) {
+        let Some(room) = self.rooms.get(room_id).map(|r| r.clone()) else {
+            return;
+        };
+        let frame = match message.kind {
+            wire::Kind::Left => encode(&ServerFrame::control(ControlEvent::Left {
+                id: message.subject.to_owned(),
+            })),
+            _ => Frame::from(message.frame),
+        };
+        let mut inner = room.lock();
+        match message.kind {
+            wire::Kind::Tell => {
+                if let Some(m) = inner
+                    .members
+                    .iter()
+                    .find(|m| m.participant.id == message.subject && m.pending.is_none())
+                    && !m.outlet.offer(frame)
+                {
+                    kick(m);
+                }
+            }
+            wire::Kind::Joined => {
+                if let Some(member) = inner
+                    .members
+                    .iter_mut()
+                    .find(|m| m.participant.id == message.subject)
+                    && let Some(pending) = member.pending.as_mut()
+                {
+                    pending.seen_joined = true;
+                    if pending.success.is_some() {
+                        activate(member);
+                    }
+                }
+                fan_out(&mut inner, &frame, message.subject);
+            }
+            wire::Kind::Fanout | wire::Kind::Left => fan_out(&mut inner, &frame, message.subject),
+        }
+    }
+
+    fn local_members(&self) -> Vec<(String, Participant)> {
+        let rooms: Vec<Arc<Room>> = self.rooms.iter().map(|r| r.value().clone()).collect();
+        rooms
+            .iter()
+            .flat_map(|room| {
+                room.lock()
+                    .members
+                    .iter()
+                    .map(|m| (room.id.clone(), m.participant.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn is_local(&self, room_id: &str) -> bool {
+        self.rooms.contains_key(room_id)
+    }
+
+    fn connection_lost(&self) {
+        let error = cluster_unavailable(&ClusterError::Unavailable);
+        let rooms: Vec<Arc<Room>> = self.rooms.iter().map(|r| r.value().clone()).collect();
+        for room in rooms {
+            let mut inner = room.lock();
+            let others: Vec<Participant> = inner
+                .members
+                .iter()
+                .map(|m| m.participant.clone())
+                .collect();
+            for member in inner.members.iter_mut() {
+                // A joiner caught half-way gets its answer from what this node knows.
+                if let Some(pending) = member.pending.as_mut()
+                    && pending.success.is_none()
+                {
+                    let id = member.participant.id.clone();
+                    pending.success = Some(join_success(
+                        &member.participant,
+                        others.iter().filter(|p| p.id != id).cloned().collect(),
+                        None,
+                    ));
+                }
+                if member.pending.is_some() {
+                    activate(member);
+                }
+                if !member.outlet.offer(error.clone()) {
+                    kick(member);
+                }
+            }
+        }
+    }
+
+    fn rooms_emptied(self: &Arc<Self>, rooms: Vec<String>) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        let registry = self.clone();
+        tokio::spawn(async move {
+            for room in rooms {
+                registry.cluster_apply(&cluster, &room, None, Input::RoomEmptied, true);
+            }
+        });
+    }
+}
+
+fn join_success(
+    participant: &Participant,
+    participants: Vec<Participant>,
+    recording: Option<crate::protocol::RecordingData>,
+) -> Frame {
+    encode(&ServerFrame::control(ControlEvent::JoinSuccess {
+        id: participant.id.clone(),
+        display_name: participant.control.display_name.clone(),
+        role: participant.control.role,
+        participants,
+        recording,
+    }))
+}
+
+/// Sends a cluster joiner its `join_success` and what was buffered behind it.
+fn activate(member: &mut Member) {
+    let Some(pending) = member.pending.take() else {
+        return;
+    };
+    let frames = pending.success.into_iter().chain(pending.buffer);
+    for frame in frames {
+        if !member.outlet.offer(frame) {
+            kick(member);
+            return;
+        }
+    }
+}
+
+/// Closes a client that does not read; its session leaves the room (and the cluster).
+fn kick(member: &Member) {
+    if !member.outlet.kick.is_cancelled() {
+        tracing::warn!(participant = %member.participant.id, "send queue full: closing a client that does not read");
+        member.outlet.kick.cancel();
+    }
+}
+
+/// Cluster fan-out to this node's sockets: every member but `except`; pending
+/// joiners buffer what comes after their own `joined`.
+fn fan_out(inner: &mut RoomInner, frame: &Frame, except: &str) {
+    for member in inner.members.iter_mut() {
+        if member.participant.id == except || member.outlet.kick.is_cancelled() {
+            continue;
+        }
+        match member.pending.as_mut() {
+            Some(pending) if !pending.seen_joined => {}
+            Some(pending) if pending.buffer.len() < PENDING_BUFFER => {
+                pending.buffer.push(frame.clone());
+            }
+            Some(_) => kick(member),
+            None => {
+                if !member.outlet.offer(frame.clone()) {
+                    kick(member);
+                }
+            }
+        }
+    }
+}
+
+fn cluster_unavailable(error: &ClusterError) -> Frame {
+    crate::metrics::count(
+        &METRICS.client_errors,
+        ControlError::ClusterUnavailable.as_str(),
+    );
+    encode(&ServerFrame::control(ControlEvent::Error {
+        error: ControlError::ClusterUnavailable,
+        detail: Some(format!(
+            "{error}; events from other nodes may be missed until this node reconnects"
+        )),
+    }))
 }

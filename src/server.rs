@@ -12,6 +12,7 @@ use crate::auth::{Tickets, Verifier, random_string};
 use crate::backends::Backend;
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::notifications::Notifications;
 use crate::room::{Registry, RegistryParts};
 use crate::store::Store;
 use crate::webhooks::outbound::Outbox;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// Outbound webhooks.
     pub outbox: Arc<Outbox>,
+    /// Recording notifications, Temasys style (seed 001).
+    pub notifications: Arc<Notifications>,
     /// The HTTP client for calls to providers (rustls, with timeouts).
     pub http: reqwest::Client,
     /// The admin key for the REST API, if any.
@@ -58,6 +61,9 @@ pub enum ServerError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// `[cluster] redis_url` is not a usable Redis URL.
+    #[error("[cluster] redis_url: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// Binding or serving failed.
     #[error("server I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -92,19 +98,26 @@ impl AppState {
             start_timeout: Duration::from_secs(config.recording.start_timeout_s),
             store: store.clone(),
             outbox: outbox.clone(),
+            cluster: crate::cluster::Cluster::from_config(&config.cluster)?,
         }));
         let media_key = {
             use sha2::Digest;
             sha2::Sha256::digest(format!("onair media URLs\n{secret}")).into()
         };
+        let notifications = Arc::new(Notifications::new(&config, store.clone(), http.clone()));
         Ok(Self {
             media_key,
             verifier: Verifier::new(&secret, &config.auth),
             tickets: Tickets::new(Duration::from_secs(config.auth.ticket_ttl_s)),
             rooms,
-            catalog: Arc::new(Catalog::new(store.clone(), outbox.clone())),
+            catalog: Arc::new(Catalog::new(
+                store.clone(),
+                outbox.clone(),
+                notifications.clone(),
+            )),
             store,
             outbox,
+            notifications,
             http,
             admin_key,
             dev_mode,
@@ -151,6 +164,10 @@ pub async fn run(
         })
     };
 
+    // [cluster]: connect, heartbeat and relay room events until shutdown.
+    if let Some(cluster) = app.rooms.cluster().cloned() {
+        tokio::spawn(cluster.run(app.rooms.clone(), app.shutdown.clone()));
+    }
     let delivering = tokio::spawn(
         app.outbox
             .clone()
@@ -189,6 +206,8 @@ pub async fn run(
     })
     .await;
     sweeper.abort();
+    // Notifications in flight get a moment to finish.
+    app.notifications.drain(Duration::from_secs(3)).await;
     // The outbox makes a last bounded pass on shutdown; what is left goes after a restart.
     let _ = tokio::time::timeout(Duration::from_secs(3), delivering).await;
     if drained.is_err() {

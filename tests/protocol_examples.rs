@@ -226,11 +226,11 @@ fn wire_names<T: serde::Serialize>(values: &[T]) -> BTreeSet<String> {
 
 /// Every value of each Rust enum. The `match`es do not compile when a variant
 /// is added, which points here; the arrays must then list it too.
-fn all_control_errors() -> [ControlError; 6] {
+fn all_control_errors() -> [ControlError; 7] {
     use ControlError::*;
     let _exhaustive = |e: ControlError| match e {
         InvalidJson | InvalidNamespace | NotYetJoined | AlreadyJoined | InvalidPayload
-        | RateLimited => (),
+        | RateLimited | ClusterUnavailable => (),
     };
     [
         InvalidJson,
@@ -239,6 +239,7 @@ fn all_control_errors() -> [ControlError; 6] {
         AlreadyJoined,
         InvalidPayload,
         RateLimited,
+        ClusterUnavailable,
     ]
 }
 

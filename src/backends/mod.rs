@@ -123,10 +123,11 @@ impl Backend {
     }
 
     /// Tells the provider about a state change (LiveKit mirrors it into room
-    /// metadata); best effort, never blocks the room.
-    pub async fn status_changed(&self, room: &str, status: RecordingStatus) {
+    /// metadata). Only queues, so it is called where the transition happens and
+    /// the provider sees transitions in order; never blocks the room.
+    pub fn status_changed(&self, room: &str, status: RecordingStatus) {
         if let Self::Livekit(livekit) = self {
-            livekit.status_changed(room, status).await;
+            livekit.mirror_status(room, status);
         }
     }
 }

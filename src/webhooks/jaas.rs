@@ -1,12 +1,846 @@
-//! Inbound webhooks from 8x8 JaaS (being built).
+//! `POST /webhooks/jaas`: 8x8 JaaS webhooks, verified exactly as 8x8's
+//! "Check the webhook signatures" page says, turned into recording inputs.
+//!
+//! Verification: `X-Jaas-Signature: t=<unix seconds>,v1=<base64>[,v1=…]` —
+//! the header is split on `,` and each element on its first `=`; `t` is the
+//! timestamp and every `v1` a signature (schemes other than `v1` are ignored,
+//! against downgrades). The expected signature is base64 HMAC-SHA256 keyed
+//! with the endpoint secret exactly as the console shows it (`whsec_…`
+//! included) over `t + "." + raw body`; it must equal one of the `v1` values
+//! (constant-time), and `t` must be within 5 minutes of now. Events whose
+//! `idempotencyKey` was already accepted are acknowledged and not applied
+//! again; the keys are in the store, so this holds across restarts.
+//!
+//! Answers, all JSON:
+//!
+//! | status | body | when |
+//! |---|---|---|
+//! | 200 | `{"result":"applied"}` | a recording start or end was applied to its room |
+//! | 200 | `{"result":"accepted"}` | a `RECORDING_UPLOADED`: the download runs in the background |
+//! | 200 | `{"result":"ignored"}` | another event type, an `fqn` without a valid room, a room onair does not host |
+//! | 200 | `{"result":"duplicate"}` | its `idempotencyKey` was already accepted, or the recording is already catalogued or downloading |
+//! | 200 | `{"result":"stale"}` | older (payload `timestamp`) than the session's last applied event |
+//! | 400 | `{"code":"invalid_body",…}` | signed correctly but not a JaaS event |
+//! | 401 | `{"code":"invalid_signature",…}` | missing or malformed header, no matching `v1`, `t` outside the window |
+//! | 413 | `{"code":"body_too_large",…}` | body over 256 KiB |
+//!
+//! Events map to the room named by the `fqn` (`<appId>/<room>`), with the
+//! recording id derived from the JaaS `sessionId` (`backends::jaas`):
+//! `RECORDING_STARTED` → the room records (`started`; only a room that is live
+//! or has a saved recording takes it, others are ignored); `RECORDING_ENDED` →
+//! it stops (`stopped`); `RECORDING_UPLOADED` → the file behind
+//! `preAuthenticatedLink` is downloaded into `[storage] path`, off the request
+//! path, with retries (`[jaas] download_attempts`, `download_timeout_s`, backoff
+//! 2 s × 4ⁿ), then catalogued (provider `jaas`, `durationSec`) and announced
+//! with `recording_available`. An upload is kept for any valid room id, live
+//! or not: by then the meeting has usually ended and everyone left, and 8x8
+//! keeps the file only 24 h. A download that failed every attempt is logged
+//! as an error and not catalogued.
+//!
+//! Pending downloads survive a restart: each is written to
+//! `[storage] path/.jaas-pending/<recording id>.json` before the webhook is
+//! answered and removed once catalogued or given up; [`resume`] picks them up
+//! again (the link's 24 h still bounds the retries).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::Sha256;
 
+use crate::backends::Backend;
+use crate::backends::jaas::{self, DownloadError, Jaas};
+use crate::catalog::{Location, Recording};
+use crate::http::AppError;
+use crate::metrics::{METRICS, count};
+use crate::protocol::{RecordingEvent, now_rfc3339};
+use crate::recording::Input;
 use crate::server::AppState;
+
+/// Largest webhook body accepted (8x8's are a few KiB).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// How far `t` may be from now, either way.
+pub const REPLAY_WINDOW_S: u64 = 5 * 60;
+/// The signature header.
+pub const SIGNATURE_HEADER: &str = "x-jaas-signature";
+/// Where pending downloads are journalled, under `[storage] path`.
+const PENDING_DIR: &str = ".jaas-pending";
+/// Where downloads are written before they are moved into place, under `[storage] path`.
+const INCOMING_DIR: &str = ".incoming";
 
 /// The JaaS webhook routes.
 pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
+    Router::new().route(
+        "/webhooks/jaas",
+        post(receive).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+    )
+}
+
+/// What became of an accepted webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Applied,
+    Accepted,
+    Ignored,
+    Duplicate,
+    Stale,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Accepted => "accepted",
+            Self::Ignored => "ignored",
+            Self::Duplicate => "duplicate",
+            Self::Stale => "stale",
+        }
+    }
+}
+
+async fn receive(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, AppError> {
+    let Backend::Jaas(jaas) = app.rooms.backend().as_ref() else {
+        return Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the jaas backend is not configured",
+        ));
+    };
+    // Until `server::run` calls `resume` at start-up, the first webhook does.
+    resume(&app);
+    let body = body.map_err(|rejection| {
+        count(&METRICS.inbound_webhooks, "rejected");
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("a webhook body may have at most {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            AppError::new(rejection.status(), "invalid_body", rejection.body_text())
+        }
+    })?;
+    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    if let Err(e) = verify(jaas.webhook_secret(), signature, &body, SystemTime::now()) {
+        tracing::warn!(error = %e, "jaas webhook refused");
+        count(&METRICS.inbound_webhooks, "rejected");
+        return Err(AppError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+            e.to_string(),
+        ));
+    }
+    let event: Event = serde_json::from_slice(&body).map_err(|e| {
+        count(&METRICS.inbound_webhooks, "rejected");
+        AppError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("not a JaaS webhook event: {e}"),
+        )
+    })?;
+    let outcome = handle(&app, jaas, event).await?;
+    count(&METRICS.inbound_webhooks, outcome.as_str());
+    Ok(Json(json!({ "result": outcome.as_str() })))
+}
+
+/// Applies a verified event, at most once.
+async fn handle(app: &Arc<AppState>, jaas: &Jaas, event: Event) -> Result<Outcome, AppError> {
+    if !event.idempotency_key.is_empty() {
+        let first = app
+            .store
+            .first_receipt("jaas", &event.idempotency_key, unix_ms())
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot record a jaas idempotency key");
+                // 8x8 retries on a non-2xx answer; nothing was applied.
+                AppError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the event could not be recorded; retry later",
+                )
+            })?;
+        if !first {
+            tracing::debug!(idempotency_key = %event.idempotency_key, event = %event.event_type, "jaas webhook already seen");
+            return Ok(Outcome::Duplicate);
+        }
+    }
+    let Some(room) = jaas::room_of(&event.fqn) else {
+        if event.event_type.starts_with("RECORDING_") {
+            tracing::warn!(fqn = %event.fqn, event = %event.event_type, "jaas webhook names no valid room");
+        }
+        return Ok(Outcome::Ignored);
+    };
+    if event.session_id.is_empty() {
+        return Ok(Outcome::Ignored);
+    }
+    let room = room.to_owned();
+    Ok(match event.event_type.as_str() {
+        "RECORDING_STARTED" => lifecycle(app, jaas, &event, &room, true),
+        "RECORDING_ENDED" => lifecycle(app, jaas, &event, &room, false),
+        "RECORDING_UPLOADED" => uploaded(app, jaas, &event, room).await?,
+        _ => Outcome::Ignored,
+    })
+}
+
+/// `RECORDING_STARTED` / `RECORDING_ENDED`: the room's recording state.
+fn lifecycle(
+    app: &Arc<AppState>,
+    jaas: &Jaas,
+    event: &Event,
+    room: &str,
+    started: bool,
+) -> Outcome {
+    if !jaas.admit(&event.session_id, event.timestamp) {
+        tracing::debug!(room, session_id = %event.session_id, event = %event.event_type, "stale jaas webhook dropped");
+        return Outcome::Stale;
+    }
+    let recording_id = jaas::recording_id(&event.session_id);
+    let input = if started {
+        Input::ProviderStarted {
+            recording_id: recording_id.clone(),
+        }
+    } else {
+        Input::BackendStopped {
+            recording_id: recording_id.clone(),
+        }
+    };
+    match app.rooms.apply_to(room, input) {
+        Some(applied) => {
+            tracing::info!(room, recording_id, session_id = %event.session_id, event = %event.event_type, status = ?applied.state.status(), "jaas recording update");
+            Outcome::Applied
+        }
+        None => {
+            tracing::debug!(room, event = %event.event_type, "jaas webhook for a room onair does not host");
+            Outcome::Ignored
+        }
+    }
+}
+
+/// `RECORDING_UPLOADED`: journals the download and starts it; answers at once.
+async fn uploaded(
+    app: &Arc<AppState>,
+    jaas: &Jaas,
+    event: &Event,
+    room: String,
+) -> Result<Outcome, AppError> {
+    let data: UploadedData = serde_json::from_value(event.data.clone()).map_err(|e| {
+        AppError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("not a RECORDING_UPLOADED payload: {e}"),
+        )
+    })?;
+    let link = data.pre_authenticated_link.trim();
+    if !(link.starts_with("https://") || link.starts_with("http://")) {
+        tracing::warn!(room, session_id = %event.session_id, "jaas RECORDING_UPLOADED without a download link");
+        return Ok(Outcome::Ignored);
+    }
+    let Some(recording_id) = catalog_id(
+        app,
+        jaas,
+        &event.session_id,
+        data.recording_session_id.as_deref(),
+    ) else {
+        tracing::info!(room, session_id = %event.session_id, "jaas recording already catalogued or downloading");
+        return Ok(Outcome::Duplicate);
+    };
+    let duration_s = data
+        .duration_sec
+        .filter(|d| d.is_finite() && *d >= 0.0)
+        .or_else(|| match (data.start_timestamp, data.end_timestamp) {
+            (Some(start), Some(end)) if end > start => Some((end - start) as f64 / 1000.0),
+            _ => None,
+        })
+        .unwrap_or(0.0);
+    let job = Job {
+        recording_id,
+        room,
+        session_id: event.session_id.clone(),
+        recording_session_id: data.recording_session_id,
+        link: link.to_owned(),
+        duration_s,
+        initiator_id: data.initiator_id,
+        participants: data.participants.into_iter().map(|p| p.id).collect(),
+        received_ms: unix_ms(),
+    };
+    if let Err(e) = save_job(&app.config.storage.path, &job).await {
+        // The download still runs; only a restart before it ends would lose it.
+        tracing::error!(recording_id = %job.recording_id, error = %e, "cannot journal a jaas download");
+    }
+    tracing::info!(
+        room = %job.room,
+        recording_id = %job.recording_id,
+        session_id = %job.session_id,
+        host = host_of(&job.link),
+        "jaas recording uploaded; downloading"
+    );
+    tokio::spawn(download(app.clone(), job));
+    Ok(Outcome::Accepted)
+}
+
+/// The catalog id for an upload: the session's recording id (the one
+/// `started` announced) unless that is taken, else one that also names the
+/// recording session. `None` (claiming nothing) when both are taken.
+fn catalog_id(
+    app: &AppState,
+    jaas: &Jaas,
+    session_id: &str,
+    recording_session_id: Option<&str>,
+) -> Option<String> {
+    let taken = |id: &str| jaas.claimed(id) || app.catalog.get(id).is_some();
+    let primary = jaas::recording_id(session_id);
+    if !taken(&primary) && jaas.claim(&primary) {
+        return Some(primary);
+    }
+    let second =
+        jaas::upload_recording_id(session_id, recording_session_id.filter(|s| !s.is_empty())?);
+    (!taken(&second) && jaas.claim(&second)).then_some(second)
+}
+
+/// A download onair owes: journalled as JSON until it is catalogued or given up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Job {
+    /// The catalog id.
+    recording_id: String,
+    /// The room.
+    room: String,
+    /// The JaaS meeting session.
+    session_id: String,
+    /// The JaaS recording session, if given.
+    recording_session_id: Option<String>,
+    /// The pre-authenticated link (a credential: never logged).
+    link: String,
+    /// Length in seconds.
+    duration_s: f64,
+    /// Who started the recording (the JaaS user id), for the log.
+    initiator_id: Option<String>,
+    /// Who was in the meeting (JaaS user ids), for the log.
+    participants: Vec<String>,
+    /// When the webhook arrived (ms since the epoch): the link dies 24 h later.
+    received_ms: i64,
+}
+
+impl Job {
+    /// How long the link has left.
+    fn link_left(&self) -> Duration {
+        let age = Duration::from_millis(unix_ms().saturating_sub(self.received_ms).max(0) as u64);
+        jaas::LINK_LIFETIME.saturating_sub(age)
+    }
+}
+
+/// Runs a job's attempts until it is catalogued, given up, or the server shuts down
+/// (then the journal keeps it for the next start).
+async fn download(app: Arc<AppState>, job: Job) {
+    let Backend::Jaas(jaas) = app.rooms.backend().as_ref() else {
+        return;
+    };
+    let attempts = jaas.attempts();
+    let mut last_error = String::new();
+    for attempt in 1..=attempts {
+        let result = tokio::select! {
+            _ = app.shutdown.cancelled() => return,
+            result = fetch(&app, jaas, &job) => result,
+        };
+        match result {
+            Ok(recording) => {
+                catalogue(&app, &job, recording).await;
+                finish(&app, jaas, &job).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(recording_id = %job.recording_id, attempt, attempts, error = %e, "jaas download attempt failed");
+                last_error = e.to_string();
+                if e.is_permanent() {
+                    break;
+                }
+            }
+        }
+        if attempt == attempts {
+            break;
+        }
+        let wait = jaas::jittered(jaas::retry_delay(attempt));
+        if wait >= job.link_left() {
+            last_error = format!("{last_error}; the link expires before the next attempt");
+            break;
+        }
+        tokio::select! {
+            _ = app.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    tracing::error!(
+        room = %job.room,
+        recording_id = %job.recording_id,
+        session_id = %job.session_id,
+        attempts,
+        error = %last_error,
+        "jaas recording could not be downloaded; it is not catalogued"
+    );
+    finish(&app, jaas, &job).await;
+}
+
+/// One attempt: the file into `[storage] path/<room>/`, returned as a recording.
+async fn fetch(app: &AppState, jaas: &Jaas, job: &Job) -> Result<Recording, DownloadError> {
+    let storage = &app.config.storage;
+    let incoming = storage.path.join(INCOMING_DIR);
+    tokio::fs::create_dir_all(&incoming).await?;
+    let temp = TempFile(incoming.join(uuid::Uuid::new_v4().to_string()));
+    let size = jaas
+        .download(&job.link, &temp.0, storage.max_upload_bytes)
+        .await?;
+    // A room named like onair's own directories (`.incoming`) gets its own.
+    let dir = if job.room.starts_with('.') {
+        storage.path.join(format!("_{}", job.room))
+    } else {
+        storage.path.join(&job.room)
+    };
+    tokio::fs::create_dir_all(&dir).await?;
+    let name = jaas::file_name(&job.link, &format!("{}-{}.mp4", job.room, job.recording_id));
+    let mut path = dir.join(format!("{}-{name}", job.recording_id));
+    // Never move over another file.
+    if tokio::fs::try_exists(&path).await.unwrap_or(true) {
+        path = dir.join(format!(
+            "{}-{}-{name}",
+            job.recording_id,
+            uuid::Uuid::new_v4().simple()
+        ));
+    }
+    let path = std::path::absolute(&path).unwrap_or(path);
+    temp.persist(&path).await?;
+    Ok(Recording {
+        id: job.recording_id.clone(),
+        room: job.room.clone(),
+        name,
+        duration_s: job.duration_s,
+        size_bytes: size,
+        location: Location::File(path),
+        provider: "jaas".into(),
+        created_at: now_rfc3339(),
+    })
+}
+
+/// Catalogues a downloaded recording and tells the room, once.
+async fn catalogue(app: &AppState, job: &Job, recording: Recording) {
+    let event = RecordingEvent::RecordingAvailable {
+        recording_id: recording.id.clone(),
+        name: recording.name.clone(),
+        duration_s: recording.duration_s,
+        size_bytes: recording.size_bytes,
+        url: recording.media_url(),
+    };
+    let path = match &recording.location {
+        Location::File(path) => Some(path.clone()),
+        Location::External(_) => None,
+    };
+    let size = recording.size_bytes;
+    if app.catalog.insert(recording) {
+        tracing::info!(
+            room = %job.room,
+            recording_id = %job.recording_id,
+            size_bytes = size,
+            duration_s = job.duration_s,
+            initiator = job.initiator_id.as_deref().unwrap_or(""),
+            participants = job.participants.len(),
+            "jaas recording catalogued"
+        );
+        app.rooms.announce(&job.room, event);
+    } else if let Some(path) = path {
+        // Catalogued meanwhile (or the store failed, logged): drop the copy.
+        let _ = tokio::fs::remove_file(path).await;
+    }
+}
+
+/// Forgets a job: its journal entry and its claim.
+async fn finish(app: &AppState, jaas: &Jaas, job: &Job) {
+    let file = pending_dir(&app.config.storage.path).join(format!("{}.json", job.recording_id));
+    if let Err(e) = tokio::fs::remove_file(&file).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(recording_id = %job.recording_id, error = %e, "cannot remove a jaas download from the journal");
+    }
+    jaas.release(&job.recording_id);
+}
+
+/// Picks up the downloads an earlier run left pending (once per process;
+/// later calls return at once). Call it when the server starts.
+pub fn resume(app: &Arc<AppState>) {
+    let Backend::Jaas(jaas) = app.rooms.backend().as_ref() else {
+        return;
+    };
+    if !jaas.first_resume() {
+        return;
+    }
+    let app = app.clone();
+    tokio::spawn(async move {
+        let dir = pending_dir(&app.config.storage.path);
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the pending jaas downloads");
+                return;
+            }
+        };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let path = entry.path();
+            if path.extension().is_none_or(|ext| ext != "json") {
+                continue;
+            }
+            let job = match tokio::fs::read(&path)
+                .await
+                .map(|bytes| serde_json::from_slice::<Job>(&bytes))
+            {
+                Ok(Ok(job)) => job,
+                Ok(Err(e)) => {
+                    tracing::error!(file = %path.display(), error = %e, "unreadable pending jaas download; removed");
+                    let _ = tokio::fs::remove_file(&path).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(file = %path.display(), error = %e, "cannot read a pending jaas download");
+                    continue;
+                }
+            };
+            let Backend::Jaas(jaas) = app.rooms.backend().as_ref() else {
+                return;
+            };
+            if job.link_left().is_zero() {
+                tracing::error!(room = %job.room, recording_id = %job.recording_id, "jaas recording link expired before it could be downloaded; it is not catalogued");
+                finish(&app, jaas, &job).await;
+                continue;
+            }
+            if app.catalog.get(&job.recording_id).is_some() || !jaas.claim(&job.recording_id) {
+                continue;
+            }
+            tracing::info!(room = %job.room, recording_id = %job.recording_id, "resuming a pending jaas download");
+            tokio::spawn(download(app.clone(), job));
+        }
+    });
+}
+
+fn pending_dir(storage: &Path) -> PathBuf {
+    storage.join(PENDING_DIR)
+}
+
+/// Writes a job to the journal durably (temporary file, fsync, rename).
+async fn save_job(storage: &Path, job: &Job) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let dir = pending_dir(storage);
+    tokio::fs::create_dir_all(&dir).await?;
+    let temp = TempFile(dir.join(format!("{}.json.tmp", job.recording_id)));
+    let mut file = tokio::fs::File::create(&temp.0).await?;
+    file.write_all(&serde_json::to_vec(job).map_err(std::io::Error::other)?)
+        .await?;
+    file.sync_all().await?;
+    drop(file);
+    temp.persist(&dir.join(format!("{}.json", job.recording_id)))
+        .await
+}
+
+/// A temporary file removed unless it is moved into place.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    async fn persist(self, to: &Path) -> std::io::Result<()> {
+        tokio::fs::rename(&self.0, to).await?;
+        std::mem::forget(self);
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The host of a link, for logs (the rest of a pre-authenticated link is a credential).
+fn host_of(link: &str) -> String {
+    reqwest::Url::parse(link)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A JaaS webhook event, the fields onair reads; unknown fields are ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct Event {
+    /// `RECORDING_STARTED`, `RECORDING_ENDED`, `RECORDING_UPLOADED`, …
+    event_type: String,
+    /// The meeting session.
+    session_id: String,
+    /// When the event happened, ms since the epoch (the order of truth).
+    timestamp: i64,
+    /// `<appId>/<room>`.
+    fqn: String,
+    /// Identical for redeliveries of one event.
+    idempotency_key: String,
+    /// The event's own fields.
+    data: Value,
+}
+
+/// `data` of `RECORDING_UPLOADED`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct UploadedData {
+    /// Who was in the meeting.
+    participants: Vec<JaasParticipant>,
+    /// Where the file is, for 24 h.
+    pre_authenticated_link: String,
+    /// The recording initiator's user id.
+    initiator_id: Option<String>,
+    /// Length in seconds.
+    duration_sec: Option<f64>,
+    /// When recording started, ms since the epoch.
+    start_timestamp: Option<i64>,
+    /// When recording ended, ms since the epoch.
+    end_timestamp: Option<i64>,
+    /// The recording session (several per meeting session are possible).
+    recording_session_id: Option<String>,
+}
+
+/// A participant in `RECORDING_UPLOADED`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct JaasParticipant {
+    /// The JaaS user id.
+    id: String,
+}
+
+/// Why a webhook's signature was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum VerifyError {
+    /// No `X-Jaas-Signature` header.
+    #[error("the X-Jaas-Signature header is missing")]
+    MissingHeader,
+    /// onair has no secret to check with.
+    #[error("jaas webhook_secret is not configured")]
+    NotConfigured,
+    /// The header has no `t` or no `v1`.
+    #[error("the X-Jaas-Signature header needs t=<seconds> and at least one v1=<signature>")]
+    Malformed,
+    /// No `v1` signature matches.
+    #[error("no v1 signature matches the body")]
+    Mismatch,
+    /// `t` is too far from now.
+    #[error("the signature timestamp is outside the {REPLAY_WINDOW_S} s window")]
+    OutsideWindow,
+}
+
+/// Verifies an `X-Jaas-Signature` over `body` as 8x8 documents it, plus the replay window.
+fn verify(
+    secret: Option<&str>,
+    header: Option<&str>,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<(), VerifyError> {
+    let header = header
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .ok_or(VerifyError::MissingHeader)?;
+    let secret = secret.ok_or(VerifyError::NotConfigured)?;
+    let mut timestamp = None;
+    let mut signatures = Vec::new();
+    for element in header.split(',') {
+        // Base64 values may end in `=`: split on the first one only.
+        let Some((prefix, value)) = element.split_once('=') else {
+            continue;
+        };
+        match prefix.trim() {
+            "t" if timestamp.is_none() => timestamp = Some(value.trim()),
+            "t" => return Err(VerifyError::Malformed),
+            "v1" => signatures.push(value.trim()),
+            // Other schemes are ignored (downgrade protection).
+            _ => {}
+        }
+    }
+    let timestamp = timestamp.ok_or(VerifyError::Malformed)?;
+    let seconds: u64 = timestamp.parse().map_err(|_| VerifyError::Malformed)?;
+    if signatures.is_empty() {
+        return Err(VerifyError::Malformed);
+    }
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let matched = signatures.iter().any(|signature| {
+        base64::engine::general_purpose::STANDARD
+            .decode(signature)
+            // Constant-time comparison.
+            .is_ok_and(|presented| mac.clone().verify_slice(&presented).is_ok())
+    });
+    if !matched {
+        return Err(VerifyError::Mismatch);
+    }
+    let now = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if now.abs_diff(seconds) > REPLAY_WINDOW_S {
+        return Err(VerifyError::OutsideWindow);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example on 8x8's "Check the webhook signatures" page.
+    const DOC_SECRET: &str = "whsec_9635df66714a4cf088ee9d0979dd3bf6";
+    const DOC_T: u64 = 1632490060;
+    const DOC_SIGNATURE: &str = "xlzqEojlh4qb21sQpXYsWgyK8x9HVpz+RQldsv18rV0=";
+    const DOC_BODY: &str = r#"{"eventType":"PARTICIPANT_JOINED","sessionId":"9a441d60-ceaf-4eba-b0a8-a7d940a76e1b","timestamp":1632490058278,"fqn":"vpaas-magic-cookie-96f0941768964ab380ed0fbada7a502f/sampleappromanticshiftsstripas","idempotencyKey":"9e9e7420-562d-4659-8e22-44b9b22aaa49","customerId":"96f0941768964ab380ed0fbada7a502f","appId":"vpaas-magic-cookie-96f0941768964ab380ed0fbada7a502f","data":{"avatar":"","name":"Test User","id":"auth0|5f903d7a77f3b4006eb8e67d","participantJid":"fc1ea14a-9bca-4218-a563-8c627e803d56@8x8.vc","moderator":true,"email":"test.user@company.com"}}"#;
+
+    fn at(seconds: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(seconds)
+    }
+
+    fn check(header: &str, now: u64) -> Result<(), VerifyError> {
+        verify(Some(DOC_SECRET), Some(header), DOC_BODY.as_bytes(), at(now))
+    }
+
+    #[test]
+    fn the_documented_example_verifies() {
+        let header = format!("t={DOC_T},v1={DOC_SIGNATURE}");
+        assert_eq!(check(&header, DOC_T), Ok(()));
+        assert_eq!(check(&header, DOC_T + REPLAY_WINDOW_S), Ok(()));
+        assert_eq!(check(&header, DOC_T - REPLAY_WINDOW_S), Ok(()));
+    }
+
+    #[test]
+    fn several_signatures_and_other_schemes() {
+        let other = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let header = format!("t={DOC_T},v0={DOC_SIGNATURE},v1={other},v1={DOC_SIGNATURE}");
+        assert_eq!(check(&header, DOC_T), Ok(()));
+        let header = format!(" t={DOC_T} , v1={DOC_SIGNATURE} ");
+        assert_eq!(check(&header, DOC_T), Ok(()));
+        // A valid signature under another scheme does not count.
+        let header = format!("t={DOC_T},v0={DOC_SIGNATURE}");
+        assert_eq!(check(&header, DOC_T), Err(VerifyError::Malformed));
+        let header = format!("t={DOC_T},v1={other},v2={DOC_SIGNATURE}");
+        assert_eq!(check(&header, DOC_T), Err(VerifyError::Mismatch));
+    }
+
+    #[test]
+    fn refusals() {
+        let good = format!("t={DOC_T},v1={DOC_SIGNATURE}");
+        assert_eq!(
+            verify(Some(DOC_SECRET), None, DOC_BODY.as_bytes(), at(DOC_T)),
+            Err(VerifyError::MissingHeader)
+        );
+        assert_eq!(
+            verify(None, Some(&good), DOC_BODY.as_bytes(), at(DOC_T)),
+            Err(VerifyError::NotConfigured)
+        );
+        // The secret without its `whsec_` prefix is another key.
+        assert_eq!(
+            verify(
+                Some("9635df66714a4cf088ee9d0979dd3bf6"),
+                Some(&good),
+                DOC_BODY.as_bytes(),
+                at(DOC_T)
+            ),
+            Err(VerifyError::Mismatch)
+        );
+        let tampered = DOC_BODY.replace("Test User", "Test Usr");
+        assert_eq!(
+            verify(
+                Some(DOC_SECRET),
+                Some(&good),
+                tampered.as_bytes(),
+                at(DOC_T)
+            ),
+            Err(VerifyError::Mismatch)
+        );
+        // The timestamp is signed: moving it breaks the signature.
+        let moved = format!("t={},v1={DOC_SIGNATURE}", DOC_T + 1);
+        assert_eq!(check(&moved, DOC_T), Err(VerifyError::Mismatch));
+        assert_eq!(
+            check(&good, DOC_T + REPLAY_WINDOW_S + 1),
+            Err(VerifyError::OutsideWindow)
+        );
+        assert_eq!(
+            check(&good, DOC_T - REPLAY_WINDOW_S - 1),
+            Err(VerifyError::OutsideWindow)
+        );
+        for malformed in [
+            format!("v1={DOC_SIGNATURE}"),
+            format!("t={DOC_T}"),
+            format!("t=soon,v1={DOC_SIGNATURE}"),
+            format!("t={DOC_T},t={DOC_T},v1={DOC_SIGNATURE}"),
+            "garbage".to_owned(),
+        ] {
+            assert_eq!(
+                check(&malformed, DOC_T),
+                Err(VerifyError::Malformed),
+                "{malformed}"
+            );
+        }
+        assert_eq!(
+            check(&format!("t={DOC_T},v1=not base64!"), DOC_T),
+            Err(VerifyError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn events_parse_leniently() {
+        let event: Event = serde_json::from_str(DOC_BODY).unwrap();
+        assert_eq!(event.event_type, "PARTICIPANT_JOINED");
+        assert_eq!(event.timestamp, 1632490058278);
+        // 8x8's RECORDING_UPLOADED example.
+        let uploaded: Event = serde_json::from_value(json!({
+            "idempotencyKey": "c2b42ad3d-12a6-5908-cf38-f21ae2451fc0",
+            "customerId": "c2824d584eac4489a1e32e4e164d5a3c",
+            "appId": "vpaas-magic-cookie-c2824d584eac4489a1e32e4e164d5a3c",
+            "eventType": "RECORDING_UPLOADED",
+            "sessionId": "c3348153-1027-4382-afad-5ae91b433c26",
+            "timestamp": 1600952817465_i64,
+            "fqn": "vpaas-magic-cookie-c2824d584eac4489a1e32e4e164d5a3c/testroom2",
+            "data": {
+                "participants": [
+                    {"name": "Jane Doe", "avatar": "https://link.to/user/avatar/picture1", "id": "uniqueUserIdentifier1"},
+                    {"name": "John Doe ", "avatar": "https://link.to/user/avatar/picture2", "id": "uniqueUserIdentifier2"}
+                ],
+                "preAuthenticatedLink": "https://objectstorage.us-phoenix-1.oraclecloud.com/p/x/o/testroom2_2020-09-24-12-01-07.mp4",
+                "share": true,
+                "initiatorId": "uniqueUserIdentifier1",
+                "durationSec": 15,
+                "startTimestamp": 1612175247396_i64,
+                "endTimestamp": 1612175263000_i64,
+                "recordingSessionId": "nkdsnfkdfkjdsfdsjklds"
+            }
+        }))
+        .unwrap();
+        let data: UploadedData = serde_json::from_value(uploaded.data).unwrap();
+        assert_eq!(data.duration_sec, Some(15.0));
+        assert_eq!(data.participants.len(), 2);
+        assert_eq!(data.initiator_id.as_deref(), Some("uniqueUserIdentifier1"));
+        assert_eq!(
+            data.recording_session_id.as_deref(),
+            Some("nkdsnfkdfkjdsfdsjklds")
+        );
+    }
 }

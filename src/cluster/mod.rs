@@ -1,0 +1,629 @@
+//! Several onair processes acting as one over Redis (SPEC §7).
+//!
+//! With `[cluster] redis_url`, a room's members (their public [`Participant`]
+//! data, consent included) and its recording state live in Redis, and every
+//! event of a room travels over Redis pub/sub, so each node forwards it to its
+//! own sockets only. This module does the Redis I/O; [`crate::room`] keeps the
+//! local sockets and runs the pure [`crate::recording::step`] against the state
+//! read from here, writing it back with a compare-and-set ([`scripts::CAS`]).
+//!
+//! **One channel per room** (`onair:room:<id>:events`): a node subscribes
+//! only to the rooms it has sockets in, so it receives exactly the traffic it
+//! forwards, and the order of one room's events is the order Redis ran the
+//! scripts that published them. A sharded scheme (N channels, rooms hashed onto
+//! them) would bound the number of subscriptions but make every node receive
+//! and drop the events of rooms it does not host; a Redis subscription is cheap
+//! and onair's rooms are few and long-lived compared with their events.
+//!
+//! **Failure.** Each node writes `onair:node:<id>` with a TTL every
+//! `heartbeat_s` and lists its participants in `onair:node:<id>:participants`.
+//! Every node sweeps: a node whose heartbeat key expired is reaped by exactly
+//! one survivor ([`scripts::REAP`]), which removes its participants and
+//! publishes `left` for each. When Redis is lost, `/readyz` answers 503, every
+//! local socket gets a `control` `error` `cluster_unavailable`, and the node
+//! reconnects with backoff, re-registers its participants and resubscribes.
+//!
+//! Redis I/O never happens under a room lock; every round trip has a timeout.
+//! A standalone Redis (or a primary) is assumed, not Redis Cluster: the
+//! scripts touch keys of several rooms.
+
+pub mod scripts;
+pub mod wire;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use redis::{Client, Script};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ClusterConfig;
+use crate::metrics::METRICS;
+use crate::protocol::Participant;
+use crate::recording::State;
+
+/// Why a cluster operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Not connected to Redis (yet, or any more).
+    #[error("the cluster's Redis is unavailable")]
+    Unavailable,
+    /// A round trip took longer than `[cluster] command_timeout_s`.
+    #[error("the cluster's Redis did not answer in time")]
+    Timeout,
+    /// Redis answered with an error, or the connection broke.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The answer did not have the expected shape.
+    #[error("unexpected data in Redis: {0}")]
+    Data(&'static str),
+    /// Cluster calls from synchronous code need the multi-threaded runtime.
+    #[error("cluster mode needs the multi-threaded tokio runtime")]
+    Runtime,
+}
+
+/// What the cluster needs from the node's local rooms.
+pub trait Host: Send + Sync + 'static {
+    /// A pub/sub message for `room` arrived.
+    fn deliver(self: &Arc<Self>, room: &str, message: wire::Message<'_>);
+    /// Every local participant, by room, to re-register after a reconnect.
+    fn local_members(&self) -> Vec<(String, Participant)>;
+    /// Whether this node has sockets in `room`.
+    fn is_local(&self, room: &str) -> bool;
+    /// Redis was lost: tell the sockets.
+    fn connection_lost(&self);
+    /// A reaped node left these rooms empty.
+    fn rooms_emptied(self: &Arc<Self>, rooms: Vec<String>);
+}
+
+/// The state of a room's recording in Redis.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    /// Bumped by every write; the compare-and-set compares it.
+    pub version: u64,
+    /// The state (inactive when never written).
+    pub state: State,
+    /// Whether the key exists at all.
+    pub exists: bool,
+}
+
+/// What the compare-and-set did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cas {
+    /// Written: this node won the transition.
+    Won,
+    /// Someone else wrote first: read again and retry.
+    Moved,
+    /// The room was required to be empty and is not.
+    NotEmpty,
+}
+
+/// What `join` sees, atomically with its own `joined`.
+#[derive(Debug, Clone)]
+pub struct JoinView {
+    /// The members, in joining order, the joiner included.
+    pub members: Vec<Participant>,
+    /// The recording state.
+    pub state: State,
+}
+
+enum SubRequest {
+    Subscribe(String, oneshot::Sender<()>),
+    Unsubscribe(String),
+}
+
+/// Queued subscription changes; joins wait for theirs, so this is small.
+const SUB_QUEUE: usize = 1024;
+/// The longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Expiry of a room's recording key once it rests (inactive or failed).
+const RESTING_STATE_TTL_MS: u64 = 24 * 3600 * 1000;
+
+/// This node's handle on the cluster.
+pub struct Cluster {
+    /// This node's id.
+    pub node_id: String,
+    client: Client,
+    heartbeat: Duration,
+    ttl: Duration,
+    timeout: Duration,
+    /// The command connection, while connected.
+    conn: Mutex<Option<MultiplexedConnection>>,
+    ready: AtomicBool,
+    subs: mpsc::Sender<SubRequest>,
+    sub_rx: Mutex<Option<mpsc::Receiver<SubRequest>>>,
+    join: Script,
+    leave: Script,
+    reregister: Script,
+    update: Script,
+    cas: Script,
+    reap: Script,
+}
+
+impl Cluster {
+    /// A cluster handle for `[cluster]`; `None` without `redis_url`.
+    pub fn from_config(config: &ClusterConfig) -> Result<Option<Arc<Self>>, ClusterError> {
+        let Some(url) = &config.redis_url else {
+            return Ok(None);
+        };
+        let (subs, sub_rx) = mpsc::channel(SUB_QUEUE);
+        Ok(Some(Arc::new(Self {
+            node_id: config.node_id.clone(),
+            client: Client::open(url.as_str())?,
+            heartbeat: Duration::from_secs(config.heartbeat_s),
+            ttl: Duration::from_secs(config.node_ttl_s),
+            timeout: Duration::from_secs(config.command_timeout_s),
+            conn: Mutex::new(None),
+            ready: AtomicBool::new(false),
+            subs,
+            sub_rx: Mutex::new(Some(sub_rx)),
+            join: Script::new(scripts::JOIN),
+            leave: Script::new(scripts::LEAVE),
+            reregister: Script::new(scripts::REREGISTER),
+            update: Script::new(scripts::UPDATE),
+            cas: Script::new(scripts::CAS),
+            reap: Script::new(scripts::REAP),
+        })))
+    }
+
+    /// Whether the node is connected, registered and subscribed.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    fn conn(&self) -> Result<MultiplexedConnection, ClusterError> {
+        self.conn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(ClusterError::Unavailable)
+    }
+
+    /// Runs `fut` with the command timeout.
+    async fn timed<T>(
+        &self,
+        fut: impl Future<Output = Result<T, redis::RedisError>>,
+    ) -> Result<T, ClusterError> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(ClusterError::Timeout),
+        }
+    }
+
+    /// Waits for a cluster operation from synchronous code (the room API is
+    /// synchronous: sessions and handlers call it without `.await`). The
+    /// worker thread is handed over to the runtime meanwhile (`block_in_place`),
+    /// and no lock is held by the callers.
+    pub fn wait<T>(
+        &self,
+        fut: impl Future<Output = Result<T, ClusterError>>,
+    ) -> Result<T, ClusterError> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| ClusterError::Runtime)?;
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return Err(ClusterError::Runtime);
+        }
+        tokio::task::block_in_place(|| handle.block_on(fut))
+    }
+
+    /// Makes sure this node receives `room`'s events; returns once subscribed.
+    pub async fn subscribe(&self, room: &str) -> Result<(), ClusterError> {
+        if !self.is_ready() {
+            return Err(ClusterError::Unavailable);
+        }
+        let (done, subscribed) = oneshot::channel();
+        self.subs
+            .try_send(SubRequest::Subscribe(room.to_owned(), done))
+            .map_err(|_| ClusterError::Unavailable)?;
+        match tokio::time::timeout(self.timeout, subscribed).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(ClusterError::Unavailable),
+            Err(_) => Err(ClusterError::Timeout),
+        }
+    }
+
+    /// Asks to stop receiving `room`'s events (done unless the room became local again).
+    pub fn unsubscribe(&self, room: &str) {
+        let _ = self.subs.try_send(SubRequest::Unsubscribe(room.to_owned()));
+    }
+
+    /// Adds a participant to a room and publishes `joined_message` in the same
+    /// step; returns the room as of that step.
+    pub async fn join(
+        &self,
+        room: &str,
+        participant: &Participant,
+        joined_message: &str,
+    ) -> Result<JoinView, ClusterError> {
+        self.subscribe(room).await?;
+        let mut conn = self.conn()?;
+        let json = serde_json::to_string(participant).expect("wire types serialize");
+        let (flat, state): (Vec<String>, Option<String>) = self
+            .timed(
+                self.join
+                    .key(wire::members_key(room))
+                    .key(wire::seq_key(room))
+                    .key(wire::node_participants_key(&self.node_id))
+                    .key(wire::rooms_key())
+                    .key(wire::recording_key(room))
+                    .arg(&participant.id)
+                    .arg(json)
+                    .arg(room)
+                    .arg(wire::channel(room))
+                    .arg(joined_message)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        METRICS.cluster_published.inc();
+        Ok(JoinView {
+            members: wire::members(&flat),
+            state: state
+                .as_deref()
+                .and_then(wire::state_from_json)
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Removes a participant and publishes `left`; returns how many members the
+    /// room still has, or `None` if the participant was not there (already reaped).
+    pub async fn leave(
+        &self,
+        room: &str,
+        participant_id: &str,
+    ) -> Result<Option<u64>, ClusterError> {
+        let mut conn = self.conn()?;
+        let (removed, count): (u64, u64) = self
+            .timed(
+                self.leave
+                    .key(wire::members_key(room))
+                    .key(wire::node_participants_key(&self.node_id))
+                    .key(wire::rooms_key())
+                    .arg(participant_id)
+                    .arg(room)
+                    .arg(wire::channel(room))
+                    .arg(wire::encode(wire::Kind::Left, participant_id, ""))
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        Ok((removed == 1).then_some(count))
+    }
+
+    /// Stores a participant's changed public data and publishes `message`.
+    pub async fn update(
+        &self,
+        room: &str,
+        participant: &Participant,
+        message: &str,
+    ) -> Result<bool, ClusterError> {
+        let mut conn = self.conn()?;
+        let json = serde_json::to_string(participant).expect("wire types serialize");
+        let done: u64 = self
+            .timed(
+                self.update
+                    .key(wire::members_key(room))
+                    .arg(&participant.id)
+                    .arg(json)
+                    .arg(wire::channel(room))
+                    .arg(message)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        Ok(done == 1)
+    }
+
+    /// Publishes a message to a room; returns how many nodes received it.
+    pub async fn publish(&self, room: &str, message: &str) -> Result<u64, ClusterError> {
+        let mut conn = self.conn()?;
+        let receivers: u64 = self
+            .timed(
+                redis::cmd("PUBLISH")
+                    .arg(wire::channel(room))
+                    .arg(message)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        METRICS.cluster_published.inc();
+        Ok(receivers)
+    }
+
+    /// A room's recording state and its version.
+    pub async fn read_state(&self, room: &str) -> Result<Versioned, ClusterError> {
+        let mut conn = self.conn()?;
+        let (version, json): (Option<u64>, Option<String>) = self
+            .timed(
+                redis::cmd("HMGET")
+                    .arg(wire::recording_key(room))
+                    .arg("v")
+                    .arg("s")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let state = match &json {
+            Some(json) => {
+                wire::state_from_json(json).ok_or(ClusterError::Data("recording state"))?
+            }
+            None => State::Inactive,
+        };
+        Ok(Versioned {
+            version: version.unwrap_or(0),
+            state,
+            exists: json.is_some(),
+        })
+    }
+
+    /// Writes `state` if the version is still `expected`, publishing `messages`
+    /// in the same step. With `require_empty`, only while nobody is in the room.
+    pub async fn compare_and_set(
+        &self,
+        room: &str,
+        expected: u64,
+        state: &State,
+        require_empty: bool,
+        messages: &[String],
+    ) -> Result<Cas, ClusterError> {
+        let mut conn = self.conn()?;
+        let resting = matches!(state, State::Inactive | State::Failed { .. });
+        let mut invocation = self.cas.prepare_invoke();
+        invocation
+            .key(wire::recording_key(room))
+            .key(wire::members_key(room))
+            .arg(expected)
+            .arg(wire::state_to_json(state))
+            .arg(if require_empty { "1" } else { "0" })
+            .arg(if resting { RESTING_STATE_TTL_MS } else { 0 })
+            .arg(wire::channel(room));
+        for message in messages {
+            invocation.arg(message);
+        }
+        let outcome: i64 = self.timed(invocation.invoke_async(&mut conn)).await?;
+        Ok(match outcome {
+            -1 => {
+                METRICS.cluster_cas_retries.inc();
+                Cas::Moved
+            }
+            -2 => Cas::NotEmpty,
+            _ => {
+                METRICS.cluster_published.inc_by(messages.len() as u64);
+                Cas::Won
+            }
+        })
+    }
+
+    /// The members of a room, in joining order.
+    pub async fn members(&self, room: &str) -> Result<Vec<Participant>, ClusterError> {
+        let mut conn = self.conn()?;
+        let flat: Vec<String> = self
+            .timed(
+                redis::cmd("HGETALL")
+                    .arg(wire::members_key(room))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(wire::members(&flat))
+    }
+
+    /// The rooms that have members on some node.
+    pub async fn rooms(&self) -> Result<Vec<String>, ClusterError> {
+        let mut conn = self.conn()?;
+        self.timed(
+            redis::cmd("SMEMBERS")
+                .arg(wire::rooms_key())
+                .query_async(&mut conn),
+        )
+        .await
+    }
+
+    /// Keeps the node connected until `shutdown`: connects, registers,
+    /// forwards pub/sub messages to `host`, heartbeats and reaps dead nodes;
+    /// when Redis is lost, tells `host` and reconnects with backoff.
+    pub async fn run<H: Host>(self: Arc<Self>, host: Arc<H>, shutdown: CancellationToken) {
+        let Some(mut requests) = self.sub_rx.lock().unwrap_or_else(|e| e.into_inner()).take()
+        else {
+            return;
+        };
+        let mut backoff = Duration::from_millis(100);
+        let mut connected_once = false;
+        loop {
+            let outcome = self
+                .serve(
+                    &host,
+                    &mut requests,
+                    &shutdown,
+                    &mut backoff,
+                    &mut connected_once,
+                )
+                .await;
+            let was_ready = self.ready.swap(false, Ordering::AcqRel);
+            METRICS.cluster_up.set(0);
+            *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if let Err(e) = outcome {
+                tracing::warn!(error = %e, retry_in = ?backoff, "cluster: Redis unavailable");
+            }
+            if was_ready {
+                host.connection_lost();
+            }
+            // Pending subscriptions cannot succeed now; their joins time out and report it.
+            while let Ok(request) = requests.try_recv() {
+                drop(request);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// One connection's life; returns when it breaks (or on shutdown).
+    async fn serve<H: Host>(
+        &self,
+        host: &Arc<H>,
+        requests: &mut mpsc::Receiver<SubRequest>,
+        shutdown: &CancellationToken,
+        backoff: &mut Duration,
+        connected_once: &mut bool,
+    ) -> Result<(), ClusterError> {
+        let mut conn = self
+            .timed(self.client.get_multiplexed_async_connection())
+            .await?;
+        let (mut sink, mut stream) = self.timed(self.client.get_async_pubsub()).await?.split();
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+        self.beat(&mut conn).await?;
+        // Re-register every local participant (Redis may have restarted empty)
+        // and resubscribe to their rooms.
+        let members = host.local_members();
+        let mut rooms: Vec<&str> = members.iter().map(|(room, _)| room.as_str()).collect();
+        rooms.sort_unstable();
+        rooms.dedup();
+        for room in &rooms {
+            self.timed(sink.subscribe(wire::channel(room))).await?;
+        }
+        for (room, participant) in &members {
+            let json = serde_json::to_string(participant).expect("wire types serialize");
+            let _: i64 = self
+                .timed(
+                    self.reregister
+                        .key(wire::members_key(room))
+                        .key(wire::seq_key(room))
+                        .key(wire::node_participants_key(&self.node_id))
+                        .key(wire::rooms_key())
+                        .arg(&participant.id)
+                        .arg(json)
+                        .arg(room)
+                        .invoke_async(&mut conn),
+                )
+                .await?;
+        }
+        // Participants that left while Redis was away are still listed under
+        // this node: remove them now, telling the others.
+        let registered: Vec<String> = self
+            .timed(
+                redis::cmd("HGETALL")
+                    .arg(wire::node_participants_key(&self.node_id))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        for pair in registered.chunks_exact(2) {
+            let (id, room) = (&pair[0], &pair[1]);
+            if !members.iter().any(|(_, p)| p.id == *id) {
+                self.leave(room, id).await?;
+            }
+        }
+        if *connected_once {
+            METRICS.cluster_reconnects.inc();
+            tracing::info!(
+                node = %self.node_id,
+                participants = members.len(),
+                rooms = rooms.len(),
+                "cluster: reconnected to Redis and re-registered"
+            );
+        } else {
+            tracing::info!(node = %self.node_id, "cluster: connected to Redis");
+        }
+        *connected_once = true;
+        *backoff = Duration::from_millis(100);
+        self.ready.store(true, Ordering::Release);
+        METRICS.cluster_up.set(1);
+
+        let mut beats = tokio::time::interval(self.heartbeat);
+        beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                message = stream.next() => {
+                    let Some(message) = message else {
+                        return Err(ClusterError::Unavailable);
+                    };
+                    METRICS.cluster_received.inc();
+                    let Ok(payload) = message.get_payload::<String>() else { continue };
+                    let Some(room) = wire::room_of_channel(message.get_channel_name()) else { continue };
+                    match wire::decode(&payload) {
+                        Some(decoded) => host.deliver(room, decoded),
+                        None => tracing::warn!(room, "cluster: unreadable pub/sub message"),
+                    }
+                }
+                Some(request) = requests.recv() => match request {
+                    SubRequest::Subscribe(room, done) => {
+                        self.timed(sink.subscribe(wire::channel(&room))).await?;
+                        let _ = done.send(());
+                    }
+                    SubRequest::Unsubscribe(room) => {
+                        // Decided now, in order with the subscriptions: a room
+                        // that became local again meanwhile stays subscribed.
+                        if !host.is_local(&room) {
+                            self.timed(sink.unsubscribe(wire::channel(&room))).await?;
+                        }
+                    }
+                },
+                _ = beats.tick() => {
+                    self.beat(&mut conn).await?;
+                    self.sweep(host, &mut conn).await?;
+                }
+            }
+        }
+    }
+
+    /// Refreshes this node's heartbeat.
+    async fn beat(&self, conn: &mut MultiplexedConnection) -> Result<(), ClusterError> {
+        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let _: () = self
+            .timed(
+                redis::pipe()
+                    .cmd("SET")
+                    .arg(wire::alive_key(&self.node_id))
+                    .arg(1)
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .ignore()
+                    .cmd("SADD")
+                    .arg(wire::nodes_key())
+                    .arg(&self.node_id)
+                    .ignore()
+                    .query_async(conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Reaps the nodes whose heartbeat expired.
+    async fn sweep<H: Host>(
+        &self,
+        host: &Arc<H>,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<(), ClusterError> {
+        let nodes: Vec<String> = self
+            .timed(
+                redis::cmd("SMEMBERS")
+                    .arg(wire::nodes_key())
+                    .query_async(conn),
+            )
+            .await?;
+        for node in nodes.iter().filter(|n| **n != self.node_id) {
+            let (reaped, emptied): (u8, Vec<String>) = self
+                .timed(
+                    self.reap
+                        .key(wire::alive_key(node))
+                        .key(wire::node_participants_key(node))
+                        .key(wire::nodes_key())
+                        .key(wire::rooms_key())
+                        .arg(node)
+                        .invoke_async(conn),
+                )
+                .await?;
+            if reaped == 1 {
+                METRICS.cluster_nodes_reaped.inc();
+                tracing::warn!(dead = %node, emptied = emptied.len(), "cluster: reaped a node whose heartbeat expired");
+            }
+            if !emptied.is_empty() {
+                host.rooms_emptied(emptied);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,98 @@
+//! The Lua scripts that make each cluster operation one atomic step in Redis.
+//!
+//! A script runs without interleaving, and a `PUBLISH` inside it lands in the
+//! room's message stream at exactly the point of the change: a node that reads
+//! a snapshot in the same script as its `joined` knows that every message after
+//! that `joined` is news, and every message before it is in the snapshot.
+
+/// Join. KEYS: members, seq, node participants, rooms, recording.
+/// ARGV: participant id, participant JSON, room, channel, `joined` message.
+/// Returns `{HGETALL members, state JSON or nil}` taken right after the join.
+pub const JOIN: &str = r"
+local seq = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], ARGV[1], seq .. ' ' .. ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+redis.call('SADD', KEYS[4], ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return {redis.call('HGETALL', KEYS[1]), redis.call('HGET', KEYS[5], 's')}
+";
+
+/// Leave. KEYS: members, node participants, rooms.
+/// ARGV: participant id, room, channel, `left` message.
+/// Returns `{removed (0/1), members left}`; `left` is published only if removed.
+pub const LEAVE: &str = r"
+local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+if removed == 1 then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+local count = redis.call('HLEN', KEYS[1])
+if count == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
+return {removed, count}
+";
+
+/// Re-register a participant after Redis came back (no message: the others
+/// never saw it leave). KEYS: members, seq, node participants, rooms.
+/// ARGV: participant id, participant JSON, room.
+pub const REREGISTER: &str = r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
+  local seq = redis.call('INCR', KEYS[2])
+  redis.call('HSET', KEYS[1], ARGV[1], seq .. ' ' .. ARGV[2])
+end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+redis.call('SADD', KEYS[4], ARGV[3])
+return 1
+";
+
+/// Replace a member's public data (consent) and announce it, keeping its place.
+/// KEYS: members. ARGV: participant id, participant JSON, channel, `update` message.
+pub const UPDATE: &str = r"
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then return 0 end
+local seq = string.match(current, '^(%d+) ')
+redis.call('HSET', KEYS[1], ARGV[1], seq .. ' ' .. ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+";
+
+/// Compare-and-set of the recording state on its version, with its announcements.
+/// KEYS: recording, members.
+/// ARGV: expected version, new state JSON, require empty (`1`/`0`), expiry in ms
+/// (`0`: none), channel, messages…
+/// Returns the new version, `-1` if the version moved (read again and retry),
+/// `-2` if the room was required to be empty and is not.
+pub const CAS: &str = r"
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if v ~= tonumber(ARGV[1]) then return -1 end
+if ARGV[3] == '1' and redis.call('HLEN', KEYS[2]) > 0 then return -2 end
+redis.call('HSET', KEYS[1], 'v', v + 1, 's', ARGV[2])
+if ARGV[4] == '0' then
+  redis.call('PERSIST', KEYS[1])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+for i = 6, #ARGV do redis.call('PUBLISH', ARGV[5], ARGV[i]) end
+return v + 1
+";
+
+/// Reap a dead node: only if its heartbeat is gone, and only once (the `SREM`
+/// decides which survivor does it). Removes its participants and publishes
+/// `left` for each. KEYS: alive, node participants, nodes, rooms. ARGV: node id.
+/// Returns `{reaped (0/1), rooms it left empty}`.
+pub const REAP: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, {}} end
+if redis.call('SREM', KEYS[3], ARGV[1]) == 0 then return {0, {}} end
+local parts = redis.call('HGETALL', KEYS[2])
+local emptied = {}
+for i = 1, #parts, 2 do
+  local pid, room = parts[i], parts[i + 1]
+  local members = 'onair:room:' .. room .. ':members'
+  if redis.call('HDEL', members, pid) == 1 then
+    redis.call('PUBLISH', 'onair:room:' .. room .. ':events', 'L\t' .. pid .. '\t')
+    if redis.call('HLEN', members) == 0 then
+      redis.call('SREM', KEYS[4], room)
+      table.insert(emptied, room)
+    end
+  end
+end
+redis.call('DEL', KEYS[2])
+return {1, emptied}
+";

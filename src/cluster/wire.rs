@@ -1,0 +1,296 @@
+//! What the cluster keeps in Redis and sends over pub/sub: key names, the
+//! pub/sub message format, and the stored forms of participants and the
+//! recording state. Pure: no I/O.
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::Participant;
+use crate::recording::State;
+
+/// Every key onair writes starts with this.
+pub const PREFIX: &str = "onair:";
+
+/// `onair:room:<room>:members` — hash: participant id → `"<seq> <participant JSON>"`.
+/// `seq` (from [`seq_key`]) keeps the joining order across nodes.
+pub fn members_key(room: &str) -> String {
+    format!("{PREFIX}room:{room}:members")
+}
+
+/// `onair:room:<room>:seq` — counter giving each join its place in the order.
+pub fn seq_key(room: &str) -> String {
+    format!("{PREFIX}room:{room}:seq")
+}
+
+/// `onair:room:<room>:recording` — hash `{v: version, s: state JSON}`; written
+/// only by the compare-and-set script.
+pub fn recording_key(room: &str) -> String {
+    format!("{PREFIX}room:{room}:recording")
+}
+
+/// `onair:room:<room>:events` — the room's pub/sub channel.
+pub fn channel(room: &str) -> String {
+    format!("{PREFIX}room:{room}:events")
+}
+
+/// The room a channel name belongs to.
+pub fn room_of_channel(channel: &str) -> Option<&str> {
+    channel
+        .strip_prefix(PREFIX)?
+        .strip_prefix("room:")?
+        .strip_suffix(":events")
+}
+
+/// `onair:rooms` — set of rooms that have members somewhere.
+pub fn rooms_key() -> String {
+    format!("{PREFIX}rooms")
+}
+
+/// `onair:nodes` — set of the node ids that registered and were not reaped yet.
+pub fn nodes_key() -> String {
+    format!("{PREFIX}nodes")
+}
+
+/// `onair:node:<id>` — the node's heartbeat; it expires `node_ttl_s` after the last beat.
+pub fn alive_key(node: &str) -> String {
+    format!("{PREFIX}node:{node}")
+}
+
+/// `onair:node:<id>:participants` — hash: participant id → room, for the
+/// participants whose sockets this node holds (removed by a survivor when it dies).
+pub fn node_participants_key(node: &str) -> String {
+    format!("{PREFIX}node:{node}:participants")
+}
+
+/// What a pub/sub message asks each node to do with its own sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Forward the frame to every member but `subject` (if set).
+    Fanout,
+    /// `joined` of `subject`: forward to every member but `subject`, and mark
+    /// the point in the stream where `subject`'s `join_success` snapshot was taken.
+    Joined,
+    /// `subject` left: each node builds the `left` frame itself (the frame is
+    /// empty, so that a Lua script can publish it for a dead node).
+    Left,
+    /// Forward the frame to `subject` only.
+    Tell,
+}
+
+impl Kind {
+    fn tag(self) -> char {
+        match self {
+            Self::Fanout => 'F',
+            Self::Joined => 'J',
+            Self::Left => 'L',
+            Self::Tell => 'T',
+        }
+    }
+}
+
+/// One decoded pub/sub message. The frame is the already serialized server
+/// frame: the origin node serializes once and every node forwards the bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message<'a> {
+    /// What to do.
+    pub kind: Kind,
+    /// The participant concerned (empty for none).
+    pub subject: &'a str,
+    /// The serialized frame (empty for [`Kind::Left`]).
+    pub frame: &'a str,
+}
+
+/// `"<tag>\t<subject>\t<frame>"`: a cheap header, no JSON parsing on the way through.
+pub fn encode(kind: Kind, subject: &str, frame: &str) -> String {
+    let mut out = String::with_capacity(frame.len() + subject.len() + 3);
+    out.push(kind.tag());
+    out.push('\t');
+    out.push_str(subject);
+    out.push('\t');
+    out.push_str(frame);
+    out
+}
+
+/// The inverse of [`encode`]; `None` for anything else.
+pub fn decode(message: &str) -> Option<Message<'_>> {
+    let (tag, rest) = message.split_once('\t')?;
+    let (subject, frame) = rest.split_once('\t')?;
+    let kind = match tag {
+        "F" => Kind::Fanout,
+        "J" => Kind::Joined,
+        "L" => Kind::Left,
+        "T" => Kind::Tell,
+        _ => return None,
+    };
+    Some(Message {
+        kind,
+        subject,
+        frame,
+    })
+}
+
+/// Parses the members hash (`HGETALL`, flattened) into participants in joining order.
+pub fn members(flat: &[String]) -> Vec<Participant> {
+    let mut members: Vec<(u64, Participant)> = flat
+        .chunks_exact(2)
+        .filter_map(|pair| {
+            let (seq, json) = pair[1].split_once(' ')?;
+            Some((seq.parse().ok()?, serde_json::from_str(json).ok()?))
+        })
+        .collect();
+    members.sort_by_key(|(seq, _)| *seq);
+    members.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The recording state as stored in Redis.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum Stored {
+    Inactive,
+    Initializing {
+        recording_id: String,
+        requested_by: Option<String>,
+    },
+    Recording {
+        recording_id: String,
+    },
+    Stopping {
+        recording_id: String,
+        announced: bool,
+    },
+    Failed {
+        recording_id: String,
+        reason: String,
+    },
+}
+
+/// Serializes a recording state for Redis.
+pub fn state_to_json(state: &State) -> String {
+    let stored = match state.clone() {
+        State::Inactive => Stored::Inactive,
+        State::Initializing {
+            recording_id,
+            requested_by,
+        } => Stored::Initializing {
+            recording_id,
+            requested_by,
+        },
+        State::Recording { recording_id } => Stored::Recording { recording_id },
+        State::Stopping {
+            recording_id,
+            announced,
+        } => Stored::Stopping {
+            recording_id,
+            announced,
+        },
+        State::Failed {
+            recording_id,
+            reason,
+        } => Stored::Failed {
+            recording_id,
+            reason,
+        },
+    };
+    serde_json::to_string(&stored).expect("plain data serializes")
+}
+
+/// Reads a stored recording state; `None` if it does not parse.
+pub fn state_from_json(json: &str) -> Option<State> {
+    Some(match serde_json::from_str(json).ok()? {
+        Stored::Inactive => State::Inactive,
+        Stored::Initializing {
+            recording_id,
+            requested_by,
+        } => State::Initializing {
+            recording_id,
+            requested_by,
+        },
+        Stored::Recording { recording_id } => State::Recording { recording_id },
+        Stored::Stopping {
+            recording_id,
+            announced,
+        } => State::Stopping {
+            recording_id,
+            announced,
+        },
+        Stored::Failed {
+            recording_id,
+            reason,
+        } => State::Failed {
+            recording_id,
+            reason,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        for kind in [Kind::Fanout, Kind::Joined, Kind::Left, Kind::Tell] {
+            let text = encode(kind, "p1", r#"{"a":"x\ty"}"#);
+            assert_eq!(
+                decode(&text),
+                Some(Message {
+                    kind,
+                    subject: "p1",
+                    frame: r#"{"a":"x\ty"}"#
+                })
+            );
+        }
+        assert_eq!(decode("F\t\t").map(|m| m.subject), Some(""));
+        assert_eq!(decode("X\ta\tb"), None);
+        assert_eq!(decode("garbage"), None);
+    }
+
+    #[test]
+    fn channels_name_their_room() {
+        assert_eq!(room_of_channel(&channel("standup:1")), Some("standup:1"));
+        assert_eq!(room_of_channel("other"), None);
+    }
+
+    #[test]
+    fn states_round_trip() {
+        for state in [
+            State::Inactive,
+            State::Initializing {
+                recording_id: "r".into(),
+                requested_by: Some("p".into()),
+            },
+            State::Recording {
+                recording_id: "r".into(),
+            },
+            State::Stopping {
+                recording_id: "r".into(),
+                announced: true,
+            },
+            State::Failed {
+                recording_id: "r".into(),
+                reason: "why".into(),
+            },
+        ] {
+            assert_eq!(state_from_json(&state_to_json(&state)), Some(state));
+        }
+    }
+
+    #[test]
+    fn members_come_in_joining_order() {
+        let p = |id: &str| {
+            serde_json::json!({"id": id, "control": {"display_name": id, "role": "guest",
+                "joined_at": "2025-06-03T14:02:16.305Z", "participation_kind": "guest"},
+                "recording": {"consents_recording": false}})
+            .to_string()
+        };
+        let flat = vec![
+            "b".into(),
+            format!("10 {}", p("b")),
+            "a".into(),
+            format!("9 {}", p("a")),
+            "c".into(),
+            "garbage".into(),
+        ];
+        let ids: Vec<String> = members(&flat).into_iter().map(|p| p.id).collect();
+        assert_eq!(ids, ["a", "b"]);
+    }
+}

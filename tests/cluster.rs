@@ -1,0 +1,422 @@
+//! Several real onair processes acting as one over a real `redis-server`:
+//! shared rooms, one recording per room under concurrent starts, a node killed
+//! with SIGKILL, and Redis restarted under live rooms.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use onair::protocol::Role;
+use serde_json::Value;
+use serde_json::json;
+use support::harness::{ADMIN_KEY, Client, RECV_TIMEOUT, SECRET, Server, http};
+
+/// A `redis-server` on a loopback port, killed on drop.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let port = free_port();
+        let mut redis = Self { port, child: None };
+        redis.restart();
+        redis
+    }
+
+    /// Starts (again) on the same port, without persistence: a restart comes back empty.
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run redis-server ({e}): the cluster tests need it; install it with \
+                     `apt-get install redis-server` (.ci/run does this)"
+                )
+            });
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: connections drop at once.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One onair process of the cluster, killed on drop.
+struct Node {
+    child: Child,
+    server: Server,
+    _data: tempfile::TempDir,
+}
+
+impl Node {
+    /// Starts the binary on a free port with its own store, and waits until it is ready.
+    async fn start(redis: &Redis, id: &str) -> Self {
+        Self::start_with(redis, id, &[]).await
+    }
+
+    async fn start_with(redis: &Redis, id: &str, extra_env: &[(&str, &str)]) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_onair"));
+        command.envs(extra_env.iter().copied());
+        let mut child = command
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .env("ONAIR_AUTH__JWT_SECRET", SECRET)
+            .env("ONAIR_AUTH__ADMIN_KEY", ADMIN_KEY)
+            .env("ONAIR_STORE__PATH", data.path().join("onair.db"))
+            .env("ONAIR_STORAGE__PATH", data.path().join("recordings"))
+            .env("ONAIR_CLUSTER__REDIS_URL", redis.url())
+            .env("ONAIR_CLUSTER__NODE_ID", id)
+            .env("ONAIR_CLUSTER__HEARTBEAT_S", "1")
+            .env("ONAIR_CLUSTER__NODE_TTL_S", "2")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let addr: SocketAddr = loop {
+            let mut line = String::new();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "onair exited early"
+            );
+            let log: Value = serde_json::from_str(&line).unwrap();
+            if log["fields"]["message"] == "onair listening" {
+                break log["fields"]["local"].as_str().unwrap().parse().unwrap();
+            }
+        };
+        // Keep draining the logs so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in stderr.lines() {});
+        let node = Self {
+            child,
+            server: Server::remote(addr),
+            _data: data,
+        };
+        node.readiness(200).await;
+        node
+    }
+
+    /// Waits until `/readyz` answers `status`.
+    async fn readiness(&self, status: u16) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = http()
+                .get(self.server.url("/readyz"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .map(|r| r.status().as_u16());
+            if got.as_ref().ok() == Some(&status) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/readyz never answered {status} (last: {got:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn join(&self, room: &str, name: &str, role: Role) -> (Client, Value) {
+        self.server.join(room, name, role).await
+    }
+
+    /// `kill -9`.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn ids(success: &Value) -> Vec<String> {
+    success["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_on_different_nodes_share_a_room() {
+    let redis = Redis::start();
+    let a = Node::start(&redis, "node-a").await;
+    let b = Node::start(&redis, "node-b").await;
+
+    let (mut ada, _) = a.join("standup", "Ada", Role::Moderator).await;
+    let (mut bob, success) = b.join("standup", "Bob", Role::User).await;
+    // Bob, on the other node, sees Ada; Ada sees Bob join.
+    assert_eq!(ids(&success), [ada.id.clone()]);
+    assert_eq!(success["participants"][0]["control"]["display_name"], "Ada");
+    let joined = ada.expect("control", "joined").await;
+    assert_eq!(joined["id"], bob.id.as_str());
+
+    // A third client on node A sees both, in joining order.
+    let (mut cid, success) = a.join("standup", "Cid", Role::Guest).await;
+    assert_eq!(ids(&success), [ada.id.clone(), bob.id.clone()]);
+    ada.expect("control", "joined").await;
+    bob.expect("control", "joined").await;
+
+    // Consent crosses nodes, and the REST API on either node sees it.
+    bob.recording(json!({"action": "set_consent", "consent": true}))
+        .await;
+    for client in [&mut ada, &mut cid] {
+        let update = client.expect("control", "update").await;
+        assert_eq!(update["id"], bob.id.as_str());
+        assert_eq!(update["recording"]["consents_recording"], true);
+    }
+    let room: Value = http()
+        .get(a.server.url("/v1/rooms/standup"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(room["participants"].as_array().unwrap().len(), 3, "{room}");
+
+    // The recording lifecycle reaches everyone on every node.
+    ada.recording(json!({"action": "start"})).await;
+    let started = ada.until("recording", "started").await;
+    for client in [&mut bob, &mut cid] {
+        assert_eq!(
+            client.until("recording", "started").await["recording_id"],
+            started["recording_id"]
+        );
+    }
+    // A late joiner on the other node sees the recording in join_success.
+    let (mut dee, success) = b.join("standup", "Dee", Role::User).await;
+    assert_eq!(
+        success["recording"]["recording_id"],
+        started["recording_id"]
+    );
+    ada.recording(json!({"action": "stop", "recording_id": started["recording_id"]}))
+        .await;
+    for client in [&mut ada, &mut bob, &mut cid, &mut dee] {
+        client.until("recording", "stopped").await;
+    }
+
+    // Leaving is seen on the other node.
+    let bob_id = bob.id.clone();
+    drop(bob);
+    let left = ada.until("control", "left").await;
+    assert_eq!(left["id"], bob_id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starts_on_two_nodes_start_one_recording() {
+    let redis = Redis::start();
+    let a = Node::start(&redis, "node-a").await;
+    let b = Node::start(&redis, "node-b").await;
+    for round in 0..5 {
+        let room = format!("race-{round}");
+        let (mut ada, _) = a.join(&room, "Ada", Role::Moderator).await;
+        let (mut bea, _) = b.join(&room, "Bea", Role::Moderator).await;
+        ada.expect("control", "joined").await;
+
+        // Both moderators press start at the same time, on different nodes.
+        tokio::join!(
+            ada.recording(json!({"action": "start"})),
+            bea.recording(json!({"action": "start"}))
+        );
+        let (ada_frames, bea_frames) = tokio::join!(
+            frames_until_settled(&mut ada),
+            frames_until_settled(&mut bea)
+        );
+        let all: Vec<&Value> = ada_frames.iter().chain(&bea_frames).collect();
+        let started: Vec<&&Value> = all
+            .iter()
+            .filter(|f| f["payload"]["message"] == "started")
+            .collect();
+        let refused: Vec<&&Value> = all
+            .iter()
+            .filter(|f| f["payload"]["message"] == "error")
+            .collect();
+        // One `started` per client (the same recording), one refusal in all.
+        assert_eq!(started.len(), 2, "{all:#?}");
+        assert_eq!(
+            started[0]["payload"]["recording_id"],
+            started[1]["payload"]["recording_id"]
+        );
+        assert_eq!(refused.len(), 1, "{all:#?}");
+        assert_eq!(refused[0]["payload"]["error"], "already_recording");
+    }
+}
+
+/// Reads a client's frames until it has seen `started`, and, if it also lost
+/// the race, the refusal: both arrive, in either order.
+async fn frames_until_settled(client: &mut Client) -> Vec<Value> {
+    let mut frames = Vec::new();
+    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+    loop {
+        let has = |message: &str| {
+            frames
+                .iter()
+                .any(|f: &Value| f["payload"]["message"] == message)
+        };
+        if has("started") {
+            // The winner's own refusal cannot come; the loser's may still be
+            // queued behind `started`: a short look for it.
+            if has("error") {
+                return frames;
+            }
+            match tokio::time::timeout(Duration::from_millis(500), client.recv()).await {
+                Ok(frame) => {
+                    frames.push(frame);
+                    continue;
+                }
+                Err(_) => return frames,
+            }
+        }
+        let frame = tokio::time::timeout_at(deadline, client.recv())
+            .await
+            .expect("`started` arrives in time");
+        frames.push(frame);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_participants_leave_and_its_recording_goes_on() {
+    let redis = Redis::start();
+    let mut a = Node::start(&redis, "node-a").await;
+    let b = Node::start(&redis, "node-b").await;
+    let (mut ada, _) = a.join("standup", "Ada", Role::Moderator).await;
+    let (mut bob, _) = b.join("standup", "Bob", Role::User).await;
+    ada.expect("control", "joined").await;
+    ada.recording(json!({"action": "start"})).await;
+    let started = bob.until("recording", "started").await;
+
+    // kill -9 of the node Ada is on: no goodbye, only its heartbeat stops.
+    a.kill();
+    // Bob learns within the TTL (2 s) plus a sweep (1 s): well inside the receive timeout.
+    let left = bob.until("control", "left").await;
+    assert_eq!(left["id"], ada.id.as_str());
+
+    // The recording Ada started keeps going: a new joiner sees it.
+    let (_carol, success) = b.join("standup", "Carol", Role::User).await;
+    assert_eq!(ids(&success), [bob.id.clone()]);
+    assert_eq!(success["recording"]["status"], "recording");
+    assert_eq!(
+        success["recording"]["recording_id"],
+        started["recording_id"]
+    );
+    drop(ada);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_under_live_rooms() {
+    let mut redis = Redis::start();
+    let a = Node::start(&redis, "node-a").await;
+    let b = Node::start(&redis, "node-b").await;
+    let (mut ada, _) = a.join("standup", "Ada", Role::Moderator).await;
+    let (mut bob, _) = b.join("standup", "Bob", Role::User).await;
+    ada.expect("control", "joined").await;
+
+    redis.kill();
+    // Every socket is told instead of silently missing events; /readyz fails.
+    for client in [&mut ada, &mut bob] {
+        let error = client.until("control", "error").await;
+        assert_eq!(error["error"], "cluster_unavailable");
+    }
+    a.readiness(503).await;
+    b.readiness(503).await;
+
+    // Redis comes back empty; both nodes reconnect and re-register their participants.
+    redis.restart();
+    a.readiness(200).await;
+    b.readiness(200).await;
+
+    // The room works again across nodes.
+    let (mut cid, success) = b.join("standup", "Cid", Role::Guest).await;
+    let mut seen = ids(&success);
+    seen.sort();
+    let mut want = vec![ada.id.clone(), bob.id.clone()];
+    want.sort();
+    assert_eq!(seen, want);
+    ada.until("control", "joined").await;
+    bob.until("control", "joined").await;
+    bob.recording(json!({"action": "set_consent", "consent": true}))
+        .await;
+    assert_eq!(ada.until("control", "update").await["id"], bob.id.as_str());
+    ada.recording(json!({"action": "start"})).await;
+    for client in [&mut ada, &mut bob, &mut cid] {
+        client.until("recording", "started").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorder_report_at_any_node_reaches_every_node() {
+    let redis = Redis::start();
+    // The manual recorder confirms through the REST API, like a provider webhook.
+    let confirm = [("ONAIR_RECORDING__MANUAL_CONFIRM", "true")];
+    let a = Node::start_with(&redis, "node-a", &confirm).await;
+    let b = Node::start_with(&redis, "node-b", &confirm).await;
+    let (mut ada, _) = a.join("standup", "Ada", Role::Moderator).await;
+    let (mut bob, _) = b.join("standup", "Bob", Role::User).await;
+    ada.expect("control", "joined").await;
+
+    ada.recording(json!({"action": "start"})).await;
+    let initializing = bob.until("recording", "status").await;
+    assert_eq!(initializing["status"], "initializing");
+    let id = initializing["recording_id"].clone();
+
+    // The recorder reports to node B; Ada, on node A, sees the recording start.
+    let response = http()
+        .post(b.server.url("/v1/rooms/standup/recording/status"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"status": "recording", "recording_id": id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    for client in [&mut ada, &mut bob] {
+        assert_eq!(
+            client.until("recording", "started").await["recording_id"],
+            id
+        );
+    }
+}

@@ -131,6 +131,9 @@ fn describe_jwt_error(e: &jsonwebtoken::errors::Error) -> String {
 /// Room ids: 1–128 characters of `[A-Za-z0-9._-]`.
 pub fn valid_room_id(room: &str) -> bool {
     (1..=128).contains(&room.len())
+        // Room ids name storage directories: never `.` or `..`.
+        && room != "."
+        && room != ".."
         && room
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
@@ -266,6 +269,8 @@ mod tests {
         assert!(valid_room_id("a.b_c-D9"));
         assert!(!valid_room_id(""));
         assert!(!valid_room_id("a/b"));
+        assert!(!valid_room_id(".."));
+        assert!(!valid_room_id("."));
         assert!(!valid_room_id(&"x".repeat(129)));
     }
 

@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::notifications::Notifications;
+use crate::storage::Storage;
 use crate::store::Store;
 use crate::webhooks::outbound::Outbox;
 
@@ -17,6 +18,21 @@ pub enum Location {
     File(std::path::PathBuf),
     /// Somewhere the provider keeps it (a path on the provider's storage or a URL).
     External(String),
+    /// An object in onair's S3-compatible bucket (`[storage] s3_bucket`).
+    Object {
+        /// The object key, with `[storage] s3_prefix` in front.
+        key: String,
+    },
+}
+
+impl Location {
+    /// The local file, when it is one.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        match self {
+            Self::File(path) => Some(path),
+            Self::External(_) | Self::Object { .. } => None,
+        }
+    }
 }
 
 /// One finished recording.
@@ -49,11 +65,13 @@ impl Recording {
 
 /// All known recordings, kept in the store. Cataloguing and removing also
 /// write the `recording.available` / `recording.deleted` webhooks in the same
-/// transaction.
+/// transaction. With a bucket configured, every file catalogued here (whoever
+/// produced it) is then moved to the bucket by [`Storage`].
 pub struct Catalog {
     store: Arc<Store>,
     outbox: Arc<Outbox>,
     notifications: Arc<Notifications>,
+    storage: Option<Arc<Storage>>,
 }
 
 impl Catalog {
@@ -63,6 +81,27 @@ impl Catalog {
             store,
             outbox,
             notifications,
+            storage: None,
+        }
+    }
+
+    /// Moves catalogued files into `storage`'s bucket (when it has one).
+    pub fn with_storage(mut self, storage: Arc<Storage>) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// Where recording files are kept, if set.
+    pub fn storage(&self) -> Option<&Arc<Storage>> {
+        self.storage.as_ref()
+    }
+
+    /// With a bucket: checks it is reachable (logging clearly if not) and
+    /// moves every file still catalogued as local into it (those handed in
+    /// before a crash or before the bucket was configured). Returns at once.
+    pub fn start_storage(&self) {
+        if let Some(storage) = &self.storage {
+            storage.start(self.list(None));
         }
     }
 
@@ -92,6 +131,11 @@ impl Catalog {
                         }
                         Ok(None) => {}
                         Err(e) => tracing::error!(error = %e, "cannot read the recording's owner"),
+                    }
+                    // After the notifications: an upload to the owner's S3 opens
+                    // the local file before this moves it away.
+                    if let Some(storage) = &self.storage {
+                        storage.offload(&recording);
                     }
                 }
                 inserted

@@ -232,6 +232,27 @@ pub struct StorageConfig {
     pub max_upload_bytes: u64,
     /// Lifetime of signed media URLs, in seconds.
     pub url_ttl_s: u64,
+    /// An S3-compatible bucket for recording files. When set (with the two
+    /// keys), files still arrive in `path` but are then moved to the bucket.
+    #[serde(deserialize_with = "text")]
+    pub s3_bucket: Option<String>,
+    /// The bucket's region; `us-east-1` when not set.
+    #[serde(deserialize_with = "text")]
+    pub s3_region: Option<String>,
+    /// An S3-compatible endpoint (MinIO, Ceph, …), e.g. `https://s3.example.com`;
+    /// AWS S3 when not set. Requests are path-style (`endpoint/bucket/key`).
+    #[serde(deserialize_with = "text")]
+    pub s3_endpoint: Option<String>,
+    /// The access key id; required with `s3_bucket`.
+    #[serde(deserialize_with = "text")]
+    pub s3_access_key_id: Option<String>,
+    /// The secret access key; required with `s3_bucket`. Never logged.
+    #[serde(deserialize_with = "text")]
+    pub s3_secret_access_key: Option<String>,
+    /// A key prefix for onair's objects, e.g. `onair/recordings`.
+    pub s3_prefix: String,
+    /// Allows a plain `http://` endpoint (a bucket on loopback or a private network).
+    pub s3_allow_http: bool,
 }
 
 impl Default for StorageConfig {
@@ -240,7 +261,67 @@ impl Default for StorageConfig {
             path: "./onair-data/recordings".into(),
             max_upload_bytes: 8 * 1024 * 1024 * 1024,
             url_ttl_s: 3600,
+            s3_bucket: None,
+            s3_region: None,
+            s3_endpoint: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_prefix: String::new(),
+            s3_allow_http: false,
         }
+    }
+}
+
+impl StorageConfig {
+    /// The S3 settings: bucket and keys all or none; the others only with them.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let required = [
+            ("s3_bucket", self.s3_bucket.is_some()),
+            ("s3_access_key_id", self.s3_access_key_id.is_some()),
+            ("s3_secret_access_key", self.s3_secret_access_key.is_some()),
+        ];
+        let set: Vec<&str> = required
+            .iter()
+            .filter(|(_, present)| *present)
+            .map(|(key, _)| *key)
+            .collect();
+        if set.is_empty() {
+            let optional = [
+                ("s3_region", self.s3_region.is_some()),
+                ("s3_endpoint", self.s3_endpoint.is_some()),
+                ("s3_prefix", !self.s3_prefix.is_empty()),
+                ("s3_allow_http", self.s3_allow_http),
+            ];
+            if let Some((key, _)) = optional.iter().find(|(_, present)| *present) {
+                return Err(ConfigError(format!(
+                    "storage.{key} is set but storage.s3_bucket, storage.s3_access_key_id \
+                     and storage.s3_secret_access_key are not"
+                )));
+            }
+            return Ok(());
+        }
+        if let Some((missing, _)) = required.iter().find(|(_, present)| !present) {
+            return Err(ConfigError(format!(
+                "storage.s3_bucket, storage.s3_access_key_id and storage.s3_secret_access_key \
+                 go together: storage.{missing} is missing"
+            )));
+        }
+        if let Some(endpoint) = &self.s3_endpoint {
+            if endpoint.starts_with("http://") {
+                if !self.s3_allow_http {
+                    return Err(ConfigError(
+                        "storage.s3_endpoint is plain http://: set storage.s3_allow_http = true \
+                         to allow it"
+                            .into(),
+                    ));
+                }
+            } else if !endpoint.starts_with("https://") {
+                return Err(ConfigError(
+                    "storage.s3_endpoint must be an http(s) URL".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -517,6 +598,7 @@ impl Config {
                 )));
             }
         }
+        self.storage.validate()?;
         // [cluster]
         let c = &self.cluster;
         if c.redis_url.is_some() {
@@ -667,6 +749,30 @@ mod tests {
             assert_eq!(c.server.send_queue, 9);
             Ok(())
         });
+    }
+
+    #[test]
+    fn s3_storage_settings_go_together() {
+        let load = |text: &str| {
+            let f = file(text);
+            Config::load_from(Some(f.path()), no_env()).map_err(|e| e.to_string())
+        };
+        let c = load(
+            "[storage]\ns3_bucket = \"rec\"\ns3_access_key_id = \"a\"\ns3_secret_access_key = \"s\"\n\
+             s3_endpoint = \"http://127.0.0.1:9000\"\ns3_allow_http = true\ns3_prefix = \"onair\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.storage.s3_bucket.as_deref(), Some("rec"));
+        let err = load("[storage]\ns3_bucket = \"rec\"\ns3_access_key_id = \"a\"\n").unwrap_err();
+        assert!(err.contains("storage.s3_secret_access_key"), "{err}");
+        let err = load("[storage]\ns3_endpoint = \"https://s3.example.com\"\n").unwrap_err();
+        assert!(err.contains("storage.s3_endpoint"), "{err}");
+        let err = load(
+            "[storage]\ns3_bucket = \"rec\"\ns3_access_key_id = \"a\"\ns3_secret_access_key = \"s\"\n\
+             s3_endpoint = \"http://127.0.0.1:9000\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("s3_allow_http"), "{err}");
     }
 
     #[test]

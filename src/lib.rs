@@ -16,6 +16,7 @@
 //! * [`backends`] — what a recording start/stop is sent to: `manual`, `livekit`, `nextcloud`.
 //! * [`webhooks`] — inbound provider webhooks, verified, turned into recording inputs.
 //! * [`catalog`] — finished recordings, kept in the store.
+//! * [`storage`] — where their files are: `[storage] path`, or moved to an S3-compatible bucket.
 //! * [`store`] — the embedded SQLite store: catalog, active recording state per room,
 //!   the outbound webhook outbox, inbound idempotency keys.
 //! * [`http`] — the axum router: `/signaling` upgrade, tickets, REST API, health; one `AppError`.
@@ -46,6 +47,7 @@ pub mod recording;
 pub mod room;
 pub mod server;
 pub mod session;
+pub mod storage;
 pub mod store;
 pub mod web;
 pub mod webhooks;

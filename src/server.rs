@@ -64,6 +64,9 @@ pub enum ServerError {
     /// `[cluster] redis_url` is not a usable Redis URL.
     #[error("[cluster] redis_url: {0}")]
     Cluster(#[from] crate::cluster::ClusterError),
+    /// `[storage]` could not be set up.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
     /// Binding or serving failed.
     #[error("server I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -91,6 +94,9 @@ impl AppState {
             .expect("the TLS backend initializes");
         let backend = Arc::new(Backend::from_config(&config, http.clone()));
         let store = Arc::new(Store::open(&config.store.path)?);
+        if let Backend::Livekit(livekit) = backend.as_ref() {
+            livekit.attach_store(store.clone());
+        }
         let outbox = Arc::new(Outbox::new(&config.webhooks, store.clone()));
         let rooms = Arc::new(Registry::new(RegistryParts {
             policy: backend.policy(config.recording.enabled),
@@ -110,11 +116,15 @@ impl AppState {
             verifier: Verifier::new(&secret, &config.auth),
             tickets: Tickets::new(Duration::from_secs(config.auth.ticket_ttl_s)),
             rooms,
-            catalog: Arc::new(Catalog::new(
-                store.clone(),
-                outbox.clone(),
-                notifications.clone(),
-            )),
+            catalog: Arc::new(
+                Catalog::new(store.clone(), outbox.clone(), notifications.clone()).with_storage(
+                    Arc::new(crate::storage::Storage::from_config(
+                        &config.storage,
+                        store.clone(),
+                        shutdown.clone(),
+                    )?),
+                ),
+            ),
             store,
             outbox,
             notifications,
@@ -173,6 +183,10 @@ pub async fn run(
             .clone()
             .run(app.http.clone(), app.shutdown.clone()),
     );
+    // [storage] s3: check the bucket, move files still on local disk.
+    app.catalog.start_storage();
+    // 8x8 JaaS: recording downloads a previous run left pending.
+    crate::webhooks::jaas::resume(&app);
     tracing::info!(%local, "onair listening");
     let router = crate::http::router(app.clone());
     let grace = Duration::from_secs(app.config.server.shutdown_grace_s);

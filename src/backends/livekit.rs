@@ -11,8 +11,12 @@
 //! room and onair recording, and the newest event applied per egress (so
 //! duplicated, reordered and late webhooks never move a recording backwards).
 //! It lives here because the backend is the one place both the start call and
-//! the webhook reach. It is held in memory: after a restart, webhooks about
-//! egresses started before it are acknowledged and ignored.
+//! the webhook reach. It is held in memory and, once the store is attached
+//! ([`Livekit::attach_store`]), written through to it (`livekit_egresses`):
+//! when the start is answered, as events are admitted, when a stop is asked
+//! for. A lookup that misses in memory (after a restart) reads the store, so a
+//! webhook about an egress started before a crash still reaches its room, in
+//! order, and a `stop` still finds its egress.
 //!
 //! Mirroring into room metadata (`recordingStatus`, seed 004) and deletion
 //! notices are best effort and never block the room: each LiveKit room gets
@@ -21,7 +25,7 @@
 //! logged.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -35,6 +39,7 @@ use super::{BackendError, StartRequest, StopRequest};
 use crate::config::LivekitConfig;
 use crate::metrics::{METRICS, count};
 use crate::protocol::RecordingStatus;
+use crate::store::{LivekitEgressRow, Store};
 
 /// Lifetime of the tokens onair signs for its calls (LiveKit's SDKs use minutes too).
 const TOKEN_TTL: Duration = Duration::from_secs(5 * 60);
@@ -79,6 +84,9 @@ struct Inner {
     pending: DashMap<String, PendingStart>,
     /// Per-room mirroring queues.
     mirrors: DashMap<String, Mutex<MirrorQueue>>,
+    /// Where the egress table is persisted; unset (memory only) until
+    /// [`Livekit::attach_store`].
+    store: OnceLock<Arc<Store>>,
 }
 
 /// One egress onair started.
@@ -260,8 +268,16 @@ impl Livekit {
                 by_recording: DashMap::new(),
                 pending: DashMap::new(),
                 mirrors: DashMap::new(),
+                store: OnceLock::new(),
             }),
         }
+    }
+
+    /// Persists the egress table in `store` from now on, and reads egresses
+    /// the memory does not know (started before a restart) from it. Only the
+    /// first store attached counts.
+    pub fn attach_store(&self, store: Arc<Store>) {
+        let _ = self.inner.store.set(store);
     }
 
     /// Starts a room-composite egress into a file. The call is made once (a
@@ -321,7 +337,8 @@ impl Livekit {
         let egress_id = inner
             .by_recording
             .get(&request.recording_id)
-            .map(|e| e.value().clone());
+            .map(|e| e.value().clone())
+            .or_else(|| inner.load_recording(&request.recording_id));
         let Some(egress_id) = egress_id else {
             return Err(BackendError(
                 "livekit: no egress is known for this recording".into(),
@@ -334,6 +351,11 @@ impl Livekit {
             }
             None => false,
         };
+        if let Some(store) = inner.store.get()
+            && let Err(e) = store.livekit_egress_stop_requested(&egress_id)
+        {
+            tracing::error!(egress_id, error = %e, "cannot persist a livekit stop request");
+        }
         if already_over {
             return Ok(());
         }
@@ -409,6 +431,9 @@ impl Livekit {
     /// egress never goes back to an earlier status, and nothing is applied
     /// after a final one.
     pub fn admit(&self, egress_id: &str, updated_at: i64, status: EgressStatus) -> Admission {
+        if !self.inner.egresses.contains_key(egress_id) {
+            self.inner.load(egress_id);
+        }
         let Some(mut egress) = self.inner.egresses.get_mut(egress_id) else {
             return Admission::Unknown;
         };
@@ -426,9 +451,16 @@ impl Livekit {
         if status.is_final() {
             egress.finished = Some(Instant::now());
         }
-        Admission::Apply {
-            stop_requested: egress.stop_requested,
+        let stop_requested = egress.stop_requested;
+        // Written while the entry is held, so two events about one egress
+        // reach the store in the order they were admitted.
+        if let Some(store) = self.inner.store.get()
+            && let Err(e) = store.livekit_egress_admitted(egress_id, updated_at, status.name())
+        {
+            tracing::error!(egress_id, error = %e, "cannot persist a livekit egress event");
         }
+        drop(egress);
+        Admission::Apply { stop_requested }
     }
 }
 
@@ -450,6 +482,85 @@ impl Inner {
         );
         self.by_recording
             .insert(recording_id.to_owned(), egress_id.to_owned());
+        if let Some(store) = self.store.get() {
+            let now = unix_ms(SystemTime::now());
+            let row = LivekitEgressRow {
+                egress_id: egress_id.to_owned(),
+                room: room.to_owned(),
+                recording_id: recording_id.to_owned(),
+                last_updated_at: None,
+                status: None,
+                stop_requested: false,
+                created_ms: now,
+            };
+            let forget_before = now.saturating_sub(EGRESS_RETENTION.as_millis() as i64);
+            if let Err(e) = store.save_livekit_egress(&row, forget_before) {
+                tracing::error!(room, recording_id, egress_id, error = %e, "cannot persist a livekit egress");
+            }
+        }
+    }
+
+    /// Brings an egress the memory does not know (e.g. started before a
+    /// restart) back from the store, with its ordering state. `true` if found.
+    fn load(&self, egress_id: &str) -> bool {
+        let Some(store) = self.store.get() else {
+            return false;
+        };
+        match store.livekit_egress(egress_id) {
+            Ok(Some(row)) => {
+                self.remember(row);
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::error!(egress_id, error = %e, "cannot read a livekit egress");
+                false
+            }
+        }
+    }
+
+    /// [`Inner::load`] by onair recording id; returns the egress id.
+    fn load_recording(&self, recording_id: &str) -> Option<String> {
+        let store = self.store.get()?;
+        match store.livekit_egress_of_recording(recording_id) {
+            Ok(Some(row)) => {
+                let egress_id = row.egress_id.clone();
+                self.remember(row);
+                Some(egress_id)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(recording_id, error = %e, "cannot read a livekit egress");
+                None
+            }
+        }
+    }
+
+    /// Puts a stored egress into memory unless it is there already (an
+    /// entry in memory is never older than the store's row).
+    fn remember(&self, row: LivekitEgressRow) {
+        let status = row.status.as_deref().map(EgressStatus::from_name);
+        let last = row
+            .last_updated_at
+            .zip(status)
+            .map(|(at, status)| (at, status.rank()));
+        let now = Instant::now();
+        let age = Duration::from_millis(
+            u64::try_from(unix_ms(SystemTime::now()).saturating_sub(row.created_ms)).unwrap_or(0),
+        );
+        let registered = now.checked_sub(age).unwrap_or(now);
+        self.by_recording
+            .entry(row.recording_id.clone())
+            .or_insert_with(|| row.egress_id.clone());
+        self.egresses.entry(row.egress_id).or_insert(Egress {
+            room: row.room,
+            recording_id: row.recording_id,
+            last,
+            status,
+            stop_requested: row.stop_requested,
+            registered,
+            finished: status.filter(|s| s.is_final()).map(|_| now),
+        });
     }
 
     fn prune(&self) {
@@ -468,7 +579,11 @@ impl Inner {
         }
     }
 
+    /// The egress's room and recording, from memory or else the store.
     fn lookup(&self, egress_id: &str) -> Option<EgressRef> {
+        if !self.egresses.contains_key(egress_id) && !self.load(egress_id) {
+            return None;
+        }
         self.egresses.get(egress_id).map(|e| EgressRef {
             room: e.room.clone(),
             recording_id: e.recording_id.clone(),
@@ -911,6 +1026,13 @@ fn service_token(key: &str, secret: &str, grant: Grant<'_>, now: SystemTime) -> 
     .expect("HS256 signing of plain claims cannot fail")
 }
 
+/// Milliseconds since the Unix epoch.
+fn unix_ms(now: SystemTime) -> i64 {
+    now.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// Locks a mutex whose data stays consistent even if a holder panicked.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -1048,6 +1170,58 @@ mod tests {
             lk.admit("EG_1", 50, EgressStatus::Complete),
             Admission::Stale
         );
+    }
+
+    #[tokio::test]
+    async fn the_egress_table_survives_a_restart() {
+        let store = Arc::new(Store::in_memory().unwrap());
+        let before = backend();
+        before.attach_store(store.clone());
+        before.inner.register("EG_1", "room", "rec");
+        let apply = Admission::Apply {
+            stop_requested: false,
+        };
+        assert_eq!(before.admit("EG_1", 20, EgressStatus::Active), apply);
+        drop(before);
+
+        // A new process: nothing in memory, the same store.
+        let after = backend();
+        after.attach_store(store.clone());
+        assert_eq!(
+            after.egress("EG_1", "room").await,
+            Some(EgressRef {
+                room: "room".into(),
+                recording_id: "rec".into()
+            })
+        );
+        assert_eq!(after.egress("EG_other", "").await, None);
+        // The ordering state came back too.
+        assert_eq!(
+            after.admit("EG_1", 20, EgressStatus::Active),
+            Admission::Stale
+        );
+        assert_eq!(
+            after.admit("EG_1", 10, EgressStatus::Starting),
+            Admission::Stale
+        );
+        assert_eq!(after.admit("EG_1", 30, EgressStatus::Complete), apply);
+        drop(after);
+
+        // And the end: nothing more is applied after another restart.
+        let again = backend();
+        again.attach_store(store);
+        assert_eq!(
+            again.admit("EG_1", 40, EgressStatus::Complete),
+            Admission::Stale
+        );
+        // `stop` finds the egress by its recording id, and knows it is over.
+        again
+            .stop(&StopRequest {
+                room: "room".into(),
+                recording_id: "rec".into(),
+            })
+            .await
+            .unwrap();
     }
 
     #[test]

@@ -125,7 +125,7 @@ impl From<Recording> for RecordingView {
             url: r.media_url(),
             external_location: match &r.location {
                 Location::External(location) => Some(location.clone()),
-                Location::File(_) => None,
+                Location::File(_) | Location::Object { .. } => None,
             },
             id: r.id,
             room: r.room,
@@ -191,11 +191,26 @@ async fn delete(
         return Err(forbidden());
     }
     let recording = app.catalog.remove(&id).ok_or_else(|| not_found(&id))?;
-    if let Location::File(path) = &recording.location
-        && let Err(e) = tokio::fs::remove_file(path).await
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(recording_id = %id, error = %e, "cannot remove a recording's file");
+    // Wherever the file is now. One still being moved to the bucket is
+    // removed from there by the move, which finds its catalog entry gone.
+    match &recording.location {
+        Location::File(path) => {
+            if let Err(e) = tokio::fs::remove_file(path).await
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(recording_id = %id, error = %e, "cannot remove a recording's file");
+            }
+        }
+        Location::Object { key } => {
+            let removed = match app.catalog.storage() {
+                Some(storage) => storage.delete(key).await,
+                None => Err(crate::storage::ObjectError::NoBucket),
+            };
+            if let Err(e) = removed {
+                tracing::warn!(recording_id = %id, error = %e, "cannot remove a recording's object");
+            }
+        }
+        Location::External(_) => {}
     }
     app.rooms.announce(
         &recording.room,
@@ -260,6 +275,11 @@ async fn signed_url(
 
 /// `GET /v1/recordings/{id}/media`: the file, with HTTP Range; or a redirect
 /// to an external URL.
+///
+/// A file in the bucket is streamed through onair rather than redirected to
+/// a presigned URL: the bucket can stay private (no S3 endpoint exposed to
+/// browsers, no bucket CORS), and the URL clients hold — plain or signed —
+/// behaves the same wherever the file is.
 async fn media(
     State(app): App,
     headers: HeaderMap,
@@ -284,7 +304,11 @@ async fn media(
     if !signed && !Caller::identify(&app, &headers)?.may_see(&recording.room) {
         return Err(forbidden());
     }
-    match recording.location {
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    match recording.location.clone() {
         Location::File(path) => {
             let mut response = tower_http::services::ServeFile::new(&path)
                 .oneshot(request)
@@ -294,20 +318,16 @@ async fn media(
                 })?
                 .map(Body::new);
             if response.status() == StatusCode::NOT_FOUND {
-                return Err(AppError::new(
-                    StatusCode::NOT_FOUND,
-                    "media_missing",
-                    "the recording is catalogued but its file is gone",
-                ));
+                // Moved to the bucket since the catalog was read?
+                if let Some(Location::Object { key }) = app.catalog.get(&id).map(|r| r.location) {
+                    return serve_object(&app, &recording, &key, range.as_deref()).await;
+                }
+                return Err(media_missing());
             }
-            let disposition = format!("inline; filename=\"{}\"", recording.name.replace('"', ""));
-            if let Ok(value) = header::HeaderValue::from_str(&disposition) {
-                response
-                    .headers_mut()
-                    .insert(header::CONTENT_DISPOSITION, value);
-            }
+            add_disposition(&mut response, &recording.name);
             Ok(response)
         }
+        Location::Object { key } => serve_object(&app, &recording, &key, range.as_deref()).await,
         Location::External(url) if url.starts_with("https://") || url.starts_with("http://") => {
             Ok(Redirect::temporary(&url).into_response())
         }
@@ -317,6 +337,82 @@ async fn media(
             format!("the file is in the provider's storage at `{location}`, not on this server"),
         )),
     }
+}
+
+fn media_missing() -> AppError {
+    AppError::new(
+        StatusCode::NOT_FOUND,
+        "media_missing",
+        "the recording is catalogued but its file is gone",
+    )
+}
+
+fn add_disposition(response: &mut Response, name: &str) {
+    let disposition = format!("inline; filename=\"{}\"", name.replace('"', ""));
+    if let Ok(value) = header::HeaderValue::from_str(&disposition) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, value);
+    }
+}
+
+/// Streams an object from the bucket, honouring a single-range `Range`.
+async fn serve_object(
+    app: &AppState,
+    recording: &Recording,
+    key: &str,
+    range: Option<&str>,
+) -> Result<Response, AppError> {
+    use crate::storage::{ObjectError, RangeRequest, content_type, parse_range};
+    let unavailable = |e: ObjectError| {
+        if e.is_not_found() {
+            return media_missing();
+        }
+        tracing::error!(recording_id = %recording.id, error = %e, "cannot read a recording from the bucket");
+        AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "the recording's storage cannot be reached; try again later",
+        )
+    };
+    let storage = app
+        .catalog
+        .storage()
+        .ok_or_else(|| unavailable(ObjectError::NoBucket))?;
+    let size = storage.size(key).await.map_err(unavailable)?;
+    let (status, wanted) = match parse_range(range, size) {
+        RangeRequest::Full => (StatusCode::OK, None),
+        RangeRequest::Partial(bytes) => (StatusCode::PARTIAL_CONTENT, Some(bytes)),
+        RangeRequest::Unsatisfiable => {
+            return Ok((
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+            )
+                .into_response());
+        }
+    };
+    let object = storage.get(key, wanted).await.map_err(unavailable)?;
+    let served = object.range.clone();
+    let mut response = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type(&recording.name))
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_LENGTH, served.end - served.start);
+    if status == StatusCode::PARTIAL_CONTENT {
+        response = response.header(
+            header::CONTENT_RANGE,
+            format!(
+                "bytes {}-{}/{size}",
+                served.start,
+                served.end.saturating_sub(1)
+            ),
+        );
+    }
+    let mut response = response
+        .body(Body::from_stream(object.into_stream()))
+        .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "io_error", e.to_string()))?;
+    add_disposition(&mut response, &recording.name);
+    Ok(response)
 }
 
 /// The JSON form of a hand-in: a recording that lives elsewhere.
@@ -386,10 +482,7 @@ async fn hand_in(
         size_bytes: recording.size_bytes,
         url: recording.media_url(),
     };
-    let path = match &recording.location {
-        Location::File(path) => Some(path.clone()),
-        Location::External(_) => None,
-    };
+    let path = recording.location.file().map(FsPath::to_path_buf);
     if !app.catalog.insert(recording) {
         if let Some(path) = path {
             let _ = tokio::fs::remove_file(path).await;

@@ -20,6 +20,8 @@ use crate::recording::State;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_recording_owners.sql"),
+    include_str!("migrations/0003_livekit_egresses.sql"),
+    include_str!("migrations/0004_object_locations.sql"),
 ];
 
 /// A store failure.
@@ -77,6 +79,25 @@ pub struct OutboxCounts {
     pub dead: u64,
     /// Not sent: the endpoint answered 410 Gone.
     pub disabled: u64,
+}
+
+/// One row of the LiveKit bridge's egress table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LivekitEgressRow {
+    /// LiveKit's egress id (`EG_…`).
+    pub egress_id: String,
+    /// The room (LiveKit room name = onair room id).
+    pub room: String,
+    /// onair's recording id.
+    pub recording_id: String,
+    /// `updatedAt` (ns) of the newest event applied, if any.
+    pub last_updated_at: Option<i64>,
+    /// The `EgressStatus` name of the newest event applied, if any.
+    pub status: Option<String>,
+    /// Whether onair asked LiveKit to stop the egress.
+    pub stop_requested: bool,
+    /// When onair learnt of it (ms since the epoch).
+    pub created_ms: i64,
 }
 
 /// The store.
@@ -236,10 +257,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let (kind, location) = match &recording.location {
-            Location::File(path) => ("file", path.to_string_lossy().into_owned()),
-            Location::External(url) => ("external", url.clone()),
-        };
+        let (kind, location) = location_columns(&recording.location);
         let inserted = tx.execute(
             "INSERT OR IGNORE INTO recordings (id, room, name, duration_s, size_bytes, location_kind, location, provider, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -260,6 +278,24 @@ impl Store {
         }
         tx.commit()?;
         Ok(inserted)
+    }
+
+    /// Moves a recording's file from `from` to `to` (e.g. once it is
+    /// uploaded to the bucket); `false` if the recording is gone or is no
+    /// longer at `from` (deleted or moved meanwhile), and then nothing changes.
+    pub fn move_recording(
+        &self,
+        id: &str,
+        from: &Location,
+        to: &Location,
+    ) -> Result<bool, StoreError> {
+        let (from_kind, from_location) = location_columns(from);
+        let (to_kind, to_location) = location_columns(to);
+        Ok(self.lock().execute(
+            "UPDATE recordings SET location_kind = ?1, location = ?2
+             WHERE id = ?3 AND location_kind = ?4 AND location = ?5",
+            params![to_kind, to_location, id, from_kind, from_location],
+        )? == 1)
     }
 
     /// One recording.
@@ -478,6 +514,109 @@ impl Store {
     }
 }
 
+/// The LiveKit bridge's egress table (`backends::livekit`): written when an
+/// egress's start is answered and as its events are admitted, read when the
+/// in-memory table misses (after a restart).
+impl Store {
+    /// Remembers a new egress (or re-registers it, keeping its ordering state
+    /// if the id is already known), and forgets those created before
+    /// `forget_before_ms`.
+    pub fn save_livekit_egress(
+        &self,
+        row: &LivekitEgressRow,
+        forget_before_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM livekit_egresses WHERE created_ms < ?1",
+            [forget_before_ms],
+        )?;
+        tx.execute(
+            "INSERT INTO livekit_egresses (egress_id, room, recording_id, last_updated_at, status, stop_requested, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (egress_id) DO UPDATE SET room = ?2, recording_id = ?3",
+            params![
+                row.egress_id,
+                row.room,
+                row.recording_id,
+                row.last_updated_at,
+                row.status,
+                row.stop_requested,
+                row.created_ms
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records the newest event admitted for an egress.
+    pub fn livekit_egress_admitted(
+        &self,
+        egress_id: &str,
+        updated_at: i64,
+        status: &str,
+    ) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE livekit_egresses SET last_updated_at = ?2, status = ?3 WHERE egress_id = ?1",
+            params![egress_id, updated_at, status],
+        )?;
+        Ok(())
+    }
+
+    /// Records that onair asked LiveKit to stop an egress.
+    pub fn livekit_egress_stop_requested(&self, egress_id: &str) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE livekit_egresses SET stop_requested = 1 WHERE egress_id = ?1",
+            [egress_id],
+        )?;
+        Ok(())
+    }
+
+    /// One egress, by its id.
+    pub fn livekit_egress(&self, egress_id: &str) -> Result<Option<LivekitEgressRow>, StoreError> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                &format!("{SELECT_LIVEKIT_EGRESS} WHERE egress_id = ?1"),
+                [egress_id],
+                livekit_egress_from_row,
+            )
+            .optional()?)
+    }
+
+    /// The newest egress of an onair recording.
+    pub fn livekit_egress_of_recording(
+        &self,
+        recording_id: &str,
+    ) -> Result<Option<LivekitEgressRow>, StoreError> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                &format!(
+                    "{SELECT_LIVEKIT_EGRESS} WHERE recording_id = ?1 ORDER BY created_ms DESC LIMIT 1"
+                ),
+                [recording_id],
+                livekit_egress_from_row,
+            )
+            .optional()?)
+    }
+}
+
+const SELECT_LIVEKIT_EGRESS: &str = "SELECT egress_id, room, recording_id, last_updated_at, status, stop_requested, created_ms FROM livekit_egresses";
+
+fn livekit_egress_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LivekitEgressRow> {
+    Ok(LivekitEgressRow {
+        egress_id: r.get(0)?,
+        room: r.get(1)?,
+        recording_id: r.get(2)?,
+        last_updated_at: r.get(3)?,
+        status: r.get(4)?,
+        stop_requested: r.get(5)?,
+        created_ms: r.get(6)?,
+    })
+}
+
 const SELECT_RECORDING: &str = "SELECT id, room, name, duration_s, size_bytes, location_kind, location, provider, created_at FROM recordings";
 
 fn recording_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Recording> {
@@ -489,14 +628,23 @@ fn recording_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Recording> {
         name: r.get(2)?,
         duration_s: r.get(3)?,
         size_bytes: r.get::<_, i64>(4)?.max(0) as u64,
-        location: if kind == "file" {
-            Location::File(location.into())
-        } else {
-            Location::External(location)
+        location: match kind.as_str() {
+            "file" => Location::File(location.into()),
+            "object" => Location::Object { key: location },
+            _ => Location::External(location),
         },
         provider: r.get(7)?,
         created_at: r.get(8)?,
     })
+}
+
+/// A location as its `(location_kind, location)` columns.
+fn location_columns(location: &Location) -> (&'static str, String) {
+    match location {
+        Location::File(path) => ("file", path.to_string_lossy().into_owned()),
+        Location::External(url) => ("external", url.clone()),
+        Location::Object { key } => ("object", key.clone()),
+    }
 }
 
 fn insert_deliveries(
@@ -582,6 +730,53 @@ mod tests {
     }
 
     #[test]
+    fn recordings_move_only_from_where_they_are() {
+        let store = Store::in_memory().unwrap();
+        store.insert_recording(&recording("r1"), &[]).unwrap();
+        let file = Location::File("/tmp/a.mp4".into());
+        let object = Location::Object {
+            key: "recordings/room/r1/a.mp4".into(),
+        };
+        assert!(
+            !store
+                .move_recording("r1", &Location::File("/elsewhere".into()), &object)
+                .unwrap()
+        );
+        assert!(!store.move_recording("r2", &file, &object).unwrap());
+        assert!(store.move_recording("r1", &file, &object).unwrap());
+        assert_eq!(store.recording("r1").unwrap().unwrap().location, object);
+        assert!(!store.move_recording("r1", &file, &object).unwrap());
+    }
+
+    #[test]
+    fn the_location_migration_keeps_older_recordings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("onair.db");
+        {
+            // A database as the migrations before 0004 left it.
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &MIGRATIONS[..3] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 3).unwrap();
+            tx.execute(
+                "INSERT INTO recordings VALUES ('old', 'room', 'a.mp4', 1.0, 42, 'file', '/tmp/a.mp4', 'manual', 'x')",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let old = store.recording("old").unwrap().unwrap();
+        assert_eq!(old.location, Location::File("/tmp/a.mp4".into()));
+        let mut new = recording("new");
+        new.location = Location::Object { key: "k".into() };
+        store.insert_recording(&new, &[]).unwrap();
+        assert_eq!(store.recordings(Some("room")).unwrap().len(), 2);
+    }
+
+    #[test]
     fn room_state_round_trips() {
         let store = Store::in_memory().unwrap();
         for state in [
@@ -645,6 +840,55 @@ mod tests {
         store.set_owner("r1", "mallory").unwrap();
         assert_eq!(store.owner("r1").unwrap().as_deref(), Some("ada"));
         assert_eq!(store.owner("r2").unwrap(), None);
+    }
+
+    #[test]
+    fn livekit_egresses_survive_reopening_and_keep_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("onair.db");
+        let store = Store::open(&path).unwrap();
+        let row = LivekitEgressRow {
+            egress_id: "EG_1".into(),
+            room: "room".into(),
+            recording_id: "rec".into(),
+            last_updated_at: None,
+            status: None,
+            stop_requested: false,
+            created_ms: 1_000,
+        };
+        store.save_livekit_egress(&row, 0).unwrap();
+        store
+            .livekit_egress_admitted("EG_1", 42, "EGRESS_ACTIVE")
+            .unwrap();
+        store.livekit_egress_stop_requested("EG_1").unwrap();
+        // Registering again keeps the ordering state.
+        store.save_livekit_egress(&row, 0).unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        let expected = LivekitEgressRow {
+            last_updated_at: Some(42),
+            status: Some("EGRESS_ACTIVE".into()),
+            stop_requested: true,
+            ..row.clone()
+        };
+        assert_eq!(
+            store.livekit_egress("EG_1").unwrap(),
+            Some(expected.clone())
+        );
+        assert_eq!(
+            store.livekit_egress_of_recording("rec").unwrap(),
+            Some(expected)
+        );
+        assert_eq!(store.livekit_egress("EG_2").unwrap(), None);
+        // Old egresses are forgotten when a new one is saved.
+        let newer = LivekitEgressRow {
+            egress_id: "EG_2".into(),
+            created_ms: 5_000,
+            ..row
+        };
+        store.save_livekit_egress(&newer, 2_000).unwrap();
+        assert_eq!(store.livekit_egress("EG_1").unwrap(), None);
+        assert!(store.livekit_egress("EG_2").unwrap().is_some());
     }
 
     #[test]

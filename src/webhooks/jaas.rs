@@ -443,7 +443,7 @@ async fn catalogue(app: &AppState, job: &Job, recording: Recording) {
     };
     let path = match &recording.location {
         Location::File(path) => Some(path.clone()),
-        Location::External(_) => None,
+        Location::External(_) | Location::Object { .. } => None,
     };
     let size = recording.size_bytes;
     if app.catalog.insert(recording) {

@@ -487,6 +487,15 @@ impl Store {
             .optional()?)
     }
 
+    /// Forgets an idempotency key (a request refused after it was recorded may be retried).
+    pub fn forget_receipt(&self, provider: &str, key: &str) -> Result<(), StoreError> {
+        self.lock().execute(
+            "DELETE FROM webhook_receipts WHERE provider = ?1 AND key = ?2",
+            params![provider, key],
+        )?;
+        Ok(())
+    }
+
     /// An owner's notification settings (JSON).
     pub fn notification_settings(&self, owner: &str) -> Result<Option<String>, StoreError> {
         let conn = self.lock();

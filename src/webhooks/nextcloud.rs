@@ -294,15 +294,40 @@ async fn backend(
         return Ocs::forbidden(format, StatusCode::FORBIDDEN);
     }
     let random = random.unwrap_or_default();
-    if !nc.claim(random) {
+    if !claim(&app, nc, random) {
         tracing::info!("recording server request replayed or retried: acknowledged, ignored");
         return Ocs::ok(format);
     }
     let answer = report(&app, nc, &body, format);
     if !answer.status.is_success() {
-        nc.release(random);
+        release(&app, nc, random);
     }
     answer
+}
+
+/// Claims a request's random: in memory, and in the store so that a replay is
+/// recognised after a restart too. `false` for a replay or a retry.
+fn claim(app: &AppState, nc: &Nextcloud, random: &str) -> bool {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    let fresh_here = nc.claim(random);
+    match app.store.first_receipt("nextcloud", random, now_ms) {
+        Ok(fresh) => fresh_here && fresh,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record a recording server request");
+            fresh_here
+        }
+    }
+}
+
+/// Releases a claim after a refusal, so the recording server's retry is judged again.
+fn release(app: &AppState, nc: &Nextcloud, random: &str) {
+    nc.release(random);
+    if let Err(e) = app.store.forget_receipt("nextcloud", random) {
+        tracing::error!(error = %e, "cannot release a recording server request");
+    }
 }
 
 /// Applies one verified state report.
@@ -429,7 +454,7 @@ async fn store(
         return Ocs::forbidden(format, StatusCode::UNAUTHORIZED);
     }
     let random = random.unwrap_or_default();
-    if !nc.claim(random) {
+    if !claim(&app, nc, random) {
         tracing::info!(room = %token, "recording upload replayed or retried: acknowledged, ignored");
         return Ocs::ok(format);
     }
@@ -449,7 +474,7 @@ async fn store(
         }
     };
     if !answer.status.is_success() {
-        nc.release(random);
+        release(&app, nc, random);
     }
     answer
 }

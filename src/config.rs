@@ -210,6 +210,12 @@ pub struct JaasConfig {
     pub download_attempts: u32,
     /// Seconds one download attempt may take.
     pub download_timeout_s: u64,
+    /// The JaaS AppID (`vpaas-magic-cookie-…`), for `onair jaas-token`.
+    pub app_id: Option<String>,
+    /// The id of the API key uploaded to the JaaS console (the part after the `/` of the `kid`).
+    pub api_key_id: Option<String>,
+    /// The PEM file of that API key's RSA private key.
+    pub private_key_path: Option<std::path::PathBuf>,
 }
 
 impl Default for JaasConfig {
@@ -218,6 +224,9 @@ impl Default for JaasConfig {
             webhook_secret: None,
             download_attempts: 6,
             download_timeout_s: 1800,
+            app_id: None,
+            api_key_id: None,
+            private_key_path: None,
         }
     }
 }

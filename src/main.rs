@@ -32,6 +32,33 @@ enum Command {
     Serve(ServeArgs),
     /// Print a participant token signed with the configured `[auth] jwt_secret`.
     Token(TokenArgs),
+    /// Print an 8x8 JaaS meeting token (RS256) from the `[jaas]` API key.
+    JaasToken(JaasTokenArgs),
+}
+
+#[derive(Args)]
+struct JaasTokenArgs {
+    /// The meeting room, or `*` for any room of the app.
+    #[arg(long, default_value = "*")]
+    room: String,
+    /// Display name.
+    #[arg(long)]
+    name: String,
+    /// The user's id in your application.
+    #[arg(long)]
+    id: String,
+    /// The user's e-mail.
+    #[arg(long)]
+    email: Option<String>,
+    /// Moderator rights.
+    #[arg(long)]
+    moderator: bool,
+    /// The recording feature (needs --moderator).
+    #[arg(long)]
+    recording: bool,
+    /// Lifetime, e.g. `30m`, `2h`.
+    #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
 }
 
 #[derive(Args, Clone, Default)]
@@ -101,6 +128,24 @@ fn run() -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Some(Command::Token(args)) => token(&config, args),
+        Some(Command::JaasToken(args)) => {
+            let user = onair::backends::jaas::JaasUser {
+                id: args.id,
+                name: args.name,
+                email: args.email,
+                moderator: args.moderator,
+                recording: args.recording,
+            };
+            let token = onair::backends::jaas::mint_meeting_token(
+                &config.jaas,
+                &args.room,
+                &user,
+                args.ttl,
+            )
+            .map_err(anyhow::Error::msg)?;
+            println!("{token}");
+            Ok(())
+        }
         Some(Command::Serve(args)) => serve(config, args, cli.log_format),
         None => serve(config, cli.serve, cli.log_format),
     }

@@ -134,3 +134,84 @@ async fn sigterm_closes_sockets_with_1001_and_exits() {
     assert!(!rest.contains(&token));
     assert!(rest.contains("onair stopped"), "{rest}");
 }
+
+#[test]
+fn jaas_token_mints_an_rs256_meeting_token_for_8x8() {
+    let dir = tempfile::tempdir().unwrap();
+    let private = dir.path().join("jaas.pem");
+    let public = dir.path().join("jaas.pub.pem");
+    let made = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&private)
+        .output()
+        .expect("openssl runs");
+    assert!(made.status.success(), "{made:?}");
+    let made = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&private)
+        .arg("-out")
+        .arg(&public)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+
+    let app = "vpaas-magic-cookie-0123456789abcdef";
+    let mint = |extra: &[&str]| {
+        onair()
+            .args([
+                "jaas-token",
+                "--room",
+                "standup",
+                "--name",
+                "Ada",
+                "--id",
+                "ada",
+            ])
+            .args(extra)
+            .env("ONAIR_JAAS__APP_ID", app)
+            .env("ONAIR_JAAS__API_KEY_ID", "4f4910")
+            .env("ONAIR_JAAS__PRIVATE_KEY_PATH", &private)
+            .output()
+            .unwrap()
+    };
+    let output = mint(&["--moderator", "--recording"]);
+    assert!(output.status.success(), "{output:?}");
+    let token = String::from_utf8(output.stdout).unwrap();
+    let token = token.trim();
+
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+    assert_eq!(header.kid.as_deref(), Some(&*format!("{app}/4f4910")));
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(&std::fs::read(&public).unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_audience(&["jitsi"]);
+    validation.set_issuer(&["chat"]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["sub"], app);
+    assert_eq!(claims["room"], "standup");
+    assert_eq!(claims["context"]["user"]["moderator"], "true");
+    assert_eq!(claims["context"]["user"]["id"], "ada");
+    assert_eq!(claims["context"]["features"]["recording"], "true");
+
+    // Seed 000: recording is a moderator's feature.
+    let output = mint(&["--recording"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("moderators only"));
+    let output = mint(&[]);
+    assert!(output.status.success());
+    let plain = String::from_utf8(output.stdout).unwrap();
+    let claims = jsonwebtoken::decode::<serde_json::Value>(plain.trim(), &key, &validation)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["context"]["user"]["moderator"], "false");
+    assert_eq!(claims["context"]["features"]["recording"], "false");
+}

@@ -14,7 +14,6 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::path::Path as FsPath;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,14 +22,11 @@ use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::{Path as ObjectPath, PathPart};
 use object_store::signer::Signer;
-use object_store::{ClientOptions, ObjectStore, WriteMultipart};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use tokio::io::AsyncReadExt;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
@@ -52,10 +48,6 @@ const FIELDS: &[&str] = &[
     "s3SecretAccessKey",
     "username",
 ];
-/// Size of one part of an S3 multipart upload (S3 wants at least 5 MiB but for the last).
-const PART_BYTES: usize = 8 * 1024 * 1024;
-/// Parts of one upload in flight at once: bounds the memory an upload holds.
-const PARTS_IN_FLIGHT: usize = 2;
 /// The longest a presigned S3 URL may live (SigV4).
 const MAX_PRESIGNED: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The longest pause between two attempts, whatever `Retry-After` says.
@@ -792,14 +784,28 @@ impl Inner {
             }
         };
         let key = object_key(&location.prefix, recording);
-        let client = match self.s3_client(&location, s3) {
+        let settings = crate::storage::S3Settings {
+            bucket: &location.bucket,
+            region: location.region.as_deref(),
+            endpoint: self.s3_endpoint.as_deref(),
+            access_key_id: &s3.access_key_id,
+            secret_access_key: &s3.secret_access_key,
+            allow_http: self
+                .s3_endpoint
+                .as_deref()
+                .is_some_and(|e| e.starts_with("http://")),
+        };
+        let client = match crate::storage::s3_client(&settings) {
             Ok(client) => client,
             Err(e) => {
                 tracing::warn!(error = %e, bucket = %location.bucket, "cannot set up the owner's S3 client");
                 return None;
             }
         };
-        if let Err(e) = stream_file(&client, path, &key).await {
+        let never = tokio_util::sync::CancellationToken::new();
+        if let Err(e) =
+            crate::storage::upload_file(&client, path, &key, &recording.name, &never).await
+        {
             tracing::warn!(error = %e, bucket = %location.bucket, %key, "upload to the owner's S3 failed");
             return None;
         }
@@ -814,32 +820,6 @@ impl Inner {
                 None
             }
         }
-    }
-
-    fn s3_client(
-        &self,
-        location: &S3Location,
-        s3: &S3Settings,
-    ) -> Result<AmazonS3, object_store::Error> {
-        let mut builder = AmazonS3Builder::new()
-            .with_bucket_name(&location.bucket)
-            .with_region(location.region.as_deref().unwrap_or("us-east-1"))
-            .with_access_key_id(&s3.access_key_id)
-            .with_secret_access_key(&s3.secret_access_key)
-            .with_client_options(
-                ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(10))
-                    .with_timeout(Duration::from_secs(120))
-                    .with_allow_http(
-                        self.s3_endpoint
-                            .as_deref()
-                            .is_some_and(|e| e.starts_with("http://")),
-                    ),
-            );
-        if let Some(endpoint) = &self.s3_endpoint {
-            builder = builder.with_endpoint(endpoint);
-        }
-        builder.build()
     }
 
     /// Runs `attempt` until it is done, gives up, or the attempts are used
@@ -898,48 +878,6 @@ pub fn object_key(prefix: &str, recording: &Recording) -> ObjectPath {
             PathPart::from(recording.name.as_str()),
         ]);
     ObjectPath::from_iter(parts)
-}
-
-/// A failed upload.
-#[derive(Debug, thiserror::Error)]
-enum UploadError {
-    #[error("reading the file: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("S3: {0}")]
-    S3(#[from] object_store::Error),
-}
-
-/// Streams the file in parts; at most [`PARTS_IN_FLIGHT`] parts are held in memory.
-async fn stream_file(
-    client: &AmazonS3,
-    path: &FsPath,
-    key: &ObjectPath,
-) -> Result<(), UploadError> {
-    let mut file = tokio::fs::File::open(path).await?;
-    let upload = client.put_multipart(key).await?;
-    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-    let mut buffer = vec![0; 256 * 1024];
-    let written: Result<(), UploadError> = async {
-        loop {
-            let n = file.read(&mut buffer).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
-            writer.write(&buffer[..n]);
-        }
-    }
-    .await;
-    match written {
-        Ok(()) => {
-            writer.finish().await?;
-            Ok(())
-        }
-        Err(e) => {
-            let _ = writer.abort().await;
-            Err(e)
-        }
-    }
 }
 
 #[cfg(test)]

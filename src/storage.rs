@@ -65,11 +65,14 @@ pub enum StorageError {
 
 /// A failed upload.
 #[derive(Debug, thiserror::Error)]
-enum UploadError {
+pub enum UploadError {
+    /// The local file could not be read.
     #[error("reading the file: {0}")]
     Io(#[from] std::io::Error),
+    /// S3 refused or failed.
     #[error("S3: {0}")]
     S3(#[from] object_store::Error),
+    /// Shutdown began.
     #[error("shutting down")]
     Cancelled,
 }
@@ -428,7 +431,7 @@ impl Bucket {
         }
     }
 
-    /// Streams the file in parts; at most [`PARTS_IN_FLIGHT`] parts are held in memory.
+    /// Streams the file to the bucket.
     async fn upload(
         &self,
         path: &FsPath,
@@ -436,6 +439,21 @@ impl Bucket {
         name: &str,
         shutdown: &CancellationToken,
     ) -> Result<(), UploadError> {
+        upload_file(&self.client, path, key, name, shutdown).await
+    }
+}
+
+/// Streams a local file to `key` as a multipart upload with the content type
+/// of `name`; at most [`PARTS_IN_FLIGHT`] parts are held in memory. Stops
+/// (aborting the upload) when `shutdown` is cancelled.
+pub async fn upload_file(
+    client: &AmazonS3,
+    path: &FsPath,
+    key: &ObjectPath,
+    name: &str,
+    shutdown: &CancellationToken,
+) -> Result<(), UploadError> {
+    {
         let mut file = tokio::fs::File::open(path).await?;
         let options = PutMultipartOptions {
             attributes: Attributes::from_iter([(
@@ -444,7 +462,7 @@ impl Bucket {
             )]),
             ..Default::default()
         };
-        let upload = self.client.put_multipart_opts(key, options).await?;
+        let upload = client.put_multipart_opts(key, options).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
         let mut buffer = vec![0; 256 * 1024];
         let written: Result<(), UploadError> = async {

@@ -244,6 +244,25 @@ async function loadCatalog() {
   render();
 }
 
+/**
+ * A signed, expiring media URL for a recording: `<video>` and download links
+ * cannot send the token, so the page asks the server for a URL that needs none.
+ */
+async function signedUrl(file) {
+  try {
+    const response = await fetch(`/v1/recordings/${encodeURIComponent(file.recordingId)}/url`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    if (response.ok) return (await response.json()).url;
+    showAlert(response.status === 404
+      ? "That recording is gone."
+      : "You are not allowed to play this recording.");
+  } catch {
+    showAlert("The recording could not be reached. Check your connection and try again.");
+  }
+  return null;
+}
+
 async function deleteRecording(file) {
   if (!confirm(`Delete the recording “${file.name}”? This cannot be undone.`)) return;
   try {
@@ -398,20 +417,26 @@ function renderRecordings() {
       span("badge", formatDuration(file.durationS)),
       span("badge", formatSize(file.sizeBytes)),
     );
-    const play = button("Play", () => {
+    const play = button("Play", async () => {
       if (li.querySelector("video")) return;
+      const src = await signedUrl(file);
+      if (!src || li.querySelector("video")) return;
       const video = document.createElement("video");
       video.controls = true;
       video.preload = "metadata";
-      video.src = file.url;
+      video.src = src;
       video.setAttribute("aria-label", `Recording ${file.name}`);
       li.append(video);
       video.focus();
     });
-    const download = document.createElement("a");
-    download.href = file.url;
-    download.download = file.name;
-    download.textContent = "Download";
+    const download = button("Download", async () => {
+      const src = await signedUrl(file);
+      if (!src) return;
+      const link = document.createElement("a");
+      link.href = src;
+      link.download = file.name;
+      link.click();
+    });
     li.append(play, download);
     if (client.canRecord) li.append(button("Delete", () => deleteRecording(file), "danger"));
     return li;

@@ -8,8 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -143,20 +141,29 @@ struct TokenQuery {
 }
 
 /// `GET /signaling`: every refusal happens here, before the upgrade.
+///
+/// The upgrade is done here rather than with axum's `WebSocketUpgrade` so that
+/// the session owns a plain tokio-tungstenite stream and can send large frames
+/// in fragments (see `session::feed_text`).
 async fn signaling(
     State(app): App,
-    headers: HeaderMap,
     Query(query): Query<TokenQuery>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    mut request: Request,
 ) -> Result<Response, AppError> {
     let refused =
         |reason: &'static str| move |_: &AppError| count(&METRICS.upgrades_refused, reason);
-    check_origin(&app, &headers).inspect_err(refused("origin_not_allowed"))?;
-    let claims = authenticate(&app, &headers, query.token.as_deref())
+    let headers = request.headers();
+    check_origin(&app, headers).inspect_err(refused("origin_not_allowed"))?;
+    let claims = authenticate(&app, headers, query.token.as_deref())
         .inspect_err(refused("invalid_token"))?;
     check_room_id(&claims.room).inspect_err(refused("invalid_room"))?;
-    let upgrade = upgrade
-        .map_err(|r| AppError::new(r.status(), "websocket_upgrade_required", r.body_text()))?;
+    let accept = websocket_accept(headers)?;
+    let subprotocol = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == SUBPROTOCOL);
     if app.shutdown.is_cancelled() {
         return Err(AppError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -164,20 +171,88 @@ async fn signaling(
             "the server is shutting down",
         ));
     }
+    let on_upgrade = hyper::upgrade::on(&mut request);
     let limits = &app.config.server;
-    let tracker = app.sessions.clone();
-    let app_for_session = app.clone();
-    Ok(upgrade
-        .protocols([SUBPROTOCOL])
-        .max_message_size(limits.max_frame_bytes)
-        .max_frame_size(limits.max_frame_bytes)
-        // Small buffers: most frames are a few hundred bytes, and memory per idle socket matters.
-        .read_buffer_size(4 * 1024)
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(limits.max_frame_bytes))
+        .max_frame_size(Some(limits.max_frame_bytes))
+        // Small buffers: clients send frames of a few hundred bytes, and memory per idle socket matters.
+        .read_buffer_size(512)
         .write_buffer_size(0)
-        .max_write_buffer_size(limits.max_frame_bytes * 2)
-        .on_upgrade(move |socket| {
-            tracker.track_future(crate::session::serve(socket, claims, app_for_session))
-        }))
+        // Large frames leave in fragments, so no single frame is bigger than this.
+        .max_write_buffer_size(limits.max_frame_bytes);
+    let app_for_session = app.clone();
+    app.sessions.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    hyper_util::rt::TokioIo::new(upgraded),
+                    tungstenite::protocol::Role::Server,
+                    Some(config),
+                )
+                .await;
+                crate::session::serve(socket, claims, app_for_session).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        }
+    });
+    let mut response = Response::new(axum::body::Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("upgrade"),
+    );
+    h.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("websocket"),
+    );
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if subprotocol {
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            header::HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
+    Ok(response)
+}
+
+/// Checks that the request asks for a WebSocket (RFC 6455 §4.2.1) and answers its key.
+fn websocket_accept(headers: &HeaderMap) -> Result<header::HeaderValue, AppError> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    let refuse = |message: &str| {
+        AppError::new(
+            StatusCode::BAD_REQUEST,
+            "websocket_upgrade_required",
+            message.to_owned(),
+        )
+    };
+    if !has_token(header::CONNECTION, "upgrade") {
+        return Err(refuse("Connection header did not include 'upgrade'"));
+    }
+    if !has_token(header::UPGRADE, "websocket") {
+        return Err(refuse("`Upgrade` header did not include 'websocket'"));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(refuse(
+            "`Sec-WebSocket-Version` header did not include '13'",
+        ));
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or_else(|| refuse("`Sec-WebSocket-Key` header missing"))?;
+    header::HeaderValue::from_str(&tungstenite::handshake::derive_accept_key(key.as_bytes()))
+        .map_err(|_| refuse("bad `Sec-WebSocket-Key`"))
 }
 
 fn check_origin(app: &AppState, headers: &HeaderMap) -> Result<(), AppError> {

@@ -181,8 +181,7 @@ fn serve(mut config: Config, args: ServeArgs, format: LogFormat) -> anyhow::Resu
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.server.listen)
-            .await
+        let listener = bind(config.server.listen)
             .with_context(|| format!("binding {}", config.server.listen))?;
         onair::run(listener, config, shutdown_signal()).await?;
         Ok(())
@@ -219,4 +218,18 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = interrupt.await;
     tracing::info!("shutdown signal received");
+}
+
+/// Binds with a deep accept queue: `TcpListener::bind` listens with a backlog of
+/// 128, which a reconnect storm overflows (the kernel drops the SYNs and the
+/// clients retry 1 s later). The kernel caps it at `net.core.somaxconn`.
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }

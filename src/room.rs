@@ -16,13 +16,14 @@
 //! back with a compare-and-set; only the node whose write won carries out the
 //! effects (backend calls, timers, the store and the outbox).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
-use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tungstenite::Utf8Bytes;
 
 use crate::backends::{Backend, StartRequest, StopRequest};
 use crate::cluster::{Cas, Cluster, ClusterError, Host, wire};
@@ -47,22 +48,83 @@ pub fn encode(frame: &ServerFrame) -> Frame {
 #[derive(Clone, Debug)]
 pub struct Outlet {
     /// The participant's bounded outgoing queue.
-    pub tx: mpsc::Sender<Frame>,
+    pub queue: Arc<Queue>,
     /// Cancelled when the room drops the participant for not reading.
     pub kick: CancellationToken,
 }
 
 impl Outlet {
     /// Queues a frame; `false` if the queue is full (the client is not reading).
-    fn offer(&self, frame: Frame) -> bool {
-        match self.tx.try_send(frame) {
-            Ok(()) => {
-                METRICS.frames_sent.inc();
-                true
+    pub fn offer(&self, frame: Frame) -> bool {
+        let queued = self.queue.offer(frame);
+        if queued {
+            METRICS.frames_sent.inc();
+        }
+        queued
+    }
+}
+
+/// One participant's bounded queue of frames waiting for its socket task.
+///
+/// A `VecDeque` behind a mutex (held only to push or drain, never across
+/// `.await`) rather than a tokio channel: an idle queue holds no buffer at all,
+/// where a bounded `mpsc` channel keeps at least one 32-slot block (~1 KiB)
+/// plus its cache-padded state (~0.5 KiB) for every participant, and keeps the
+/// blocks a burst made it grow.
+pub struct Queue {
+    frames: Mutex<VecDeque<Frame>>,
+    ready: Notify,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Queue {
+    /// An empty queue holding at most `capacity` frames.
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            frames: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+            capacity,
+        })
+    }
+
+    /// Adds a frame; `false` if the queue is full.
+    pub fn offer(&self, frame: Frame) -> bool {
+        let mut frames = self.frames.lock().unwrap_or_else(|e| e.into_inner());
+        if frames.len() >= self.capacity {
+            return false;
+        }
+        frames.push_back(frame);
+        drop(frames);
+        // Stores a permit if the socket task is not waiting right now.
+        self.ready.notify_one();
+        true
+    }
+
+    /// Waits until frames are queued and takes up to `max` of them.
+    /// Cancel-safe: frames leave the queue only in the poll that returns them.
+    pub async fn take(&self, max: usize) -> Vec<Frame> {
+        loop {
+            {
+                let mut frames = self.frames.lock().unwrap_or_else(|e| e.into_inner());
+                if !frames.is_empty() {
+                    let n = frames.len().min(max);
+                    let batch: Vec<Frame> = frames.drain(..n).collect();
+                    if frames.is_empty() && frames.capacity() > 8 {
+                        // Give back what a burst made the queue grow to.
+                        *frames = VecDeque::new();
+                    }
+                    return batch;
+                }
             }
-            Err(TrySendError::Full(_)) => false,
-            // The socket task is gone; its leave is on the way.
-            Err(TrySendError::Closed(_)) => true,
+            self.ready.notified().await;
         }
     }
 }

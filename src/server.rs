@@ -195,6 +195,11 @@ pub async fn run(
         token.cancel();
     });
     let stopped = app.shutdown.clone();
+    // Each recording command is two small frames written back to back: do not
+    // let Nagle hold the second one until the first is acknowledged.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let served = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<std::net::SocketAddr>(),

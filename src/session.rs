@@ -10,12 +10,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::SinkExt;
-use tokio::sync::mpsc;
+use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use tungstenite::Message;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::frame::Frame as WsFrame;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use crate::auth::Claims;
 use crate::metrics::{METRICS, count};
@@ -25,7 +27,7 @@ use crate::protocol::{
     ServerFrame, now_rfc3339, parse_client_frame,
 };
 use crate::recording::{Actor, Input, StartOptions};
-use crate::room::{Frame, Outlet, Room, encode};
+use crate::room::{Frame, Outlet, Queue, Room, encode};
 use crate::server::AppState;
 
 /// Close codes onair uses (RFC 6455 §7.4.1).
@@ -44,12 +46,23 @@ pub const MAX_DISPLAY_NAME: usize = 100;
 /// Frames written to the socket before one flush, when several are queued.
 const WRITE_BATCH: usize = 64;
 
+/// Text frames longer than this are sent as fragments of this size. tungstenite
+/// keeps its write buffer at the capacity of the largest frame it ever wrote, so
+/// one `join_success` listing a big room would otherwise stay allocated for the
+/// socket's whole life (~11 KiB per participant in rooms of 100), and a room of
+/// ~600 would make it larger than `max_write_buffer_size`.
+const FRAGMENT_BYTES: usize = 512;
+
+/// The socket of one participant.
+pub type WebSocket =
+    tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+
 /// Serves one upgraded socket until it closes.
 pub async fn serve(socket: WebSocket, claims: Claims, app: Arc<AppState>) {
     let id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("session", room = %claims.room, participant = %id);
-    let (session, rx) = Session::new(id, claims, app);
-    drive(session, rx, socket).instrument(span).await;
+    let session = Session::new(id, claims, app);
+    drive(session, socket).instrument(span).await;
 }
 
 struct Session {
@@ -68,31 +81,36 @@ enum Flow {
 }
 
 impl Session {
-    fn new(id: String, claims: Claims, app: Arc<AppState>) -> (Self, mpsc::Receiver<Frame>) {
+    fn new(id: String, claims: Claims, app: Arc<AppState>) -> Self {
         let server = &app.config.server;
-        let (tx, rx) = mpsc::channel(server.send_queue);
         let limiter = RateLimiter::new(server.messages_per_second, server.message_burst);
-        let session = Self {
+        Self {
             id,
             claims,
             outlet: Outlet {
-                tx,
+                queue: Queue::new(server.send_queue),
                 kick: CancellationToken::new(),
             },
             room: None,
             limiter,
             app,
-        };
-        (session, rx)
+        }
     }
 }
 
 /// The connection's loop: the first of shutdown, kick, join timeout, a queued
 /// frame to write, or a frame to read wins each round.
-async fn drive(mut session: Session, mut rx: mpsc::Receiver<Frame>, mut socket: WebSocket) {
+async fn drive(mut session: Session, mut socket: WebSocket) {
     {
-        let shutdown = session.app.shutdown.clone();
-        let kick = session.outlet.kick.clone();
+        let shutdown_token = session.app.shutdown.clone();
+        let kick_token = session.outlet.kick.clone();
+        // Created once and polled by reference: a fresh `cancelled()` future per
+        // round would register and unregister a waiter on both tokens (a mutex
+        // each) for every batch of frames written.
+        let shutdown = shutdown_token.cancelled();
+        let kick = kick_token.cancelled();
+        tokio::pin!(shutdown, kick);
+        let queue = session.outlet.queue.clone();
         let join_deadline = tokio::time::sleep(Duration::from_secs(
             session.app.config.server.join_timeout_s,
         ));
@@ -103,22 +121,22 @@ async fn drive(mut session: Session, mut rx: mpsc::Receiver<Frame>, mut socket: 
         let flow = loop {
             let flow = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => Flow::Close(close_code::GOING_AWAY, "server shutting down"),
-                _ = kick.cancelled() => Flow::Close(close_code::POLICY, "send queue overflow: client is not reading"),
+                _ = &mut shutdown => Flow::Close(close_code::GOING_AWAY, "server shutting down"),
+                _ = &mut kick => Flow::Close(close_code::POLICY, "send queue overflow: client is not reading"),
                 _ = &mut join_deadline, if session.room.is_none() => {
                     Flow::Close(close_code::POLICY, "join timeout: send `join` first")
                 }
-                Some(frame) = rx.recv() => {
+                frames = queue.take(WRITE_BATCH) => {
                     tokio::select! {
-                        written = write(&mut socket, frame, &mut rx) => match written {
+                        written = write(&mut socket, frames) => match written {
                             Ok(()) => Flow::Continue,
                             Err(_) => Flow::Gone,
                         },
-                        _ = kick.cancelled() => Flow::Close(close_code::POLICY, "send queue overflow: client is not reading"),
-                        _ = shutdown.cancelled() => Flow::Close(close_code::GOING_AWAY, "server shutting down"),
+                        _ = &mut kick => Flow::Close(close_code::POLICY, "send queue overflow: client is not reading"),
+                        _ = &mut shutdown => Flow::Close(close_code::GOING_AWAY, "server shutting down"),
                     }
                 }
-                incoming = socket.recv() => session.on_incoming(incoming),
+                incoming = socket.next() => session.on_incoming(incoming),
             };
             match flow {
                 Flow::Continue => continue,
@@ -135,24 +153,24 @@ async fn drive(mut session: Session, mut rx: mpsc::Receiver<Frame>, mut socket: 
                 tracing::debug!(code, reason, "closing");
                 count(&METRICS.closed_by_server, close_reason(code, reason));
                 let frame = CloseFrame {
-                    code,
+                    code: code.into(),
                     reason: reason.into(),
                 };
                 let _ = tokio::time::timeout(Duration::from_secs(1), async {
                     socket.send(Message::Close(Some(frame))).await?;
                     // Wait briefly for the client's answering Close.
-                    while let Some(Ok(m)) = socket.recv().await {
+                    while let Some(Ok(m)) = socket.next().await {
                         if matches!(m, Message::Close(_)) {
                             break;
                         }
                     }
-                    Ok::<_, axum::Error>(())
+                    Ok::<_, tungstenite::Error>(())
                 })
                 .await;
             }
             Flow::Gone => {
                 // Flush the automatic reply to a client's Close, if any.
-                let _ = tokio::time::timeout(Duration::from_secs(1), socket.close()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(None)).await;
             }
             Flow::Continue => unreachable!(),
         }
@@ -161,7 +179,7 @@ async fn drive(mut session: Session, mut rx: mpsc::Receiver<Frame>, mut socket: 
 }
 
 impl Session {
-    fn on_incoming(&mut self, incoming: Option<Result<Message, axum::Error>>) -> Flow {
+    fn on_incoming(&mut self, incoming: Option<Result<Message, tungstenite::Error>>) -> Flow {
         match incoming {
             None => Flow::Gone,
             Some(Err(e)) => close_for_read_error(e),
@@ -187,7 +205,7 @@ impl Session {
                 Flow::Close(close_code::TOO_BIG, "binary frames are not supported")
             }
             Some(Ok(Message::Close(_))) => Flow::Gone,
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Flow::Continue,
         }
     }
 
@@ -299,38 +317,50 @@ impl Session {
 
     /// Queues a frame for this client only; a full queue means it does not read.
     fn reply(&self, frame: Frame) {
-        if self.outlet.tx.try_send(frame).is_err() {
+        if !self.outlet.offer(frame) {
             self.outlet.kick.cancel();
         }
     }
 }
 
-/// Writes one frame and whatever else is already queued, then flushes once.
-async fn write(
-    socket: &mut WebSocket,
-    first: Frame,
-    rx: &mut mpsc::Receiver<Frame>,
-) -> Result<(), axum::Error> {
-    socket.feed(Message::Text(first)).await?;
-    for _ in 1..WRITE_BATCH {
-        match rx.try_recv() {
-            Ok(frame) => socket.feed(Message::Text(frame)).await?,
-            Err(_) => break,
-        }
+/// Writes a batch of queued frames, then flushes once.
+async fn write(socket: &mut WebSocket, frames: Vec<Frame>) -> Result<(), tungstenite::Error> {
+    for frame in frames {
+        feed_text(socket, frame).await?;
     }
     socket.flush().await
 }
 
+/// Queues one text message, in fragments of `FRAGMENT_BYTES` when it is longer.
+async fn feed_text(socket: &mut WebSocket, text: Frame) -> Result<(), tungstenite::Error> {
+    if text.len() <= FRAGMENT_BYTES {
+        return socket.feed(Message::Text(text)).await;
+    }
+    let bytes = bytes::Bytes::from(text);
+    let mut start = 0;
+    while start < bytes.len() {
+        let end = (start + FRAGMENT_BYTES).min(bytes.len());
+        let opcode = if start == 0 {
+            OpCode::Data(Data::Text)
+        } else {
+            OpCode::Data(Data::Continue)
+        };
+        let fragment = WsFrame::message(bytes.slice(start..end), opcode, end == bytes.len());
+        socket.feed(Message::Frame(fragment)).await?;
+        start = end;
+    }
+    Ok(())
+}
+
 /// A frame over the size limit is a capacity error: close with 1009. Any other
 /// read error means the connection is already broken.
-fn close_for_read_error(error: axum::Error) -> Flow {
-    let inner = error.into_inner();
-    match inner.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => {
+fn close_for_read_error(error: tungstenite::Error) -> Flow {
+    match error {
+        tungstenite::Error::Capacity(_) => {
             Flow::Close(close_code::TOO_BIG, "frame larger than the server accepts")
         }
-        _ => {
-            tracing::debug!(error = %inner, "read error");
+        other => {
+            tracing::debug!(error = %other, "read error");
             Flow::Gone
         }
     }

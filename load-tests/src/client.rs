@@ -15,15 +15,23 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 /// A bot's socket.
 pub type Ws = WebSocketStream<TcpStream>;
 
-/// Where and how bots connect.
+/// One server the bots connect to.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub struct Server {
     /// The server's address (loopback).
     pub addr: SocketAddr,
     /// `host:port` for the request line.
     pub authority: String,
     /// Path and query, e.g. `/signaling`.
     pub path: String,
+}
+
+/// Where and how bots connect.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The servers; bot `i` connects to server `i mod n`, so the members of one
+    /// room are spread over the nodes of a cluster.
+    pub servers: Vec<Server>,
     /// Loopback source addresses to spread sockets over; empty: the kernel picks.
     pub source_ips: Vec<IpAddr>,
 }
@@ -40,7 +48,8 @@ impl Target {
         token: Option<&str>,
         room: Option<&str>,
     ) -> Result<Ws, ConnectError> {
-        let socket = match self.addr {
+        let server = &self.servers[(index % self.servers.len() as u64) as usize];
+        let socket = match server.addr {
             SocketAddr::V4(_) => TcpSocket::new_v4(),
             SocketAddr::V6(_) => TcpSocket::new_v6(),
         }
@@ -52,11 +61,11 @@ impl Target {
                 .map_err(|e| ConnectError(format!("bind_{:?}", e.kind())))?;
         }
         let stream = socket
-            .connect(self.addr)
+            .connect(server.addr)
             .await
             .map_err(|e| ConnectError(format!("connect_{:?}", e.kind())))?;
         let _ = stream.set_nodelay(true);
-        let mut uri = format!("ws://{}{}", self.authority, self.path);
+        let mut uri = format!("ws://{}{}", server.authority, server.path);
         if let Some(room) = room {
             uri.push(if uri.contains('?') { '&' } else { '?' });
             uri.push_str("room=");

@@ -27,7 +27,7 @@ use anyhow::{Context, bail, ensure};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::sync::mpsc;
 
-use crate::client::Target;
+use crate::client::{Server, Target};
 use crate::stats::{HostReport, Progress, Report, ServerReport, Summary, WorkerReport};
 use crate::worker::{Dialect, Kind, Plan, ToParent, ToWorker};
 
@@ -50,7 +50,8 @@ struct Cli {
 
 #[derive(Args, Clone)]
 struct Common {
-    /// WebSocket URL of the server under test (loopback only).
+    /// WebSocket URL of the server under test (loopback only); several, comma-separated,
+    /// spread the bots over the nodes of a cluster (bot i → URL i mod n).
     #[arg(long, global = true, default_value = "ws://127.0.0.1:7800/signaling")]
     url: String,
     /// HS256 secret to mint participant tokens with: the server's `[auth] jwt_secret`.
@@ -358,8 +359,27 @@ fn plan(cli: &Cli, index: usize, run_id: &str) -> anyhow::Result<Plan> {
     Ok(p)
 }
 
-/// Parses the URL and source addresses; refuses anything but loopback.
-fn target(url: &str, source_ips: Option<&str>) -> anyhow::Result<Target> {
+/// Parses the URLs and source addresses; refuses anything but loopback.
+fn target(urls: &str, source_ips: Option<&str>) -> anyhow::Result<Target> {
+    let servers = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(server)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    ensure!(!servers.is_empty(), "--url names no server");
+    let source_ips = match source_ips {
+        None => Vec::new(),
+        Some(spec) => parse_ips(spec)?,
+    };
+    Ok(Target {
+        servers,
+        source_ips,
+    })
+}
+
+/// One `ws://` URL; refuses anything but loopback.
+fn server(url: &str) -> anyhow::Result<Server> {
     let rest = url
         .strip_prefix("ws://")
         .context("--url must start with ws:// (loopback, no TLS)")?;
@@ -376,15 +396,10 @@ fn target(url: &str, source_ips: Option<&str>) -> anyhow::Result<Target> {
         addr.ip().is_loopback(),
         "{addr} is not a loopback address: onair-bots only targets this machine"
     );
-    let source_ips = match source_ips {
-        None => Vec::new(),
-        Some(spec) => parse_ips(spec)?,
-    };
-    Ok(Target {
+    Ok(Server {
         addr,
         authority: authority.to_owned(),
         path: path.to_owned(),
-        source_ips,
     })
 }
 

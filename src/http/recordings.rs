@@ -86,6 +86,22 @@ impl Caller {
     }
 }
 
+/// The recording `id`, if the caller is known (401), it exists (404) and
+/// `allowed` lets the caller at its room (403).
+fn permitted(
+    app: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    allowed: fn(&Caller, &str) -> bool,
+) -> Result<Recording, AppError> {
+    let caller = Caller::identify(app, headers)?;
+    let recording = app.catalog.get(id).ok_or_else(|| not_found(id))?;
+    if !allowed(&caller, &recording.room) {
+        return Err(forbidden());
+    }
+    Ok(recording)
+}
+
 fn not_found(id: &str) -> AppError {
     AppError::new(
         StatusCode::NOT_FOUND,
@@ -171,11 +187,7 @@ async fn show(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    let caller = Caller::identify(&app, &headers)?;
-    let recording = app.catalog.get(&id).ok_or_else(|| not_found(&id))?;
-    if !caller.may_see(&recording.room) {
-        return Err(forbidden());
-    }
+    let recording = permitted(&app, &headers, &id, Caller::may_see)?;
     Ok(Json(RecordingView::from(recording)).into_response())
 }
 
@@ -185,11 +197,7 @@ async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    let caller = Caller::identify(&app, &headers)?;
-    let recording = app.catalog.get(&id).ok_or_else(|| not_found(&id))?;
-    if !caller.may_delete(&recording.room) {
-        return Err(forbidden());
-    }
+    permitted(&app, &headers, &id, Caller::may_delete)?;
     let recording = app.catalog.remove(&id).ok_or_else(|| not_found(&id))?;
     // Wherever the file is now. One still being moved to the bucket is
     // removed from there by the move, which finds its catalog entry gone.
@@ -259,11 +267,7 @@ async fn signed_url(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    let caller = Caller::identify(&app, &headers)?;
-    let recording = app.catalog.get(&id).ok_or_else(|| not_found(&id))?;
-    if !caller.may_see(&recording.room) {
-        return Err(forbidden());
-    }
+    let recording = permitted(&app, &headers, &id, Caller::may_see)?;
     let expires = unix_now() + app.config.storage.url_ttl_s;
     let signature = media_signature(&app.media_key, &id, expires);
     Ok(Json(json!({

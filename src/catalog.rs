@@ -54,6 +54,11 @@ pub struct Recording {
     pub provider: String,
     /// When onair catalogued it, RFC 3339 UTC.
     pub created_at: String,
+    /// Who was in it, as the provider names them (JaaS user ids); empty when
+    /// the provider does not say.
+    pub participants: Vec<String>,
+    /// Who started it, as the provider names them (the JaaS `initiatorId`).
+    pub initiator: Option<String>,
 }
 
 impl Recording {
@@ -65,8 +70,10 @@ impl Recording {
 
 /// All known recordings, kept in the store. Cataloguing and removing also
 /// write the `recording.available` / `recording.deleted` webhooks in the same
-/// transaction. With a bucket configured, every file catalogued here (whoever
-/// produced it) is then moved to the bucket by [`Storage`].
+/// transaction, and cataloguing the owner's notification POST too (both are
+/// then delivered by the outbox, across restarts). With a bucket configured,
+/// every file catalogued here (whoever produced it) is then moved to the
+/// bucket by [`Storage`].
 pub struct Catalog {
     store: Arc<Store>,
     outbox: Arc<Outbox>,
@@ -77,6 +84,9 @@ pub struct Catalog {
 impl Catalog {
     /// A catalog in `store`, announcing through `outbox`.
     pub fn new(store: Arc<Store>, outbox: Arc<Outbox>, notifications: Arc<Notifications>) -> Self {
+        // The outbox delivers the notification POSTs that cataloguing writes,
+        // with `[notifications]`' attempts, backoff and timeout.
+        outbox.deliver_notifications_with(notifications.post_policy());
         Self {
             store,
             outbox,
@@ -108,7 +118,7 @@ impl Catalog {
     /// Adds a recording; `false` if one with that id is already catalogued
     /// (a duplicate report is not applied twice) or the store failed (logged).
     pub fn insert(&self, recording: Recording) -> bool {
-        let deliveries = self.outbox.deliveries(
+        let mut deliveries = self.outbox.deliveries(
             "recording.available",
             json!({
                 "room": recording.room,
@@ -120,17 +130,28 @@ impl Catalog {
                 "provider": recording.provider,
             }),
         );
+        // The owner (who started it) gets the Temasys-style notifications:
+        // the POST is an outbox row in the same transaction as the entry, so
+        // a crash loses neither or both.
+        let owed = match self.store.owner(&recording.id) {
+            Ok(Some(owner)) => self.notifications.owed(&recording, &owner),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the recording's owner");
+                None
+            }
+        };
+        deliveries.extend(owed.as_ref().and_then(|o| o.post().cloned()));
         match self.store.insert_recording(&recording, &deliveries) {
             Ok(inserted) => {
                 if inserted {
                     self.outbox.wake();
-                    // The owner (who started it) gets the Temasys-style notifications.
-                    match self.store.owner(&recording.id) {
-                        Ok(Some(owner)) => {
-                            self.notifications.recording_available(&recording, &owner)
-                        }
-                        Ok(None) => {}
-                        Err(e) => tracing::error!(error = %e, "cannot read the recording's owner"),
+                    if let Some(owed) = owed {
+                        self.notifications.recording_available(
+                            &recording,
+                            owed,
+                            self.outbox.clone(),
+                        );
                     }
                     // After the notifications: an upload to the owner's S3 opens
                     // the local file before this moves it away.

@@ -49,10 +49,40 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address to listen on (`--listen`, `ONAIR_LISTEN`).
     pub listen: SocketAddr,
-    /// Browser origins allowed to open the socket; empty allows any.
+    /// Browser origins (`https://app.example`) allowed to open the socket and
+    /// to call the REST API cross-origin (CORS); a request with another
+    /// `Origin` is refused with 403. Empty: the socket takes any origin and the
+    /// REST API sends no CORS headers (same-origin only).
     pub allowed_origins: Vec<String>,
+    /// Open WebSockets this server holds at most; more are refused with 503
+    /// `too_many_connections`. 0 = no limit.
+    pub max_connections: usize,
+    /// Open WebSockets one client IP may hold; more are refused with 429
+    /// `too_many_connections_from_ip`. 0 = no limit.
+    pub max_connections_per_ip: usize,
+    /// Client IPs or CIDR blocks the per-IP limit does not apply to (loopback by
+    /// default: load tests, and a local proxy that is not in `trusted_proxies`).
+    pub per_ip_exempt: Vec<crate::limits::IpRange>,
+    /// Proxies (IPs or CIDR blocks) whose `X-Forwarded-For` names the client IP.
+    pub trusted_proxies: Vec<crate::limits::IpRange>,
+    /// Sockets one room may hold on this server; more are refused with 409
+    /// `room_full`. 0 = no limit.
+    pub max_participants_per_room: usize,
+    /// Deepest nesting of objects and arrays accepted in a client frame or a
+    /// REST JSON body.
+    pub max_json_depth: usize,
+    /// Largest REST API request body, in bytes (413 `body_too_large`).
+    pub max_body_bytes: usize,
+    /// Largest inbound provider webhook body, in bytes (413).
+    pub max_webhook_body_bytes: usize,
     /// Largest text frame a client may send, in bytes; bigger ones close the socket with 1009.
     pub max_frame_bytes: usize,
+    /// The kernel send buffer of each accepted socket, in bytes (`SO_SNDBUF`,
+    /// set on the listener and inherited; Linux doubles it). It bounds what a
+    /// client that stops reading pins in kernel memory beyond `send_queue`
+    /// (autotuning lets it grow to `net.ipv4.tcp_wmem`'s maximum, often
+    /// 4 MiB). 0 keeps the kernel's autotuning.
+    pub socket_send_buffer_bytes: usize,
     /// Frames queued for one client before it counts as not reading and is closed with 1008.
     pub send_queue: usize,
     /// Messages a client may send per second, on average.
@@ -70,7 +100,19 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7800)),
             allowed_origins: Vec::new(),
+            max_connections: 50_000,
+            max_connections_per_ip: 1_000,
+            per_ip_exempt: vec![
+                "127.0.0.0/8".parse().expect("a CIDR block"),
+                "::1".parse().expect("an address"),
+            ],
+            trusted_proxies: Vec::new(),
+            max_participants_per_room: 10_000,
+            max_json_depth: 32,
+            max_body_bytes: 64 * 1024,
+            max_webhook_body_bytes: 256 * 1024,
             max_frame_bytes: 64 * 1024,
+            socket_send_buffer_bytes: 128 * 1024,
             send_queue: 1024,
             messages_per_second: 20,
             message_burst: 40,
@@ -100,6 +142,68 @@ pub struct AuthConfig {
     pub leeway_s: u64,
     /// Lifetime of a ticket from `POST /v1/rooms/{room}/start`, in seconds.
     pub ticket_ttl_s: u64,
+    /// A PEM public key (`BEGIN PUBLIC KEY`) that verifies tokens of `algorithm` only.
+    pub public_key_path: Option<std::path::PathBuf>,
+    /// The one algorithm `public_key_path` verifies: RS256/384/512, PS256/384/512, ES256/384 or EdDSA.
+    pub algorithm: Option<jsonwebtoken::Algorithm>,
+    /// The identity provider's JWKS (`https://idp.example/.well-known/jwks.json`); each
+    /// key verifies the algorithm its `kty`/`crv`/`alg` name, chosen by the token's `kid`.
+    pub jwks_url: Option<String>,
+    /// Seconds fetched JWKS keys are used before they are fetched again.
+    pub jwks_cache_s: u64,
+    /// Least seconds between two JWKS fetches caused by tokens with an unknown `kid`.
+    pub jwks_min_refetch_s: u64,
+    /// Seconds one JWKS fetch may take.
+    pub jwks_timeout_s: u64,
+    /// Allows a plain `http://` `jwks_url` (an identity provider on loopback or a private network).
+    pub jwks_allow_http: bool,
+}
+
+impl AuthConfig {
+    /// Whether any token key is configured; without one onair runs in development mode.
+    pub fn has_token_keys(&self) -> bool {
+        self.jwt_secret.is_some() || self.public_key_path.is_some() || self.jwks_url.is_some()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.public_key_path, self.algorithm) {
+            (Some(_), None) => {
+                return Err(ConfigError(
+                    "auth.public_key_path needs auth.algorithm (RS256, ES256, EdDSA, …)".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError(
+                    "auth.algorithm is set but auth.public_key_path is not".into(),
+                ));
+            }
+            (_, Some(alg)) if alg.family() == jsonwebtoken::AlgorithmFamily::Hmac => {
+                return Err(ConfigError(format!(
+                    "auth.algorithm = \"{alg:?}\": a public key verifies RS*, PS*, ES* or EdDSA; \
+                     HS256 tokens use auth.jwt_secret"
+                )));
+            }
+            _ => {}
+        }
+        if let Some(url) = &self.jwks_url {
+            if url.starts_with("http://") {
+                if !self.jwks_allow_http {
+                    return Err(ConfigError(
+                        "auth.jwks_url is plain http://: set auth.jwks_allow_http = true to allow it"
+                            .into(),
+                    ));
+                }
+            } else if !url.starts_with("https://") {
+                return Err(ConfigError("auth.jwks_url must be an http(s) URL".into()));
+            }
+        }
+        if self.jwks_cache_s == 0 || self.jwks_timeout_s == 0 {
+            return Err(ConfigError(
+                "auth.jwks_cache_s and auth.jwks_timeout_s must be greater than 0".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for AuthConfig {
@@ -111,6 +215,13 @@ impl Default for AuthConfig {
             audience: None,
             leeway_s: 30,
             ticket_ttl_s: 30,
+            public_key_path: None,
+            algorithm: None,
+            jwks_url: None,
+            jwks_cache_s: 300,
+            jwks_min_refetch_s: 30,
+            jwks_timeout_s: 5,
+            jwks_allow_http: false,
         }
     }
 }
@@ -547,6 +658,12 @@ impl Config {
             ),
             ("server.message_burst", u64::from(s.message_burst)),
             ("server.join_timeout_s", s.join_timeout_s),
+            ("server.max_json_depth", s.max_json_depth as u64),
+            ("server.max_body_bytes", s.max_body_bytes as u64),
+            (
+                "server.max_webhook_body_bytes",
+                s.max_webhook_body_bytes as u64,
+            ),
             ("auth.ticket_ttl_s", self.auth.ticket_ttl_s),
             ("recording.start_timeout_s", self.recording.start_timeout_s),
         ];
@@ -608,6 +725,7 @@ impl Config {
             }
         }
         self.storage.validate()?;
+        self.auth.validate()?;
         // [cluster]
         let c = &self.cluster;
         if c.redis_url.is_some() {
@@ -785,6 +903,28 @@ mod tests {
     }
 
     #[test]
+    fn token_keys_are_checked() {
+        let load = |text: &str| {
+            let f = file(text);
+            Config::load_from(Some(f.path()), no_env()).map_err(|e| e.to_string())
+        };
+        let c = load("[auth]\npublic_key_path = \"/k.pem\"\nalgorithm = \"ES256\"\n").unwrap();
+        assert_eq!(c.auth.algorithm, Some(jsonwebtoken::Algorithm::ES256));
+        assert!(c.auth.has_token_keys());
+        assert_eq!(c.auth.jwks_cache_s, 300);
+        let err = load("[auth]\npublic_key_path = \"/k.pem\"\n").unwrap_err();
+        assert!(err.contains("auth.algorithm"), "{err}");
+        let err =
+            load("[auth]\npublic_key_path = \"/k.pem\"\nalgorithm = \"HS256\"\n").unwrap_err();
+        assert!(err.contains("auth.algorithm"), "{err}");
+        let err = load("[auth]\njwks_url = \"http://idp.example/jwks\"\n").unwrap_err();
+        assert!(err.contains("jwks_allow_http"), "{err}");
+        let err = load("[auth]\njwks_url = \"ftp://idp.example/jwks\"\n").unwrap_err();
+        assert!(err.contains("auth.jwks_url"), "{err}");
+        assert!(load("[auth]\njwks_url = \"https://idp.example/jwks\"\n").is_ok());
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         let f = file("[server]\nsend_queue = 0\n");
         let err = Config::load_from(Some(f.path()), no_env())
@@ -795,5 +935,26 @@ mod tests {
         assert!(Config::load_from(Some(f.path()), no_env()).is_err());
         let missing = Config::load_from(Some(Path::new("/nonexistent/onair.toml")), no_env());
         assert!(missing.unwrap_err().to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn proxies_and_exemptions_are_ips_or_cidr_blocks() {
+        let f = file("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nper_ip_exempt = []\n");
+        let c = Config::load_from(Some(f.path()), no_env()).unwrap();
+        assert_eq!(c.server.trusted_proxies.len(), 2);
+        assert!(c.server.per_ip_exempt.is_empty());
+        let f = file("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n");
+        let err = Config::load_from(Some(f.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("trusted_proxies") && err.contains("10.0.0.0/33"),
+            "{err}"
+        );
+        let f = file("[server]\nmax_json_depth = 0\n");
+        let err = Config::load_from(Some(f.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.max_json_depth"), "{err}");
     }
 }

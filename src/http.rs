@@ -7,17 +7,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, Extension, FromRequest, Path, Query, Request, State,
+};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::{AuthError, Claims, admin_key_matches, claims_for, valid_room_id};
-use crate::metrics::{METRICS, count};
+use crate::limits::{Limits, Refusal, json_too_deep};
+use crate::metrics::{METRICS, count, count_http_refusal};
 use crate::protocol::{RecordingError, Role, SUBPROTOCOL};
 use crate::recording::{Actor, Input, StartOptions, State as RecordingState};
 use crate::room::RecordingSnapshot;
@@ -28,11 +34,17 @@ mod recordings;
 
 type App = State<Arc<AppState>>;
 
-/// Largest JSON body the REST API accepts.
-const MAX_BODY_BYTES: usize = 64 * 1024;
-
 /// Builds the router.
+///
+/// Around every route: the `Origin` check and CORS (`[server] allowed_origins`),
+/// the request body limits (`[server] max_body_bytes`, and
+/// `max_webhook_body_bytes` on the providers' webhooks), and the server's
+/// [`Limits`] as a request extension for the upgrade and [`JsonBody`].
 pub fn router(app: Arc<AppState>) -> Router {
+    let server = &app.config.server;
+    let limits = Arc::new(Limits::new(server));
+    let webhooks = crate::webhooks::routes(app.rooms.backend())
+        .layer(DefaultBodyLimit::max(server.max_webhook_body_bytes));
     let mut router = Router::new()
         .route("/signaling", get(signaling))
         .route("/v1/rooms/{room}/start", post(ticket))
@@ -48,17 +60,100 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .merge(recordings::routes())
         .merge(notifications::routes())
-        .merge(crate::webhooks::routes(app.rooms.backend()));
+        .merge(webhooks);
     if app.dev_mode {
         router = router.route("/v1/dev/token", post(dev_token));
     }
-    router
+    router = router
         .merge(crate::web::routes())
         .fallback(|| async {
             AppError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(server.max_body_bytes));
+    if let Some(cors) = cors(&server.allowed_origins) {
+        router = router.layer(cors);
+    }
+    router
+        .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
+        .layer(Extension(limits))
         .with_state(app)
+}
+
+/// CORS for `[server] allowed_origins`: none when the list is empty, so
+/// browsers keep the API same-origin.
+fn cors(allowed: &[String]) -> Option<CorsLayer> {
+    if allowed.is_empty() {
+        return None;
+    }
+    let allowed = allowed.to_vec();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::predicate(move |origin, _| {
+                origin_allowed(&allowed, origin)
+            }))
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::RANGE])
+            .expose_headers([
+                header::CONTENT_RANGE,
+                header::ACCEPT_RANGES,
+                header::CONTENT_LENGTH,
+                header::CONTENT_DISPOSITION,
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// Whether a browser `Origin` is in the list: scheme, host and port compared
+/// without regard to case or a trailing `/`. The socket and CORS both use it.
+fn origin_allowed(allowed: &[String], origin: &HeaderValue) -> bool {
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let origin = origin.trim().trim_end_matches('/');
+    allowed
+        .iter()
+        .any(|a| a.trim().trim_end_matches('/').eq_ignore_ascii_case(origin))
+}
+
+/// The endpoint kind a refusal is counted under.
+fn endpoint_kind(path: &str) -> &'static str {
+    if path.starts_with("/webhooks/") || path.starts_with("/ocs/") {
+        "webhook"
+    } else {
+        "api"
+    }
+}
+
+/// Refuses a browser `Origin` outside `[server] allowed_origins` (when set) on
+/// every HTTP endpoint but the upgrade (which checks and counts it itself),
+/// and counts the requests refused for their body size.
+async fn guard(State(app): App, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path == "/signaling" {
+        return next.run(request).await;
+    }
+    let endpoint = endpoint_kind(path);
+    let allowed = &app.config.server.allowed_origins;
+    if !allowed.is_empty()
+        && let Some(origin) = request.headers().get(header::ORIGIN)
+        && !origin_allowed(allowed, origin)
+    {
+        count_http_refusal("origin_not_allowed", endpoint);
+        return origin_refused().into_response();
+    }
+    let response = next.run(request).await;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        count_http_refusal("body_too_large", endpoint);
+    }
+    response
+}
+
+fn origin_refused() -> AppError {
+    AppError::new(
+        StatusCode::FORBIDDEN,
+        "origin_not_allowed",
+        "this origin is not in [server] allowed_origins",
+    )
 }
 
 /// The one error type of the HTTP API.
@@ -112,18 +207,44 @@ impl From<AuthError> for AppError {
     }
 }
 
-/// `Json<T>` whose rejections are [`AppError`]s.
+/// A JSON request body, held to `[server] max_body_bytes` (413
+/// `body_too_large`, also on routes that lift the default body limit for
+/// uploads) and `[server] max_json_depth` (400 `json_too_deep`, checked before
+/// serde sees it); every rejection is an [`AppError`].
 pub struct JsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
 where
-    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    T: DeserializeOwned,
     S: Send + Sync,
 {
     type Rejection = AppError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let (max_bytes, max_depth) = match req.extensions().get::<Arc<Limits>>() {
+            Some(limits) => (limits.max_body_bytes, limits.max_json_depth),
+            None => {
+                let defaults = crate::config::ServerConfig::default();
+                (defaults.max_body_bytes, defaults.max_json_depth)
+            }
+        };
+        if !json_content_type(req.headers()) {
+            return Err(AppError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_body",
+                "Expected request with `Content-Type: application/json`",
+            ));
+        }
+        let bytes = read_body(req, max_bytes).await?;
+        if json_too_deep(&bytes, max_depth) {
+            count_http_refusal("json_too_deep", "api");
+            return Err(AppError::new(
+                StatusCode::BAD_REQUEST,
+                "json_too_deep",
+                format!("the body nests deeper than {max_depth} levels ([server] max_json_depth)"),
+            ));
+        }
+        match Json::<T>::from_bytes(&bytes) {
             Ok(Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(AppError::new(
                 rejection.status(),
@@ -132,6 +253,57 @@ where
             )),
         }
     }
+}
+
+/// `application/json` or `application/<something>+json`, as axum's `Json` wants.
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json") || subtype.to_ascii_lowercase().ends_with("+json"))
+}
+
+/// Reads a request body of at most `limit` bytes.
+async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, AppError> {
+    let too_large = || {
+        AppError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("a request body may have at most {limit} bytes ([server] max_body_bytes)"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = req.into_body().into_data_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            AppError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("cannot read the body: {e}"),
+            )
+        })?;
+        if bytes.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes.into())
 }
 
 /// `?token=` on the upgrade request.
@@ -145,18 +317,31 @@ struct TokenQuery {
 /// The upgrade is done here rather than with axum's `WebSocketUpgrade` so that
 /// the session owns a plain tokio-tungstenite stream and can send large frames
 /// in fragments (see `session::feed_text`).
+///
+/// The connection limits are checked before the token (a flood costs no
+/// signature checks), the room's after it; the [`crate::limits::Slot`] taken
+/// here lives as long as the session and gives the counts back when dropped.
 async fn signaling(
     State(app): App,
+    Extension(limits): Extension<Arc<Limits>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Query(query): Query<TokenQuery>,
     mut request: Request,
 ) -> Result<Response, AppError> {
     let refused =
         |reason: &'static str| move |_: &AppError| count(&METRICS.upgrades_refused, reason);
+    let over_limit = |refusal: Refusal| {
+        count(&METRICS.upgrades_refused, refusal.code());
+        limit_refused(refusal)
+    };
     let headers = request.headers();
     check_origin(&app, headers).inspect_err(refused("origin_not_allowed"))?;
+    let client_ip = limits.client_ip(peer.ip(), headers);
+    let mut slot = limits.admit(client_ip).map_err(over_limit)?;
     let claims = authenticate(&app, headers, query.token.as_deref())
         .inspect_err(refused("invalid_token"))?;
     check_room_id(&claims.room).inspect_err(refused("invalid_room"))?;
+    limits.enter(&mut slot, &claims.room).map_err(over_limit)?;
     let accept = websocket_accept(headers)?;
     let subprotocol = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -183,6 +368,8 @@ async fn signaling(
         .max_write_buffer_size(limits.max_frame_bytes);
     let app_for_session = app.clone();
     app.sessions.spawn(async move {
+        // Held until the session ends, whichever way it ends.
+        let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => {
                 let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
@@ -260,20 +447,22 @@ fn check_origin(app: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
     if allowed.is_empty() {
         return Ok(());
     }
-    let Some(origin) = headers.get(header::ORIGIN) else {
+    match headers.get(header::ORIGIN) {
         // Not a browser: origins do not apply.
-        return Ok(());
-    };
-    let origin = origin.to_str().unwrap_or_default();
-    if allowed.iter().any(|a| a == origin) {
-        Ok(())
-    } else {
-        Err(AppError::new(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
-            "this origin is not in [server] allowed_origins",
-        ))
+        None => Ok(()),
+        Some(origin) if origin_allowed(allowed, origin) => Ok(()),
+        Some(_) => Err(origin_refused()),
     }
+}
+
+/// The answer to an upgrade over a connection limit.
+fn limit_refused(refusal: Refusal) -> AppError {
+    let status = match refusal {
+        Refusal::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+        Refusal::TooManyConnectionsFromIp => StatusCode::TOO_MANY_REQUESTS,
+        Refusal::RoomFull => StatusCode::CONFLICT,
+    };
+    AppError::new(status, refusal.code(), refusal.to_string())
 }
 
 /// Finds the credential on an upgrade request: a `ticket#` subprotocol, a

@@ -4,7 +4,8 @@
 //! How the code is laid out (one concept, one module):
 //!
 //! * [`config`] — `Config`: TOML file + `ONAIR_<SECTION>__<KEY>` env + flags, with errors that name the key.
-//! * [`auth`] — participant JWTs (HS256), single-use tickets, the admin key.
+//! * [`auth`] — participant JWTs (HS256 secret, PEM public keys, a cached JWKS; each key pinned
+//!   to its algorithm), single-use tickets, the admin key.
 //! * [`protocol`] — wire types only (serde): the envelope, `control` and `recording`
 //!   messages. No tokio, no I/O. Checked against `protocol/` by tests.
 //! * [`recording`] — the recording state machine: pure `(state, input) → (state, effects)`.
@@ -13,6 +14,8 @@
 //! * [`cluster`] — `[cluster]`: several nodes as one over Redis (shared members and
 //!   recording state, compare-and-set transitions, per-room pub/sub, node heartbeats).
 //! * [`session`] — one WebSocket: read loop, bounded write queue, rate limit, close codes.
+//! * [`limits`] — open sockets per server, client IP (behind trusted proxies) and room,
+//!   with slots that give themselves back on drop; the JSON nesting-depth scan.
 //! * [`backends`] — what a recording start/stop is sent to: `manual`, `livekit`, `nextcloud`.
 //! * [`webhooks`] — inbound provider webhooks, verified, turned into recording inputs.
 //! * [`catalog`] — finished recordings, kept in the store.
@@ -40,6 +43,7 @@ pub mod catalog;
 pub mod cluster;
 pub mod config;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod notifications;
 pub mod protocol;

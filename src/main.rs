@@ -152,6 +152,13 @@ fn run() -> anyhow::Result<()> {
 }
 
 fn token(config: &Config, args: TokenArgs) -> anyhow::Result<()> {
+    if config.auth.jwt_secret.is_none() && config.auth.has_token_keys() {
+        anyhow::bail!(
+            "cannot mint: `onair token` signs HS256 with [auth] jwt_secret, and this \
+             configuration has only public keys ([auth] public_key_path / jwks_url), whose \
+             private keys onair does not hold; get tokens from your identity provider"
+        );
+    }
     let secret = config.auth.jwt_secret.as_deref().context(
         "no [auth] jwt_secret configured (set ONAIR_AUTH__JWT_SECRET or use --config); \
          in development mode, get tokens from POST /v1/dev/token instead",
@@ -181,7 +188,7 @@ fn serve(mut config: Config, args: ServeArgs, format: LogFormat) -> anyhow::Resu
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let listener = bind(config.server.listen)
+        let listener = bind(config.server.listen, config.server.socket_send_buffer_bytes)
             .with_context(|| format!("binding {}", config.server.listen))?;
         onair::run(listener, config, shutdown_signal()).await?;
         Ok(())
@@ -223,13 +230,19 @@ async fn shutdown_signal() {
 /// Binds with a deep accept queue: `TcpListener::bind` listens with a backlog of
 /// 128, which a reconnect storm overflows (the kernel drops the SYNs and the
 /// clients retry 1 s later). The kernel caps it at `net.core.somaxconn`.
-fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+///
+/// `send_buffer` (bytes, 0: the kernel's autotuning) is set on the listener;
+/// accepted sockets inherit it.
+fn bind(addr: SocketAddr, send_buffer: usize) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    if send_buffer > 0 {
+        socket.set_send_buffer_size(u32::try_from(send_buffer).unwrap_or(u32::MAX))?;
+    }
     socket.bind(addr)?;
     socket.listen(4096)
 }

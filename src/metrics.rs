@@ -19,6 +19,15 @@ pub struct Reason {
     pub reason: String,
 }
 
+/// Labels of an HTTP request refused by a limit or check.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpRefusal {
+    /// Why: `body_too_large`, `json_too_deep`, `origin_not_allowed`.
+    pub reason: String,
+    /// Which kind of endpoint: `api` (REST and pages) or `webhook` (providers' webhooks).
+    pub endpoint: String,
+}
+
 /// A label naming a recording status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Status {
@@ -40,8 +49,16 @@ pub struct Metrics {
     pub frames_sent: Counter,
     /// Upgrades refused before the WebSocket opened, by reason.
     pub upgrades_refused: Family<Reason, Counter>,
-    /// Client messages refused with an error event, by error.
+    /// Participant tokens refused, by reason (`expired`, `bad_signature`,
+    /// `algorithm_not_allowed`, `unknown_key`, `wrong_issuer`, …).
+    pub tokens_refused: Family<Reason, Counter>,
+    /// `[auth] jwks_url` fetches, by result (`ok`, `failed`).
+    pub jwks_fetches: Family<Reason, Counter>,
+    /// Client messages refused with an error event, by error (`json_too_deep`
+    /// for frames nested deeper than `[server] max_json_depth`, answered `invalid_json`).
     pub client_errors: Family<Reason, Counter>,
+    /// HTTP requests (other than the upgrade) refused by a limit or check.
+    pub http_refused: Family<HttpRefusal, Counter>,
     /// Connections closed by the server, by reason.
     pub closed_by_server: Family<Reason, Counter>,
     /// Recording state transitions, by the status entered.
@@ -50,6 +67,8 @@ pub struct Metrics {
     pub backend_errors: Family<Reason, Counter>,
     /// Outbound webhook attempts, by result (`delivered`, `retry`, `dead`, `gone`).
     pub webhook_attempts: Family<Reason, Counter>,
+    /// Recording notification POSTs (from the outbox), by result (`delivered`, `retry`, `dead`).
+    pub notification_posts: Family<Reason, Counter>,
     /// Inbound provider webhooks, by result (`applied`, `duplicate`, `stale`, `rejected`, `ignored`).
     pub inbound_webhooks: Family<Reason, Counter>,
     /// `[cluster]`: 1 while this node is connected to Redis and registered.
@@ -77,11 +96,15 @@ impl Metrics {
             frames_received: Counter::default(),
             frames_sent: Counter::default(),
             upgrades_refused: Family::default(),
+            tokens_refused: Family::default(),
+            jwks_fetches: Family::default(),
             client_errors: Family::default(),
+            http_refused: Family::default(),
             closed_by_server: Family::default(),
             recording_transitions: Family::default(),
             backend_errors: Family::default(),
             webhook_attempts: Family::default(),
+            notification_posts: Family::default(),
             inbound_webhooks: Family::default(),
             cluster_up: Gauge::default(),
             cluster_published: Counter::default(),
@@ -118,9 +141,24 @@ impl Metrics {
             m.upgrades_refused.clone(),
         );
         registry.register(
+            "tokens_refused",
+            "Participant tokens refused, by reason",
+            m.tokens_refused.clone(),
+        );
+        registry.register(
+            "jwks_fetches",
+            "Fetches of the [auth] jwks_url key set, by result",
+            m.jwks_fetches.clone(),
+        );
+        registry.register(
             "client_errors",
             "Client messages answered with an error event",
             m.client_errors.clone(),
+        );
+        registry.register(
+            "http_refused",
+            "HTTP requests refused by a limit or check, by reason and endpoint kind",
+            m.http_refused.clone(),
         );
         registry.register(
             "closed_by_server",
@@ -136,6 +174,11 @@ impl Metrics {
             "backend_errors",
             "Failed calls to the recording backend",
             m.backend_errors.clone(),
+        );
+        registry.register(
+            "notification_posts",
+            "Recording notification POST attempts by result",
+            m.notification_posts.clone(),
         );
         registry.register(
             "webhook_attempts",
@@ -192,6 +235,17 @@ impl Metrics {
 
 /// The process's metrics.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// Counts one refused HTTP request.
+pub fn count_http_refusal(reason: &str, endpoint: &str) {
+    METRICS
+        .http_refused
+        .get_or_create(&HttpRefusal {
+            reason: reason.to_owned(),
+            endpoint: endpoint.to_owned(),
+        })
+        .inc();
+}
 
 /// Counts one event under a reason label.
 pub fn count(family: &Family<Reason, Counter>, reason: &str) {

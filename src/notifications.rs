@@ -7,10 +7,19 @@
 //!
 //! The settings model, its validation and the metadata are plain functions of
 //! their input ([`Settings::from_request`], [`Settings::view`],
-//! [`Metadata::new`]). The sending happens at the edge, in tasks that
-//! [`Notifications::recording_available`] spawns: the S3 upload first (so the
-//! POST and the e-mails can carry its presigned URL), then the POST (retried
-//! with backoff) and one e-mail per address (SMTP from `[smtp]`).
+//! [`Metadata::new`]).
+//!
+//! The POST goes through the durable outbox (`webhooks::outbound`): when a
+//! recording is catalogued, [`Notifications::owed`] turns the owner's
+//! settings into an outbox row that the catalog writes in the same SQLite
+//! transaction as the entry, so a crash loses neither or both, and the
+//! outbox's worker delivers it with backoff ([`post_once`], [`PostPolicy`]),
+//! resuming after a restart. When the file is also uploaded to the owner's
+//! S3, the row is written *held* and [`Notifications::recording_available`]'s
+//! task releases it once the upload names the presigned `retrievalUrl`; a
+//! crash before that releases it at the next start with onair's own media
+//! URL, which is still a working link. The e-mails (SMTP from `[smtp]`) and
+//! the S3 upload run in that task, with in-memory retries.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -32,7 +41,8 @@ use tracing::Instrument;
 
 use crate::catalog::{Location, Recording};
 use crate::config::Config;
-use crate::store::{Store, StoreError};
+use crate::store::{DeliveryKind, NewDelivery, Store, StoreError};
+use crate::webhooks::outbound::Outbox;
 
 /// Most addresses one setting may e-mail.
 pub const MAX_EMAILS: usize = 20;
@@ -409,8 +419,8 @@ pub struct Metadata {
     pub unix_time: u64,
     /// The room.
     pub room_id: String,
-    /// The most participants in the call: onair does not count them per
-    /// recording, so this is `null` (unknown) rather than a made-up number.
+    /// How many took part, when the provider names them (JaaS); otherwise
+    /// `null` (unknown) rather than a made-up number.
     pub participants: Option<u32>,
     /// When recording started, UTC: availability minus the duration.
     pub start_time: String,
@@ -436,7 +446,8 @@ impl Metadata {
                 .unwrap_or_default()
                 .as_secs(),
             room_id: recording.room.clone(),
-            participants: None,
+            participants: (!recording.participants.is_empty())
+                .then(|| u32::try_from(recording.participants.len()).unwrap_or(u32::MAX)),
             start_time: humantime::format_rfc3339_seconds(started).to_string(),
             end_time: humantime::format_rfc3339_seconds(available).to_string(),
             retrieval_url,
@@ -485,11 +496,10 @@ pub struct Notifications {
 
 struct Inner {
     store: Arc<Store>,
-    http: reqwest::Client,
     mailer: Option<Mailer>,
     attempts: u32,
     retry_base: Duration,
-    timeout: Duration,
+    post_policy: PostPolicy,
     public_url: Option<String>,
     media_url: Option<Arc<MediaUrl>>,
     s3_endpoint: Option<String>,
@@ -565,17 +575,21 @@ fn mailer(config: &Config) -> Option<Mailer> {
 
 impl Notifications {
     /// Notifications from `config`'s `[smtp]` and `[notifications]`, reading
-    /// settings from `store` and POSTing with `http`.
-    pub fn new(config: &Config, store: Arc<Store>, http: reqwest::Client) -> Self {
+    /// settings from `store`. (`_http` is unused: the POSTs go out with the
+    /// outbox's client; the parameter stays until the callers drop it.)
+    pub fn new(config: &Config, store: Arc<Store>, _http: reqwest::Client) -> Self {
         let n = &config.notifications;
         Self {
             inner: Arc::new(Inner {
                 store,
-                http,
                 mailer: mailer(config),
                 attempts: n.attempts.max(1),
                 retry_base: Duration::from_millis(n.retry_base_ms),
-                timeout: Duration::from_secs(n.timeout_s.max(1)),
+                post_policy: PostPolicy {
+                    attempts: n.attempts.max(1),
+                    retry_base: Duration::from_millis(n.retry_base_ms),
+                    timeout: Duration::from_secs(n.timeout_s.max(1)),
+                },
                 public_url: n
                     .public_url
                     .as_ref()
@@ -597,32 +611,66 @@ impl Notifications {
         self
     }
 
-    /// `recording` of `owner` became available: if the owner's settings say
-    /// so, POST its metadata, e-mail the addresses, and (whenever S3
-    /// settings are present) upload the file there. Returns at once; the
-    /// work runs in a task.
-    pub fn recording_available(&self, recording: &Recording, owner: &str) {
+    /// How the outbox delivers the POSTs (`[notifications]` attempts, backoff, timeout).
+    pub fn post_policy(&self) -> PostPolicy {
+        self.inner.post_policy
+    }
+
+    /// What `recording` of `owner` becoming available owes the owner, from
+    /// their settings: `None` when nothing (no settings, or neither `notify`
+    /// nor S3). Its [`Owed::post`] is written with the catalog entry.
+    pub fn owed(&self, recording: &Recording, owner: &str) -> Option<Owed> {
         let settings = match load(&self.inner.store, owner) {
             Ok(Some(settings)) => settings,
-            Ok(None) => return,
+            Ok(None) => return None,
             Err(e) => {
                 tracing::error!(error = %e, owner, "cannot read notification settings");
-                return;
+                return None;
             }
         };
         if !settings.notify && settings.s3.is_none() {
-            return;
+            return None;
         }
+        // Only a file onair holds is uploaded; then the POST waits for its URL.
+        let uploads = settings.s3.is_some() && recording.location.file().is_some();
+        let post = match (&settings.url, settings.notify) {
+            (Some(url), true) => {
+                let metadata = Metadata::new(recording, owner, self.inner.retrieval_url(recording));
+                Some(NewDelivery {
+                    kind: DeliveryKind::Notification,
+                    held: uploads,
+                    message_id: format!("ntf_{}", uuid::Uuid::new_v4().simple()),
+                    endpoint: url.clone(),
+                    event_type: "recording.notification".into(),
+                    payload: serde_json::to_string(&metadata).expect("metadata serializes"),
+                })
+            }
+            _ => None,
+        };
+        Some(Owed {
+            owner: owner.to_owned(),
+            settings,
+            post,
+        })
+    }
+
+    /// `recording` was catalogued with `owed`'s POST: uploads the file to the
+    /// owner's S3 (whenever S3 settings are present), then lets the POST go
+    /// (with the upload's presigned URL) and e-mails the addresses if
+    /// `notify` is on. Returns at once; the work runs in a task.
+    pub fn recording_available(&self, recording: &Recording, owed: Owed, outbox: Arc<Outbox>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::error!(owner, "recording notifications need a Tokio runtime");
+            tracing::error!(owner = %owed.owner, "recording notifications need a Tokio runtime");
+            if let Some(post) = owed.post.as_ref().filter(|p| p.held) {
+                let _ = self.inner.store.release_held(&post.message_id, None);
+            }
             return;
         };
-        let span = tracing::info_span!("notify", owner, room = %recording.room, recording_id = %recording.id);
+        let span = tracing::info_span!("notify", owner = %owed.owner, room = %recording.room, recording_id = %recording.id);
         let inner = self.inner.clone();
         let recording = recording.clone();
-        let owner = owner.to_owned();
         self.tasks.spawn_on(
-            async move { inner.notify(recording, owner, settings).await }.instrument(span),
+            async move { inner.notify(recording, owed, outbox).await }.instrument(span),
             &runtime,
         );
     }
@@ -639,6 +687,101 @@ impl Notifications {
     }
 }
 
+/// What a recording's availability owes its owner ([`Notifications::owed`]).
+pub struct Owed {
+    /// The owner.
+    owner: String,
+    /// The owner's settings when the recording was catalogued.
+    settings: Settings,
+    /// The metadata POST as an outbox row, when `notify` is on and a `url` is set.
+    post: Option<NewDelivery>,
+}
+
+impl Owed {
+    /// The outbox row of the POST, to write with the catalog entry.
+    pub fn post(&self) -> Option<&NewDelivery> {
+        self.post.as_ref()
+    }
+}
+
+/// How the outbox delivers notification POSTs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PostPolicy {
+    /// Attempts in all (`[notifications] attempts`).
+    pub attempts: u32,
+    /// The first pause; each further one doubles (`[notifications] retry_base_ms`).
+    pub retry_base: Duration,
+    /// The bound on one attempt (`[notifications] timeout_s`).
+    pub timeout: Duration,
+}
+
+impl Default for PostPolicy {
+    fn default() -> Self {
+        let n = crate::config::NotificationsConfig::default();
+        Self {
+            attempts: n.attempts.max(1),
+            retry_base: Duration::from_millis(n.retry_base_ms),
+            timeout: Duration::from_secs(n.timeout_s.max(1)),
+        }
+    }
+}
+
+impl PostPolicy {
+    /// The pause after `made` failed attempts: what the receiver asked
+    /// (`Retry-After`), or `retry_base · 2^(made-1)` ±20 %, at most 10 minutes.
+    pub fn pause(&self, made: u32, asked: Option<Duration>) -> Duration {
+        asked
+            .unwrap_or_else(|| backoff(self.retry_base, made))
+            .min(MAX_PAUSE)
+    }
+}
+
+/// What one notification POST attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostOutcome {
+    /// A 2xx answer.
+    Delivered,
+    /// Worth another try (5xx, 408, 429, a timeout, no connection), after
+    /// the pause the receiver named, if it did.
+    Retry(String, Option<Duration>),
+    /// Another answer (4xx): trying again would not help.
+    GiveUp(String),
+}
+
+/// One attempt to POST a notification's metadata (`payload`, JSON) to `url`.
+/// Errors never name the URL (it may carry a token).
+pub async fn post_once(
+    http: &reqwest::Client,
+    url: &str,
+    payload: &str,
+    timeout: Duration,
+) -> PostOutcome {
+    let sent = http
+        .post(url)
+        .timeout(timeout)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(payload.to_owned())
+        .send()
+        .await;
+    match sent {
+        Ok(response) if response.status().is_success() => PostOutcome::Delivered,
+        Ok(response) => {
+            let status = response.status();
+            let error = format!("HTTP {}", status.as_u16());
+            if status.is_server_error()
+                || status == reqwest::StatusCode::REQUEST_TIMEOUT
+                || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            {
+                PostOutcome::Retry(error, retry_after(&response))
+            } else {
+                PostOutcome::GiveUp(error)
+            }
+        }
+        Err(e) if e.is_timeout() => PostOutcome::Retry("timed out".into(), None),
+        Err(e) => PostOutcome::Retry(e.without_url().to_string(), None),
+    }
+}
+
 /// One attempt's outcome.
 enum Attempt {
     Done,
@@ -648,28 +791,31 @@ enum Attempt {
 }
 
 impl Inner {
-    async fn notify(&self, recording: Recording, owner: String, settings: Settings) {
-        let uploaded = match &settings.s3 {
+    async fn notify(&self, recording: Recording, owed: Owed, outbox: Arc<Outbox>) {
+        let uploaded = match &owed.settings.s3 {
             Some(s3) => self.upload(&recording, s3).await,
             None => None,
         };
-        if !settings.notify {
+        let retrieval_url = uploaded.unwrap_or_else(|| self.retrieval_url(&recording));
+        let metadata = Metadata::new(&recording, &owed.owner, retrieval_url);
+        if let Some(post) = owed.post.as_ref().filter(|p| p.held) {
+            let payload = serde_json::to_string(&metadata).expect("metadata serializes");
+            match self.store.release_held(&post.message_id, Some(&payload)) {
+                Ok(_) => outbox.wake(),
+                // It stays held until the next start releases it as written.
+                Err(e) => tracing::error!(error = %e, "cannot release a notification POST"),
+            }
+        }
+        if !owed.settings.notify {
             return;
         }
-        let retrieval_url = uploaded.unwrap_or_else(|| self.retrieval_url(&recording));
-        let metadata = Metadata::new(&recording, &owner, retrieval_url);
-        let post = async {
-            if let Some(url) = &settings.url {
-                self.post(url, &metadata).await;
-            }
-        };
-        let mails = futures_util::future::join_all(
-            settings
+        futures_util::future::join_all(
+            owed.settings
                 .email
                 .iter()
                 .map(|to| self.email(to, &recording, &metadata)),
-        );
-        tokio::join!(post, mails);
+        )
+        .await;
     }
 
     /// Where the file can be fetched when it was not uploaded to the owner's S3.
@@ -684,46 +830,6 @@ impl Inner {
             None => recording.media_url(),
         };
         format!("{}{path}", self.public_url.as_deref().unwrap_or_default())
-    }
-
-    async fn post(&self, url: &str, metadata: &Metadata) {
-        let host = reqwest::Url::parse(url)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned))
-            .unwrap_or_default();
-        let result = self
-            .with_retries(|| async {
-                let sent = self
-                    .http
-                    .post(url)
-                    .timeout(self.timeout)
-                    .json(metadata)
-                    .send()
-                    .await;
-                match sent {
-                    Ok(response) if response.status().is_success() => Attempt::Done,
-                    Ok(response) => {
-                        let status = response.status();
-                        let error = format!("HTTP {}", status.as_u16());
-                        if status.is_server_error()
-                            || status == reqwest::StatusCode::REQUEST_TIMEOUT
-                            || status == reqwest::StatusCode::TOO_MANY_REQUESTS
-                        {
-                            Attempt::Retry(error, retry_after(&response))
-                        } else {
-                            Attempt::GiveUp(error)
-                        }
-                    }
-                    Err(e) if e.is_timeout() => Attempt::Retry("timed out".into(), None),
-                    // reqwest's errors name the URL, which may carry a token.
-                    Err(e) => Attempt::Retry(e.without_url().to_string(), None),
-                }
-            })
-            .await;
-        match result {
-            Ok(()) => tracing::info!(%host, "recording notification POSTed"),
-            Err(error) => tracing::warn!(%host, %error, "recording notification POST failed"),
-        }
     }
 
     async fn email(&self, to: &str, recording: &Recording, metadata: &Metadata) {
@@ -898,6 +1004,8 @@ mod tests {
             location: Location::File("/tmp/standup.mp4".into()),
             provider: "manual".into(),
             created_at: "2024-05-01T10:01:30.000Z".into(),
+            participants: Vec::new(),
+            initiator: None,
         }
     }
 
@@ -1111,6 +1219,10 @@ mod tests {
                 "retrievalUrl": "https://x.example/r"
             })
         );
+        let mut attended = recording();
+        attended.participants = vec!["user-ada".into(), "user-grace".into()];
+        let metadata_attended = Metadata::new(&attended, "ada", String::new());
+        assert_eq!(metadata_attended.participants, Some(2));
         let (subject, body) = metadata.email(&recording());
         assert_eq!(subject, "Recording available: standup");
         assert!(body.contains("Duration:  0:01:30"), "{body}");

@@ -735,9 +735,18 @@ impl Registry {
                 }
                 Effect::ArmStartTimeout { recording_id } => {
                     let timeout = self.start_timeout;
+                    let cluster = self.cluster.clone();
                     tokio::spawn(async move {
+                        // In cluster mode the transition also wrote a shared
+                        // deadline, which a survivor enforces if this node dies.
                         tokio::time::sleep(timeout).await;
-                        registry.apply_to(&room_id, Input::StartTimedOut { recording_id });
+                        let input = Input::StartTimedOut {
+                            recording_id: recording_id.clone(),
+                        };
+                        registry.apply_to(&room_id, input);
+                        if let Some(cluster) = &cluster {
+                            let _ = cluster.disarm_deadline(&room_id, &recording_id).await;
+                        }
                     });
                 }
                 _ => unreachable!("only deferred effects are pending"),
@@ -1128,7 +1137,14 @@ impl Registry {
                 });
             }
             match cluster
-                .compare_and_set(room_id, current.version, &to, require_empty, &messages)
+                .compare_and_set(
+                    room_id,
+                    current.version,
+                    &to,
+                    require_empty,
+                    self.start_timeout,
+                    &messages,
+                )
                 .await?
             {
                 Cas::Won => {
@@ -1243,6 +1259,13 @@ impl Host for Registry {
                 }
             }
         }
+    }
+
+    fn start_overdue(self: &Arc<Self>, room: String, recording_id: String) {
+        let registry = self.clone();
+        tokio::spawn(async move {
+            registry.apply_to(&room, Input::StartTimedOut { recording_id });
+        });
     }
 
     fn rooms_emptied(self: &Arc<Self>, rooms: Vec<String>) {

@@ -39,7 +39,7 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// The admin key for the REST API, if any.
     pub admin_key: Option<String>,
-    /// Signs media URLs (derived from the token secret).
+    /// Signs media URLs (derived from the token secret, else the admin key).
     pub media_key: [u8; 32],
     /// Whether onair runs without a configured secret (SPEC §1).
     pub dev_mode: bool,
@@ -54,8 +54,8 @@ pub struct AppState {
 pub enum ServerError {
     /// Development mode may only listen on loopback.
     #[error(
-        "no [auth] jwt_secret is configured (development mode), so onair only listens on loopback, \
-         not {0}; set ONAIR_AUTH__JWT_SECRET to listen elsewhere"
+        "no [auth] jwt_secret, public_key_path or jwks_url is configured (development mode), so \
+         onair only listens on loopback, not {0}; set ONAIR_AUTH__JWT_SECRET to listen elsewhere"
     )]
     DevModeNotLoopback(std::net::SocketAddr),
     /// The store could not be opened.
@@ -64,6 +64,9 @@ pub enum ServerError {
     /// `[cluster] redis_url` is not a usable Redis URL.
     #[error("[cluster] redis_url: {0}")]
     Cluster(#[from] crate::cluster::ClusterError),
+    /// `[auth] public_key_path` could not be loaded.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::KeyError),
     /// `[storage]` could not be set up.
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
@@ -73,9 +76,10 @@ pub enum ServerError {
 }
 
 impl AppState {
-    /// Builds the state (opening the store); without a JWT secret, sets up development mode.
+    /// Builds the state (opening the store); without any token key, sets up development mode.
     pub fn new(config: Config, shutdown: CancellationToken) -> Result<Self, ServerError> {
-        let dev_mode = config.auth.jwt_secret.is_none();
+        // Development mode: no token key at all (no secret, PEM key or JWKS).
+        let dev_mode = !config.auth.has_token_keys();
         let secret = config
             .auth
             .jwt_secret
@@ -94,8 +98,12 @@ impl AppState {
             .expect("the TLS backend initializes");
         let backend = Arc::new(Backend::from_config(&config, http.clone()));
         let store = Arc::new(Store::open(&config.store.path)?);
+        let cluster = crate::cluster::Cluster::from_config(&config.cluster)?;
         if let Backend::Livekit(livekit) = backend.as_ref() {
             livekit.attach_store(store.clone());
+            if let Some(cluster) = &cluster {
+                livekit.attach_cluster(cluster.clone());
+            }
         }
         let outbox = Arc::new(Outbox::new(&config.webhooks, store.clone()));
         let rooms = Arc::new(Registry::new(RegistryParts {
@@ -104,16 +112,30 @@ impl AppState {
             start_timeout: Duration::from_secs(config.recording.start_timeout_s),
             store: store.clone(),
             outbox: outbox.clone(),
-            cluster: crate::cluster::Cluster::from_config(&config.cluster)?,
+            cluster,
         }));
+        // Media URLs must verify after a restart and on every node, so their
+        // key derives from a configured secret: the token secret, else the
+        // admin key (public-key deployments); random only in development mode.
         let media_key = {
             use sha2::Digest;
-            sha2::Sha256::digest(format!("onair media URLs\n{secret}")).into()
+            let base = match (&config.auth.jwt_secret, &config.auth.admin_key) {
+                (Some(secret), _) => format!("token secret\n{secret}"),
+                (None, Some(admin)) => format!("admin key\n{admin}"),
+                (None, None) => format!("random\n{secret}"),
+            };
+            sha2::Sha256::digest(format!("onair media URLs\n{base}")).into()
         };
         let notifications = Arc::new(Notifications::new(&config, store.clone(), http.clone()));
         Ok(Self {
             media_key,
-            verifier: Verifier::new(&secret, &config.auth),
+            // HS256 with the configured secret (or development mode's); public
+            // keys only, when only those are configured.
+            verifier: Verifier::from_config(
+                &config.auth,
+                (config.auth.jwt_secret.is_some() || dev_mode).then_some(secret.as_str()),
+                http.clone(),
+            )?,
             tickets: Tickets::new(Duration::from_secs(config.auth.ticket_ttl_s)),
             rooms,
             catalog: Arc::new(
@@ -146,7 +168,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let local = listener.local_addr()?;
-    if config.auth.jwt_secret.is_none() && !local.ip().is_loopback() {
+    if !config.auth.has_token_keys() && !local.ip().is_loopback() {
         return Err(ServerError::DevModeNotLoopback(local));
     }
     let token = CancellationToken::new();
@@ -188,7 +210,16 @@ pub async fn run(
     // 8x8 JaaS: recording downloads a previous run left pending.
     crate::webhooks::jaas::resume(&app);
     tracing::info!(%local, "onair listening");
-    let router = crate::http::router(app.clone());
+    let mut router = crate::http::router(app.clone());
+    // [auth] jwks_url: keys fetched at once and kept fresh; a token with an
+    // unknown `kid` gets one (rate-limited) refetch before its handler runs.
+    if let Some(jwks) = app.verifier.jwks() {
+        tokio::spawn(jwks.clone().keep_fresh(app.shutdown.clone()));
+        router = router.layer(axum::middleware::from_fn_with_state(
+            jwks.clone(),
+            crate::auth::fetch_unknown_keys,
+        ));
+    }
     let grace = Duration::from_secs(app.config.server.shutdown_grace_s);
     tokio::spawn(async move {
         shutdown.await;

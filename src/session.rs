@@ -20,6 +20,7 @@ use tungstenite::protocol::frame::Frame as WsFrame;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use crate::auth::Claims;
+use crate::limits::json_too_deep;
 use crate::metrics::{METRICS, count};
 use crate::protocol::{
     ClientMessage, ControlCommand, ControlError, ControlEvent, Namespace, Parsed, Participant,
@@ -159,9 +160,18 @@ async fn drive(mut session: Session, mut socket: WebSocket) {
                 let _ = tokio::time::timeout(Duration::from_secs(1), async {
                     socket.send(Message::Close(Some(frame))).await?;
                     // Wait briefly for the client's answering Close.
-                    while let Some(Ok(m)) = socket.next().await {
-                        if matches!(m, Message::Close(_)) {
-                            break;
+                    while let Some(read) = socket.next().await {
+                        match read {
+                            Ok(Message::Close(_)) => break,
+                            Ok(_) => continue,
+                            Err(_) => {
+                                // E.g. the rest of an oversized frame: leaving it
+                                // unread would make the kernel answer with a
+                                // reset, which destroys our Close frame before
+                                // the client reads it. Discard it instead.
+                                drain(socket.get_mut()).await;
+                                break;
+                            }
                         }
                     }
                     Ok::<_, tungstenite::Error>(())
@@ -175,6 +185,21 @@ async fn drive(mut session: Session, mut socket: WebSocket) {
             Flow::Continue => unreachable!(),
         }
         tracing::debug!("disconnected");
+    }
+}
+
+/// Reads and discards what the client still sends, until it closes (the
+/// caller bounds the time; this bounds the bytes).
+async fn drain(raw: &mut hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>) {
+    use tokio::io::AsyncReadExt;
+    const MAX_DRAINED: usize = 1 << 20;
+    let mut buf = [0u8; 4096];
+    let mut drained = 0;
+    while drained < MAX_DRAINED {
+        match raw.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
     }
 }
 
@@ -210,6 +235,17 @@ impl Session {
     }
 
     fn on_text(&mut self, text: &str) {
+        // Refused before serde recurses into it; answered like any unreadable frame.
+        let max_depth = self.app.config.server.max_json_depth;
+        if json_too_deep(text.as_bytes(), max_depth) {
+            count(&METRICS.client_errors, "json_too_deep");
+            return self.reply(encode(&ServerFrame::control(ControlEvent::Error {
+                error: ControlError::InvalidJson,
+                detail: Some(format!(
+                    "the frame nests deeper than {max_depth} levels ([server] max_json_depth)"
+                )),
+            })));
+        }
         match parse_client_frame(text) {
             Parsed::InvalidJson(detail) => {
                 self.reply(control_error(ControlError::InvalidJson, Some(detail)));

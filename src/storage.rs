@@ -630,6 +630,8 @@ mod tests {
             location: Location::File("/tmp/a.mp4".into()),
             provider: "manual".into(),
             created_at: String::new(),
+            participants: Vec::new(),
+            initiator: None,
         };
         assert_eq!(
             object_key("/onair/recordings/", &recording).as_ref(),

@@ -5,7 +5,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -13,72 +13,7 @@ use onair::protocol::Role;
 use serde_json::Value;
 use serde_json::json;
 use support::harness::{ADMIN_KEY, Client, RECV_TIMEOUT, SECRET, Server, http};
-
-/// A `redis-server` on a loopback port, killed on drop.
-struct Redis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    fn start() -> Self {
-        let port = free_port();
-        let mut redis = Self { port, child: None };
-        redis.restart();
-        redis
-    }
-
-    /// Starts (again) on the same port, without persistence: a restart comes back empty.
-    fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run redis-server ({e}): the cluster tests need it; install it with \
-                     `apt-get install redis-server` (.ci/run does this)"
-                )
-            });
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL: connections drop at once.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::redis::Redis;
 
 /// One onair process of the cluster, killed on drop.
 struct Node {
@@ -156,6 +91,21 @@ impl Node {
 
     async fn join(&self, room: &str, name: &str, role: Role) -> (Client, Value) {
         self.server.join(room, name, role).await
+    }
+
+    /// SIGTERM, then asserts the process exits within `limit`.
+    fn terminate_within(&mut self, limit: Duration) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        let deadline = std::time::Instant::now() + limit;
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the node did not exit within {limit:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// `kill -9`.
@@ -418,5 +368,92 @@ async fn a_recorder_report_at_any_node_reaches_every_node() {
             client.until("recording", "started").await["recording_id"],
             id
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_start_timeout_is_taken_over() {
+    let redis = Redis::start();
+    // The recorder never confirms; the start times out after 2 s.
+    let env = [
+        ("ONAIR_RECORDING__MANUAL_CONFIRM", "true"),
+        ("ONAIR_RECORDING__START_TIMEOUT_S", "2"),
+    ];
+    let mut a = Node::start_with(&redis, "node-a", &env).await;
+    let b = Node::start_with(&redis, "node-b", &env).await;
+    let (mut ada, _) = a.join("standup", "Ada", Role::Moderator).await;
+    let (mut bob, _) = b.join("standup", "Bob", Role::User).await;
+    ada.expect("control", "joined").await;
+    ada.recording(json!({"action": "start"})).await;
+    let initializing = bob.until("recording", "status").await;
+    assert_eq!(initializing["status"], "initializing");
+
+    // Node A armed the timeout and dies before it fires: node B fires it
+    // once the deadline is overdue by a node TTL (2 s + 2 s + a 1 s sweep).
+    a.kill();
+    let left = bob.until("control", "left").await;
+    assert_eq!(left["id"], ada.id.as_str());
+    let settled = bob.until("recording", "status").await;
+    assert_eq!(settled["status"], "inactive");
+    assert_eq!(settled["reason"], "recorder_timeout");
+    assert_eq!(settled["recording_id"], initializing["recording_id"]);
+
+    // The room is free again: a moderator on node B starts a new recording.
+    let (mut cleo, success) = b.join("standup", "Cleo", Role::Moderator).await;
+    assert!(success["recording"].is_null());
+    cleo.recording(json!({"action": "start"})).await;
+    let next = bob.until("recording", "status").await;
+    assert_eq!(next["status"], "initializing");
+    assert_ne!(next["recording_id"], initializing["recording_id"]);
+    drop(ada);
+}
+
+/// A storm of joins and then of leaves (every socket dropped at once) used
+/// to park every worker of a node in a Redis wait, leaving none to drive the
+/// Redis connection: the node froze and ignored SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_and_leave_storm_leaves_both_nodes_responsive() {
+    const CLIENTS: usize = 1_000;
+    let redis = Redis::start();
+    let mut a = Node::start(&redis, "node-a").await;
+    let mut b = Node::start(&redis, "node-b").await;
+    let addrs = [a.server.addr, b.server.addr];
+    let storm = |wave: usize| async move {
+        let joins = (0..CLIENTS).map(|i| {
+            let server = Server::remote(addrs[i % 2]);
+            tokio::spawn(async move {
+                let room = format!("storm-{wave}-{}", i / 10);
+                server.join(&room, &format!("bot {i}"), Role::User).await
+            })
+        });
+        let joined = tokio::time::timeout(
+            Duration::from_secs(120),
+            futures_util::future::join_all(joins),
+        )
+        .await
+        .expect("every join is answered");
+        joined
+            .into_iter()
+            .map(|j| j.expect("the join succeeds").0)
+            .collect::<Vec<Client>>()
+    };
+    let first = storm(1).await;
+    // Every socket goes at once, and a second wave joins while they leave.
+    drop(first);
+    let second = storm(2).await;
+    drop(second);
+
+    // Both nodes still answer, and a new room works across them.
+    a.readiness(200).await;
+    b.readiness(200).await;
+    let (mut ada, _) = a.join("after", "Ada", Role::Moderator).await;
+    let (mut bob, _) = b.join("after", "Bob", Role::User).await;
+    ada.expect("control", "joined").await;
+    ada.recording(json!({"action": "start"})).await;
+    bob.until("recording", "started").await;
+
+    // And each exits on SIGTERM.
+    for node in [&mut a, &mut b] {
+        node.terminate_within(Duration::from_secs(20));
     }
 }

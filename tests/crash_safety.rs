@@ -8,7 +8,10 @@
 //!   announces it to the room and to the application;
 //! - a duplicate of every inbound webhook type, sent after a restart,
 //!   changes nothing (LiveKit event ids, the manual recorder's REST report,
-//!   8x8 JaaS `idempotencyKey`s).
+//!   8x8 JaaS `idempotencyKey`s);
+//! - a Temasys-style notification POST owed when a recording became
+//!   available is delivered once, across two crashes (receiver down, then
+//!   failing), and never again.
 //!
 //! Only loopback; every wait is bounded; nothing asserts on speed. Needs
 //! `python3` with `standardwebhooks` (the outbound receiver) and Node.js with
@@ -260,6 +263,35 @@ impl FailingStop {
             .expect("the failing endpoint stops in time")
             .unwrap();
     }
+}
+
+/// An owner's notification `url`: answers every POST with `status` and
+/// reports its JSON body.
+async fn notification_endpoint(
+    port: u16,
+    status: u16,
+) -> (mpsc::UnboundedReceiver<Value>, FailingStop) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = axum::Router::new().fallback(move |body: String| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(serde_json::from_str::<Value>(&body).unwrap_or(Value::Null));
+            axum::http::StatusCode::from_u16(status).unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    (rx, FailingStop { stop, task })
 }
 
 // --- the fake LiveKit (tests/livekit/fake-livekit.mjs) ------------------------
@@ -718,4 +750,86 @@ async fn a_jaas_event_redelivered_after_a_crash_is_a_duplicate() {
     // 8x8 redelivers with the same idempotencyKey and a fresh signature.
     assert_eq!(jaas_post(&onair, &started).await, (200, json!("duplicate")));
     ada.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_notification_owed_before_a_crash_is_posted_once() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/events");
+    let config = "[notifications]\nretry_base_ms = 200\nattempts = 50\n";
+
+    // Ada (sub `ada`) wants her recordings announced at `url`, which is down.
+    let onair = Onair::spawn(data.path(), config);
+    let mut claims = onair.server.claims(ROOM, "Ada", Role::Moderator);
+    claims.sub = "ada".into();
+    let token = onair.server.mint(&claims);
+    let saved = http()
+        .post(onair.url("/rest/recording/notifications"))
+        .bearer_auth(&token)
+        .json(&json!({"notify": true, "url": url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 200);
+    // She records; the recorder hands the file in; onair is killed right
+    // after answering (the POST was not made: nobody listens).
+    let mut ada = Client::connect_query(&onair.server, &token).await;
+    ada.join(None).await;
+    ada.recording(json!({"action": "start"})).await;
+    let id = ada.until("recording", "started").await["recording_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ada.recording(json!({"action": "stop", "recording_id": id}))
+        .await;
+    ada.until("recording", "stopped").await;
+    let handed = http()
+        .post(onair.url(&format!("/v1/rooms/{ROOM}/recordings")))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({
+            "recording_id": id, "url": "https://cdn.example.org/standup.mp4",
+            "name": "standup.mp4", "duration_s": 61.0, "size_bytes": 4096
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(handed.status().is_success(), "{}", handed.status());
+    drop(ada);
+    onair.kill9();
+
+    // Back up; the receiver is up but failing: the POST is attempted, and
+    // onair is killed again.
+    let (mut attempts, failing) = notification_endpoint(port, 500).await;
+    let onair = Onair::spawn(data.path(), config);
+    let attempt = tokio::time::timeout(EVENTUALLY, attempts.recv())
+        .await
+        .expect("the POST is attempted after the restart")
+        .unwrap();
+    assert_eq!(attempt["meetingId"], id.as_str(), "{attempt}");
+    onair.kill9();
+    failing.stop().await;
+
+    // Back up with the receiver working: the POST arrives once, with the
+    // seed's metadata.
+    let (mut posts, working) = notification_endpoint(port, 200).await;
+    let onair = Onair::spawn(data.path(), config);
+    let post = tokio::time::timeout(EVENTUALLY, posts.recv())
+        .await
+        .expect("the POST is delivered after the restart")
+        .unwrap();
+    assert_eq!(post, attempt, "the same metadata");
+    assert_eq!(post["apiKey"], "ada");
+    assert_eq!(post["roomId"], ROOM);
+    assert_eq!(post["retrievalUrl"], "https://cdn.example.org/standup.mp4");
+    if let Ok(Some(again)) = tokio::time::timeout(QUIET, posts.recv()).await {
+        panic!("a second POST: {again}");
+    }
+    // And once delivered, a restart does not send it again.
+    onair.kill9();
+    let _onair = Onair::spawn(data.path(), config);
+    if let Ok(Some(again)) = tokio::time::timeout(QUIET, posts.recv()).await {
+        panic!("a POST after the restart: {again}");
+    }
+    working.stop().await;
 }

@@ -909,3 +909,72 @@ async fn a_start_stopped_before_livekit_confirms_ends_quietly() {
     assert_eq!(inactive.get("reason"), None);
     ada.expect_silence(QUIET).await;
 }
+
+/// Waits until `/readyz` answers 200 (a cluster node is connected to Redis).
+async fn ready(server: &Server) {
+    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT * 2;
+    loop {
+        let status = http()
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 200 {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "/readyz: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two nodes over Redis: node A starts the egress, LiveKit's webhooks all
+/// reach node B, and node B stops it — B learns the egress from the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_any_node_handles_the_egress_another_started() {
+    let redis = support::redis::Redis::start();
+    let fake = FakeLivekit::start().await;
+    let node = |id: &str| {
+        let mut config = livekit_config(&fake, KEY, SECRET);
+        config.cluster.redis_url = Some(redis.url());
+        config.cluster.node_id = id.into();
+        config.cluster.heartbeat_s = 1;
+        config.cluster.node_ttl_s = 2;
+        config
+    };
+    let a = Server::with(node("node-a")).await;
+    let b = Server::with(node("node-b")).await;
+    ready(&a).await;
+    ready(&b).await;
+    fake.configure(&b, true).await;
+    fake.create_room(
+        ROOM,
+        r#"{"createdBy":"onair-test","recordingStatus":"STOPPED"}"#,
+    )
+    .await;
+
+    let (mut ada, _) = a.join(ROOM, "Ada", Role::Moderator).await;
+    let (mut bob, _) = b.join(ROOM, "Bob", Role::Moderator).await;
+    ada.expect("control", "joined").await;
+    let id = start(&mut ada, &mut [&mut bob]).await;
+    for client in [&mut ada, &mut bob] {
+        expect_started(client, &id).await;
+    }
+    assert_eq!(fake.calls("Egress/StartRoomCompositeEgress").await.len(), 1);
+
+    // Bob stops from node B, which did not start the egress.
+    bob.recording(json!({"action": "stop", "recording_id": id}))
+        .await;
+    for client in [&mut ada, &mut bob] {
+        assert_eq!(expect_status(client, "stopping").await["recording_id"], id);
+        expect_stopped(client, &id).await;
+        expect_available(client, &id).await;
+    }
+    let egress = fake.only_egress().await;
+    let stops = fake.wait_calls("Egress/StopEgress", 1).await;
+    assert_eq!(
+        stops[0]["request"],
+        json!({"egress_id": egress["egress_id"]})
+    );
+    assert_eq!(fake.calls("Egress/StopEgress").await.len(), 1);
+}

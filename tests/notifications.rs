@@ -1,6 +1,9 @@
 //! Recording notifications, Temasys style (seed 001): the settings API over
 //! the real server, and the sending path against real services on loopback
 //! — an HTTP receiver, an SMTP sink (`aiosmtpd`) and an S3 API (`moto`).
+//! The sending tests catalogue a recording as onair does (`Catalog` over a
+//! real SQLite file) and let the real outbox worker deliver the POST; that
+//! the POST survives `kill -9` of the real binary is in `tests/crash_safety.rs`.
 
 mod support;
 
@@ -11,13 +14,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use onair::catalog::{Location, Recording};
-use onair::notifications::Notifications;
+use onair::catalog::{Catalog, Location, Recording};
+use onair::notifications::{self, Notifications, Settings};
 use onair::protocol::Role;
 use onair::store::Store;
+use onair::webhooks::outbound::Outbox;
 use serde_json::{Value, json};
 use services::{Receiver, S3, SmtpSink, client, file};
 use support::harness::{ADMIN_KEY, Server, config, http};
+use tokio_util::sync::CancellationToken;
 
 const PATH: &str = "/rest/recording/notifications";
 const SECRET_KEY: &str = "iewmdfuasfwnwksd-0123456789";
@@ -354,11 +359,14 @@ async fn the_admin_key_names_the_owner() {
 // Sending, against real services
 // ---------------------------------------------------------------------------
 
-/// What a sending test needs: the services, onair (for the settings API) and
-/// a `Notifications` over the same store.
+/// What a sending test needs: the services, and onair's catalog, outbox
+/// (with its delivery worker running) and notifications over one store.
 struct Rig {
-    server: Server,
-    notifications: Notifications,
+    store: Arc<Store>,
+    catalog: Catalog,
+    notifications: Arc<Notifications>,
+    shutdown: CancellationToken,
+    delivering: tokio::task::JoinHandle<()>,
     receiver: Receiver,
     smtp: SmtpSink,
     s3: Option<S3>,
@@ -385,12 +393,18 @@ impl Rig {
         config.notifications.retry_base_ms = 20;
         config.notifications.attempts = 4;
         config.notifications.timeout_s = 5;
-        let server = Server::with(config.clone()).await;
         let store = Arc::new(Store::open(&config.store.path).unwrap());
-        let notifications = Notifications::new(&config, store, client());
+        let outbox = Arc::new(Outbox::new(&config.webhooks, store.clone()));
+        let notifications = Arc::new(Notifications::new(&config, store.clone(), client()));
+        let catalog = Catalog::new(store.clone(), outbox.clone(), notifications.clone());
+        let shutdown = CancellationToken::new();
+        let delivering = tokio::spawn(outbox.run(client(), shutdown.clone()));
         Self {
-            server,
+            store,
+            catalog,
             notifications,
+            shutdown,
+            delivering,
             receiver,
             smtp,
             s3,
@@ -402,18 +416,10 @@ impl Rig {
         self.s3.as_ref().expect("started with S3")
     }
 
-    /// Ada (a moderator) saves her settings through the API.
+    /// Ada's settings, as the API saves them (the API itself is tested above).
     async fn settings(&self, body: Value) {
-        let ada = token(&self.server, "ada", Role::Moderator);
-        let (status, answer) = call(
-            &self.server,
-            reqwest::Method::POST,
-            PATH,
-            Some(&ada),
-            Some(body),
-        )
-        .await;
-        assert_eq!(status, 200, "{answer}");
+        let settings = Settings::from_request(&body, None).expect("valid settings");
+        notifications::save(&self.store, "ada", &settings).unwrap();
     }
 
     fn recording(&self, id: &str, location: Location, size: usize) -> Recording {
@@ -426,19 +432,41 @@ impl Rig {
             location,
             provider: "manual".into(),
             created_at: "2024-05-01T10:30:00.000Z".into(),
+            participants: Vec::new(),
+            initiator: None,
         }
+    }
+
+    /// `recording`, started by `owner`, becomes available: onair catalogues it.
+    fn available(&self, recording: Recording, owner: &str) {
+        self.store.set_owner(&recording.id, owner).unwrap();
+        assert!(self.catalog.insert(recording), "catalogued");
     }
 
     fn file(&self, bytes: &[u8]) -> PathBuf {
         file(self.files.path(), "standup.mp4", bytes)
     }
 
-    /// Waits for the work under way; fails the test if it does not end.
+    /// Waits for the work under way (uploads, e-mails, and the outbox's
+    /// POSTs); fails the test if it does not end.
     async fn settle(&self) {
         assert!(
             self.notifications.drain(Duration::from_secs(60)).await,
             "the notifications finished"
         );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while self.store.notification_counts().unwrap().pending > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the POSTs finished");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(15), self.delivering)
+            .await
+            .expect("the outbox stops in time")
+            .unwrap();
     }
 }
 
@@ -464,7 +492,7 @@ async fn an_available_recording_is_uploaded_posted_and_mailed() {
     let path = rig.file(&bytes);
     let recording = rig.recording("rec-1", Location::File(path), bytes.len());
 
-    rig.notifications.recording_available(&recording, "ada");
+    rig.available(recording, "ada");
 
     // The POST carries the seed's metadata.
     let post = rig.receiver.next().await;
@@ -536,7 +564,9 @@ async fn an_available_recording_is_uploaded_posted_and_mailed() {
     rig.settle().await;
     assert!(rig.receiver.pending().is_empty(), "one POST only");
     assert_eq!(rig.smtp.so_far().len(), 2);
-    rig.server.stop().await;
+    let counts = rig.store.notification_counts().unwrap();
+    assert_eq!((counts.delivered, counts.pending), (1, 0));
+    rig.stop().await;
 }
 
 #[tokio::test]
@@ -547,7 +577,7 @@ async fn failed_posts_are_retried_and_client_errors_are_not() {
         .await;
     let external = "https://cdn.example.org/rec-2.mp4";
     let recording = rig.recording("rec-2", Location::External(external.into()), 10);
-    rig.notifications.recording_available(&recording, "ada");
+    rig.available(recording, "ada");
     let attempts = [
         rig.receiver.next().await,
         rig.receiver.next().await,
@@ -560,18 +590,19 @@ async fn failed_posts_are_retried_and_client_errors_are_not() {
     assert_eq!(attempts[0].body["retrievalUrl"], external);
     rig.settle().await;
     assert!(rig.receiver.pending().is_empty(), "no attempt after a 200");
-    rig.server.stop().await;
+    rig.stop().await;
 
     // A 400 is given up at once.
     let mut rig = Rig::start(&[400], false).await;
     rig.settings(json!({"notify": true, "url": rig.receiver.url}))
         .await;
     let recording = rig.recording("rec-3", Location::External(external.into()), 10);
-    rig.notifications.recording_available(&recording, "ada");
+    rig.available(recording, "ada");
     rig.receiver.next().await;
     rig.settle().await;
     assert!(rig.receiver.pending().is_empty(), "a 400 is not retried");
-    rig.server.stop().await;
+    assert_eq!(rig.store.notification_counts().unwrap().dead, 1);
+    rig.stop().await;
 }
 
 #[tokio::test]
@@ -589,16 +620,18 @@ async fn without_notify_the_file_is_still_uploaded_but_nobody_is_told() {
     .await;
     let bytes = content(70_000);
     let recording = rig.recording("rec-4", Location::File(rig.file(&bytes)), bytes.len());
-    rig.notifications.recording_available(&recording, "ada");
+    rig.available(recording.clone(), "ada");
     rig.settle().await;
     let stored = rig.s3().object("quiet", "rec-4/standup.mp4").await;
-    assert!(stored == Some(bytes), "the object arrived");
+    assert!(stored.as_ref() == Some(&bytes), "the object arrived");
     assert!(rig.receiver.pending().is_empty(), "no POST without notify");
     assert!(rig.smtp.so_far().is_empty(), "no e-mail without notify");
 
     // An owner without settings gets nothing at all.
-    rig.notifications.recording_available(&recording, "nobody");
+    let recording = rig.recording("rec-5", Location::File(rig.file(&bytes)), bytes.len());
+    rig.available(recording, "nobody");
     rig.settle().await;
     assert!(rig.receiver.pending().is_empty());
-    rig.server.stop().await;
+    assert_eq!(rig.store.notification_counts().unwrap(), Default::default());
+    rig.stop().await;
 }

@@ -12,17 +12,19 @@
 //!   again) is catalogued under an id derived from the session *and* its
 //!   `recordingSessionId` ([`upload_recording_id`]).
 //! * **Order.** 8x8 does not deliver events in order; the payload `timestamp`
-//!   is the truth ([`Jaas::admit`]): a `RECORDING_STARTED` older than the
-//!   session's last applied event is stale.
+//!   is the truth ([`is_newer`]): a `RECORDING_STARTED` older than the
+//!   session's last applied event is stale. The marks are in the store, so
+//!   this holds across restarts; [`Jaas::turn`] handles one lifecycle event
+//!   at a time, so a check and the mark it leads to cannot interleave.
 //! * **Downloads.** The recording behind `preAuthenticatedLink` lives 24 h on
 //!   8x8's storage. [`Jaas::download`] streams it to a file chunk by chunk,
 //!   never holding it in memory; [`retry_delay`] spaces the attempts.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::Rng;
 use sha2::{Digest, Sha256};
@@ -38,29 +40,18 @@ pub const FIRST_RETRY: Duration = Duration::from_secs(2);
 pub const RETRY_FACTOR: u32 = 4;
 /// No single wait is longer than this.
 pub const MAX_RETRY: Duration = Duration::from_secs(2 * 3600);
-/// Sessions remembered for ordering; older ones are forgotten first.
-const MAX_SESSIONS: usize = 10_000;
-/// A session's order is remembered this long (JaaS recordings last at most 6 h,
-/// and the upload follows within minutes).
-const SESSION_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
 /// The JaaS bridge.
 pub struct Jaas {
     config: JaasConfig,
     http: reqwest::Client,
-    /// The payload `timestamp` of the last lifecycle event applied per JaaS session.
-    sessions: Mutex<HashMap<String, SessionMark>>,
+    /// Held while one lifecycle event is checked against its session's mark,
+    /// applied, and its mark written (a tokio mutex: waiting must not block a thread).
+    turn: tokio::sync::Mutex<()>,
     /// Catalog ids with a download in flight, so two uploads never write the same id.
     downloads: Mutex<HashSet<String>>,
     /// Whether the downloads left pending by an earlier run were picked up.
     resumed: AtomicBool,
-}
-
-struct SessionMark {
-    /// The newest event timestamp applied, in ms.
-    last_ms: i64,
-    /// When it was seen (for forgetting old sessions).
-    seen: Instant,
 }
 
 /// Why one download attempt failed.
@@ -103,7 +94,7 @@ impl Jaas {
         Self {
             config: config.clone(),
             http,
-            sessions: Mutex::new(HashMap::new()),
+            turn: tokio::sync::Mutex::new(()),
             downloads: Mutex::new(HashSet::new()),
             resumed: AtomicBool::new(false),
         }
@@ -119,42 +110,10 @@ impl Jaas {
         self.config.download_attempts.max(1)
     }
 
-    /// Whether a lifecycle event (`RECORDING_STARTED`/`RECORDING_ENDED`) of
-    /// `session` made at `timestamp_ms` is newer than every one applied
-    /// before; if so it is remembered as the newest. Events without a
-    /// timestamp are always admitted.
-    pub fn admit(&self, session: &str, timestamp_ms: i64) -> bool {
-        if timestamp_ms <= 0 {
-            return true;
-        }
-        let mut sessions = lock(&self.sessions);
-        if let Some(mark) = sessions.get_mut(session) {
-            if timestamp_ms <= mark.last_ms {
-                return false;
-            }
-            mark.last_ms = timestamp_ms;
-            mark.seen = Instant::now();
-            return true;
-        }
-        if sessions.len() >= MAX_SESSIONS {
-            sessions.retain(|_, mark| mark.seen.elapsed() < SESSION_MEMORY);
-            if sessions.len() >= MAX_SESSIONS
-                && let Some(oldest) = sessions
-                    .iter()
-                    .min_by_key(|(_, mark)| mark.seen)
-                    .map(|(key, _)| key.clone())
-            {
-                sessions.remove(&oldest);
-            }
-        }
-        sessions.insert(
-            session.to_owned(),
-            SessionMark {
-                last_ms: timestamp_ms,
-                seen: Instant::now(),
-            },
-        );
-        true
+    /// Waits for the turn to handle a lifecycle event; the turn lasts as
+    /// long as the guard.
+    pub async fn turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.turn.lock().await
     }
 
     /// Claims a catalog id for a download; `false` if one is already in flight.
@@ -220,6 +179,13 @@ impl Jaas {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Plain data with no invariant a panic could break halfway.
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether a lifecycle event (`RECORDING_STARTED`/`RECORDING_ENDED`) made at
+/// `timestamp_ms` is newer than its session's mark (the newest applied, if
+/// any). Events without a timestamp are always admitted.
+pub fn is_newer(mark: Option<i64>, timestamp_ms: i64) -> bool {
+    timestamp_ms <= 0 || mark.is_none_or(|last| timestamp_ms > last)
 }
 
 /// onair's recording id for a JaaS meeting session: a name-based UUID
@@ -348,25 +314,14 @@ mod tests {
 
     #[test]
     fn events_older_than_the_last_applied_are_stale() {
-        let jaas = bridge();
-        assert!(jaas.admit("s1", 2_000));
-        assert!(!jaas.admit("s1", 1_000), "a start older than its end");
-        assert!(!jaas.admit("s1", 2_000), "the same instant again");
+        assert!(is_newer(None, 1_000), "the first event of a session");
+        assert!(!is_newer(Some(2_000), 1_000), "a start older than its end");
+        assert!(!is_newer(Some(2_000), 2_000), "the same instant again");
         assert!(
-            jaas.admit("s1", 3_000),
+            is_newer(Some(2_000), 3_000),
             "a new recording in the same session"
         );
-        assert!(jaas.admit("s2", 1_000), "sessions are independent");
-        assert!(jaas.admit("s1", 0), "no timestamp, no ordering");
-    }
-
-    #[test]
-    fn session_memory_is_bounded() {
-        let jaas = bridge();
-        for i in 0..MAX_SESSIONS + 10 {
-            assert!(jaas.admit(&format!("s{i}"), 1));
-        }
-        assert!(lock(&jaas.sessions).len() <= MAX_SESSIONS);
+        assert!(is_newer(Some(2_000), 0), "no timestamp, no ordering");
     }
 
     #[test]

@@ -36,6 +36,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::{BackendError, StartRequest, StopRequest};
+use crate::cluster::Cluster;
 use crate::config::LivekitConfig;
 use crate::metrics::{METRICS, count};
 use crate::protocol::RecordingStatus;
@@ -87,6 +88,9 @@ struct Inner {
     /// Where the egress table is persisted; unset (memory only) until
     /// [`Livekit::attach_store`].
     store: OnceLock<Arc<Store>>,
+    /// `[cluster]`: where the egress table is shared with the other nodes
+    /// (a webhook or a stop may reach a node that did not start the egress).
+    cluster: OnceLock<Arc<Cluster>>,
 }
 
 /// One egress onair started.
@@ -269,6 +273,7 @@ impl Livekit {
                 pending: DashMap::new(),
                 mirrors: DashMap::new(),
                 store: OnceLock::new(),
+                cluster: OnceLock::new(),
             }),
         }
     }
@@ -278,6 +283,12 @@ impl Livekit {
     /// first store attached counts.
     pub fn attach_store(&self, store: Arc<Store>) {
         let _ = self.inner.store.set(store);
+    }
+
+    /// `[cluster]`: shares each egress this node starts through Redis, and
+    /// looks up there the egresses other nodes started.
+    pub fn attach_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.inner.cluster.set(cluster);
     }
 
     /// Starts a room-composite egress into a file. The call is made once (a
@@ -314,6 +325,13 @@ impl Livekit {
         });
         if let Ok(egress_id) = &result {
             inner.register(egress_id, &request.room, &request.recording_id);
+            if let Some(cluster) = inner.cluster.get()
+                && let Err(e) = cluster
+                    .share_egress(egress_id, &request.room, &request.recording_id)
+                    .await
+            {
+                tracing::error!(room = %request.room, egress_id, error = %e, "cannot share a livekit egress with the cluster");
+            }
             tracing::info!(room = %request.room, recording_id = %request.recording_id, egress_id, "livekit egress started");
         }
         // The table is filled before anyone waiting on the start is woken.
@@ -334,11 +352,17 @@ impl Livekit {
         inner
             .settled_start(&request.room, Some(&request.recording_id))
             .await;
-        let egress_id = inner
+        let mut egress_id = inner
             .by_recording
             .get(&request.recording_id)
             .map(|e| e.value().clone())
             .or_else(|| inner.load_recording(&request.recording_id));
+        if egress_id.is_none() {
+            egress_id = inner
+                .shared(Shared::OfRecording(&request.recording_id))
+                .await
+                .map(|(egress_id, _, _)| egress_id);
+        }
         let Some(egress_id) = egress_id else {
             return Err(BackendError(
                 "livekit: no egress is known for this recording".into(),
@@ -422,14 +446,21 @@ impl Livekit {
         if !room_name.is_empty() {
             inner.settled_start(room_name, None).await;
         }
+        if let Some(found) = inner.lookup(egress_id) {
+            return Some(found);
+        }
+        // Started by another node of the cluster?
+        inner.shared(Shared::Egress(egress_id)).await?;
         inner.lookup(egress_id)
     }
 
     /// Decides whether an event about an egress is newer than everything
-    /// applied so far, and records it if so. Events are ordered by
+    /// applied so far, and records it in memory if so. Events are ordered by
     /// `updatedAt` (nanoseconds), then by how far along the status is; an
     /// egress never goes back to an earlier status, and nothing is applied
-    /// after a final one.
+    /// after a final one. The caller writes the mark to the store once the
+    /// event is applied (`Store::livekit_event_applied`), never before, so a
+    /// crash in between does not make LiveKit's retry stale.
     pub fn admit(&self, egress_id: &str, updated_at: i64, status: EgressStatus) -> Admission {
         if !self.inner.egresses.contains_key(egress_id) {
             self.inner.load(egress_id);
@@ -452,19 +483,44 @@ impl Livekit {
             egress.finished = Some(Instant::now());
         }
         let stop_requested = egress.stop_requested;
-        // Written while the entry is held, so two events about one egress
-        // reach the store in the order they were admitted.
-        if let Some(store) = self.inner.store.get()
-            && let Err(e) = store.livekit_egress_admitted(egress_id, updated_at, status.name())
-        {
-            tracing::error!(egress_id, error = %e, "cannot persist a livekit egress event");
-        }
         drop(egress);
         Admission::Apply { stop_requested }
     }
 }
 
+/// What to look up in the cluster's shared egress table.
+enum Shared<'a> {
+    /// An egress, by its id.
+    Egress(&'a str),
+    /// The egress of an onair recording id.
+    OfRecording(&'a str),
+}
+
 impl Inner {
+    /// Looks an egress up in the cluster's shared table (`[cluster]` only)
+    /// and, when found, remembers it here as if this node had started it.
+    /// Returns `(egress id, room, recording id)`.
+    async fn shared(&self, key: Shared<'_>) -> Option<(String, String, String)> {
+        let cluster = self.cluster.get()?;
+        let found = match key {
+            Shared::Egress(egress_id) => cluster.shared_egress(egress_id).await,
+            Shared::OfRecording(recording_id) => cluster.shared_egress_of(recording_id).await,
+        };
+        match found {
+            Ok(Some((egress_id, room, recording_id))) => {
+                if !self.egresses.contains_key(&egress_id) {
+                    self.register(&egress_id, &room, &recording_id);
+                }
+                Some((egress_id, room, recording_id))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the cluster's livekit egresses");
+                None
+            }
+        }
+    }
+
     /// Remembers an egress onair started, and forgets old ones.
     fn register(&self, egress_id: &str, room: &str, recording_id: &str) {
         self.prune();
@@ -1182,6 +1238,13 @@ mod tests {
             stop_requested: false,
         };
         assert_eq!(before.admit("EG_1", 20, EgressStatus::Active), apply);
+        // The webhook writes the mark once the event is applied.
+        let applied = |at: i64, status: EgressStatus| {
+            store
+                .livekit_event_applied("EG_1", at, status.name(), None, 0)
+                .unwrap();
+        };
+        applied(20, EgressStatus::Active);
         drop(before);
 
         // A new process: nothing in memory, the same store.
@@ -1205,11 +1268,12 @@ mod tests {
             Admission::Stale
         );
         assert_eq!(after.admit("EG_1", 30, EgressStatus::Complete), apply);
+        applied(30, EgressStatus::Complete);
         drop(after);
 
         // And the end: nothing more is applied after another restart.
         let again = backend();
-        again.attach_store(store);
+        again.attach_store(store.clone());
         assert_eq!(
             again.admit("EG_1", 40, EgressStatus::Complete),
             Admission::Stale

@@ -24,6 +24,16 @@
 //! reconnects with backoff, re-registers its participants and resubscribes.
 //!
 //! Redis I/O never happens under a room lock; every round trip has a timeout.
+//!
+//! **A runtime of its own.** The room API is synchronous, so a node waits for
+//! Redis in place ([`Cluster::wait`]: `block_in_place`). The Redis connections,
+//! their timers and the pub/sub loop run on a small dedicated runtime
+//! ([`IoRuntime`]), never on the workers that wait for them. Were they on the
+//! main runtime, a join storm could park every worker in `block_in_place`
+//! (each one holds a thread of the blocking pool, 512 at most), leaving no
+//! worker to drive the very connection they wait on: the node froze, timers
+//! and SIGTERM included. With the dedicated runtime, waiters only ever wait
+//! for Redis itself, and each wait ends within `command_timeout_s`.
 //! A standalone Redis (or a primary) is assumed, not Redis Cluster: the
 //! scripts touch keys of several rooms.
 
@@ -64,6 +74,9 @@ pub enum ClusterError {
     /// Cluster calls from synchronous code need the multi-threaded runtime.
     #[error("cluster mode needs the multi-threaded tokio runtime")]
     Runtime,
+    /// The cluster's own runtime could not start (threads exhausted?).
+    #[error("cannot start the cluster's runtime: {0}")]
+    IoRuntime(std::io::Error),
 }
 
 /// What the cluster needs from the node's local rooms.
@@ -78,6 +91,10 @@ pub trait Host: Send + Sync + 'static {
     fn connection_lost(&self);
     /// A reaped node left these rooms empty.
     fn rooms_emptied(self: &Arc<Self>, rooms: Vec<String>);
+    /// The start of `recording_id` in `room` was not confirmed in time and
+    /// the node that armed its timeout did not handle it (it died): this
+    /// node feeds the timeout in instead.
+    fn start_overdue(self: &Arc<Self>, room: String, recording_id: String);
 }
 
 /// The state of a room's recording in Redis.
@@ -120,6 +137,10 @@ enum SubRequest {
 const SUB_QUEUE: usize = 1024;
 /// The longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a shared LiveKit egress is remembered (as long as the store keeps it).
+const SHARED_EGRESS_TTL_S: u64 = 48 * 3600;
+/// Overdue start timeouts taken over per sweep (the rest wait for the next one).
+const OVERDUE_BATCH: u64 = 100;
 /// Expiry of a room's recording key once it rests (inactive or failed).
 const RESTING_STATE_TTL_MS: u64 = 24 * 3600 * 1000;
 
@@ -131,6 +152,8 @@ pub struct Cluster {
     heartbeat: Duration,
     ttl: Duration,
     timeout: Duration,
+    /// Where the Redis connections, their timers and the pub/sub loop run.
+    io: IoRuntime,
     /// The command connection, while connected.
     conn: Mutex<Option<MultiplexedConnection>>,
     ready: AtomicBool,
@@ -154,6 +177,7 @@ impl Cluster {
         Ok(Some(Arc::new(Self {
             node_id: config.node_id.clone(),
             client: Client::open(url.as_str())?,
+            io: IoRuntime::new()?,
             heartbeat: Duration::from_secs(config.heartbeat_s),
             ttl: Duration::from_secs(config.node_ttl_s),
             timeout: Duration::from_secs(config.command_timeout_s),
@@ -196,8 +220,9 @@ impl Cluster {
 
     /// Waits for a cluster operation from synchronous code (the room API is
     /// synchronous: sessions and handlers call it without `.await`). The
-    /// worker thread is handed over to the runtime meanwhile (`block_in_place`),
-    /// and no lock is held by the callers.
+    /// worker thread is handed over to the runtime meanwhile (`block_in_place`)
+    /// and `fut` runs against the cluster's own runtime, whose thread drives
+    /// the Redis connection and the timeout; no lock is held by the callers.
     pub fn wait<T>(
         &self,
         fut: impl Future<Output = Result<T, ClusterError>>,
@@ -206,7 +231,8 @@ impl Cluster {
         if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
             return Err(ClusterError::Runtime);
         }
-        tokio::task::block_in_place(|| handle.block_on(fut))
+        let io = self.io.handle();
+        tokio::task::block_in_place(|| io.block_on(fut))
     }
 
     /// Makes sure this node receives `room`'s events; returns once subscribed.
@@ -329,6 +355,95 @@ impl Cluster {
         Ok(receivers)
     }
 
+    /// Forgets a deadline once its timeout has been handled.
+    pub async fn disarm_deadline(
+        &self,
+        room: &str,
+        recording_id: &str,
+    ) -> Result<(), ClusterError> {
+        let mut conn = self.conn()?;
+        let _: u64 = self
+            .timed(
+                redis::cmd("ZREM")
+                    .arg(wire::deadlines_key())
+                    .arg(wire::deadline_member(room, recording_id))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Shares a LiveKit egress this node started with the other nodes.
+    pub async fn share_egress(
+        &self,
+        egress_id: &str,
+        room: &str,
+        recording_id: &str,
+    ) -> Result<(), ClusterError> {
+        let mut conn = self.conn()?;
+        let _: () = self
+            .timed(
+                redis::pipe()
+                    .cmd("SET")
+                    .arg(wire::egress_key(egress_id))
+                    .arg(wire::deadline_member(room, recording_id))
+                    .arg("EX")
+                    .arg(SHARED_EGRESS_TTL_S)
+                    .ignore()
+                    .cmd("SET")
+                    .arg(wire::recording_egress_key(recording_id))
+                    .arg(egress_id)
+                    .arg("EX")
+                    .arg(SHARED_EGRESS_TTL_S)
+                    .ignore()
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A LiveKit egress some node shared: `(egress id, room, recording id)`.
+    pub async fn shared_egress(
+        &self,
+        egress_id: &str,
+    ) -> Result<Option<(String, String, String)>, ClusterError> {
+        let mut conn = self.conn()?;
+        let value: Option<String> = self
+            .timed(
+                redis::cmd("GET")
+                    .arg(wire::egress_key(egress_id))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(value.and_then(|v| {
+            let (room, recording_id) = wire::parse_deadline_member(&v)?;
+            Some((
+                egress_id.to_owned(),
+                room.to_owned(),
+                recording_id.to_owned(),
+            ))
+        }))
+    }
+
+    /// The LiveKit egress some node shared for a recording.
+    pub async fn shared_egress_of(
+        &self,
+        recording_id: &str,
+    ) -> Result<Option<(String, String, String)>, ClusterError> {
+        let mut conn = self.conn()?;
+        let egress_id: Option<String> = self
+            .timed(
+                redis::cmd("GET")
+                    .arg(wire::recording_egress_key(recording_id))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        match egress_id {
+            Some(egress_id) => self.shared_egress(&egress_id).await,
+            None => Ok(None),
+        }
+    }
+
     /// A room's recording state and its version.
     pub async fn read_state(&self, room: &str) -> Result<Versioned, ClusterError> {
         let mut conn = self.conn()?;
@@ -362,19 +477,31 @@ impl Cluster {
         expected: u64,
         state: &State,
         require_empty: bool,
+        start_timeout: Duration,
         messages: &[String],
     ) -> Result<Cas, ClusterError> {
         let mut conn = self.conn()?;
         let resting = matches!(state, State::Inactive | State::Failed { .. });
+        // A start awaiting the backend gets a shared deadline, which a
+        // survivor enforces should the node that armed the timer die.
+        let deadline = match state {
+            State::Initializing { recording_id, .. } => wire::deadline_member(room, recording_id),
+            _ => String::new(),
+        };
+        let due =
+            epoch_ms().saturating_add(u64::try_from(start_timeout.as_millis()).unwrap_or(u64::MAX));
         let mut invocation = self.cas.prepare_invoke();
         invocation
             .key(wire::recording_key(room))
             .key(wire::members_key(room))
+            .key(wire::deadlines_key())
             .arg(expected)
             .arg(wire::state_to_json(state))
             .arg(if require_empty { "1" } else { "0" })
             .arg(if resting { RESTING_STATE_TTL_MS } else { 0 })
-            .arg(wire::channel(room));
+            .arg(wire::channel(room))
+            .arg(deadline)
+            .arg(due);
         for message in messages {
             invocation.arg(message);
         }
@@ -419,7 +546,23 @@ impl Cluster {
     /// Keeps the node connected until `shutdown`: connects, registers,
     /// forwards pub/sub messages to `host`, heartbeats and reaps dead nodes;
     /// when Redis is lost, tells `host` and reconnects with backoff.
+    ///
+    /// The loop itself runs on the cluster's own runtime (see the module
+    /// documentation); this future only waits for it to end.
     pub async fn run<H: Host>(self: Arc<Self>, host: Arc<H>, shutdown: CancellationToken) {
+        let main = tokio::runtime::Handle::current();
+        let io = self.io.handle();
+        if let Err(e) = io.spawn(self.keep_connected(host, shutdown, main)).await {
+            tracing::error!(error = %e, "cluster: the Redis loop ended abnormally");
+        }
+    }
+
+    async fn keep_connected<H: Host>(
+        self: Arc<Self>,
+        host: Arc<H>,
+        shutdown: CancellationToken,
+        main: tokio::runtime::Handle,
+    ) {
         let Some(mut requests) = self.sub_rx.lock().unwrap_or_else(|e| e.into_inner()).take()
         else {
             return;
@@ -430,6 +573,7 @@ impl Cluster {
             let outcome = self
                 .serve(
                     &host,
+                    &main,
                     &mut requests,
                     &shutdown,
                     &mut backoff,
@@ -464,6 +608,7 @@ impl Cluster {
     async fn serve<H: Host>(
         &self,
         host: &Arc<H>,
+        main: &tokio::runtime::Handle,
         requests: &mut mpsc::Receiver<SubRequest>,
         shutdown: &CancellationToken,
         backoff: &mut Duration,
@@ -563,7 +708,7 @@ impl Cluster {
                 },
                 _ = beats.tick() => {
                     self.beat(&mut conn).await?;
-                    self.sweep(host, &mut conn).await?;
+                    self.sweep(host, main, &mut conn).await?;
                 }
             }
         }
@@ -595,6 +740,7 @@ impl Cluster {
     async fn sweep<H: Host>(
         &self,
         host: &Arc<H>,
+        main: &tokio::runtime::Handle,
         conn: &mut MultiplexedConnection,
     ) -> Result<(), ClusterError> {
         let nodes: Vec<String> = self
@@ -621,9 +767,88 @@ impl Cluster {
                 tracing::warn!(dead = %node, emptied = emptied.len(), "cluster: reaped a node whose heartbeat expired");
             }
             if !emptied.is_empty() {
+                // The host spawns what follows; it belongs on the main runtime.
+                let _main = main.enter();
                 host.rooms_emptied(emptied);
             }
         }
+        // Start timeouts overdue by more than a node's TTL: the node that armed
+        // them is gone. ZREM decides which survivor takes each one over.
+        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let overdue: Vec<String> = self
+            .timed(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(wire::deadlines_key())
+                    .arg("-inf")
+                    .arg(epoch_ms().saturating_sub(ttl_ms))
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(OVERDUE_BATCH)
+                    .query_async(conn),
+            )
+            .await?;
+        for member in overdue {
+            let taken: u64 = self
+                .timed(
+                    redis::cmd("ZREM")
+                        .arg(wire::deadlines_key())
+                        .arg(&member)
+                        .query_async(conn),
+                )
+                .await?;
+            if taken == 1
+                && let Some((room, recording_id)) = wire::parse_deadline_member(&member)
+            {
+                tracing::warn!(
+                    room,
+                    recording_id,
+                    "cluster: taking over the start timeout of a dead node"
+                );
+                let _main = main.enter();
+                host.start_overdue(room.to_owned(), recording_id.to_owned());
+            }
+        }
         Ok(())
+    }
+}
+
+/// Milliseconds since the Unix epoch (deadlines are compared across nodes,
+/// so they use wall-clock time; the node TTL absorbs small clock skew).
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The cluster's own small runtime (see the module documentation). Shut down
+/// in the background when the cluster is dropped, which may happen on a
+/// runtime thread, where a blocking shutdown is not allowed.
+struct IoRuntime(Option<tokio::runtime::Runtime>);
+
+impl IoRuntime {
+    fn new() -> Result<Self, ClusterError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("onair-redis")
+            .enable_all()
+            .build()
+            .map_err(ClusterError::IoRuntime)?;
+        Ok(Self(Some(runtime)))
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.0
+            .as_ref()
+            .expect("the runtime lives as long as the cluster")
+            .handle()
+            .clone()
+    }
+}
+
+impl Drop for IoRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
     }
 }

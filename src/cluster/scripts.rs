@@ -53,10 +53,13 @@ redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 ";
 
-/// Compare-and-set of the recording state on its version, with its announcements.
-/// KEYS: recording, members.
+/// Compare-and-set of the recording state on its version, with its announcements
+/// and, for a start that awaits the backend, its deadline (in the same step, so
+/// that no node can die between the two and leave the start without one).
+/// KEYS: recording, members, deadlines.
 /// ARGV: expected version, new state JSON, require empty (`1`/`0`), expiry in ms
-/// (`0`: none), channel, messages…
+/// (`0`: none), channel, deadline member (`''`: none), deadline (ms since the
+/// epoch), messages…
 /// Returns the new version, `-1` if the version moved (read again and retry),
 /// `-2` if the room was required to be empty and is not.
 pub const CAS: &str = r"
@@ -69,7 +72,8 @@ if ARGV[4] == '0' then
 else
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
 end
-for i = 6, #ARGV do redis.call('PUBLISH', ARGV[5], ARGV[i]) end
+if ARGV[6] ~= '' then redis.call('ZADD', KEYS[3], 'NX', ARGV[7], ARGV[6]) end
+for i = 8, #ARGV do redis.call('PUBLISH', ARGV[5], ARGV[i]) end
 return v + 1
 ";
 

@@ -61,6 +61,37 @@ pub fn node_participants_key(node: &str) -> String {
     format!("{PREFIX}node:{node}:participants")
 }
 
+/// `onair:deadlines` — sorted set: `<room> <recording id>` scored by the time
+/// (ms since the epoch) by which the backend must have confirmed the start.
+/// The node that armed the start timeout handles it; if that node dies, any
+/// survivor takes the overdue entry over (see [`super::Cluster`]'s sweep).
+pub fn deadlines_key() -> String {
+    format!("{PREFIX}deadlines")
+}
+
+/// `onair:livekit:egress:<egress id>` — `<room> <recording id>` of an egress
+/// some node started, so that any node can act on its webhooks.
+pub fn egress_key(egress_id: &str) -> String {
+    format!("{PREFIX}livekit:egress:{egress_id}")
+}
+
+/// `onair:livekit:recording:<recording id>` — the egress id of a recording,
+/// so that any node can stop it.
+pub fn recording_egress_key(recording_id: &str) -> String {
+    format!("{PREFIX}livekit:recording:{recording_id}")
+}
+
+/// `<room> <recording id>`: a member of [`deadlines_key`], the value of
+/// [`egress_key`]; room ids never contain a space.
+pub fn deadline_member(room: &str, recording_id: &str) -> String {
+    format!("{room} {recording_id}")
+}
+
+/// The room and recording id of a [`deadline_member`].
+pub fn parse_deadline_member(member: &str) -> Option<(&str, &str)> {
+    member.split_once(' ')
+}
+
 /// What a pub/sub message asks each node to do with its own sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

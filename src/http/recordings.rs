@@ -133,6 +133,12 @@ struct RecordingView {
     /// Set when the file lives outside onair (the provider's storage or a URL).
     #[serde(skip_serializing_if = "Option::is_none")]
     external_location: Option<String>,
+    /// Who was in it, when the provider says (JaaS user ids).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    participants: Vec<String>,
+    /// Who started it, when the provider says (the JaaS `initiatorId`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    initiator: Option<String>,
 }
 
 impl From<Recording> for RecordingView {
@@ -150,6 +156,8 @@ impl From<Recording> for RecordingView {
             size_bytes: r.size_bytes,
             provider: r.provider,
             created_at: r.created_at,
+            participants: r.participants,
+            initiator: r.initiator,
         }
     }
 }
@@ -476,6 +484,8 @@ async fn hand_in(
             location: Location::External(external.url),
             provider: app.rooms.backend().name().to_owned(),
             created_at: crate::protocol::now_rfc3339(),
+            participants: Vec::new(),
+            initiator: None,
         }
     };
     let view_id = recording.id.clone();
@@ -672,6 +682,8 @@ async fn receive_file(
         location: Location::File(path),
         provider: app.rooms.backend().name().to_owned(),
         created_at: crate::protocol::now_rfc3339(),
+        participants: Vec::new(),
+        initiator: None,
     })
 }
 

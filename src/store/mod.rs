@@ -6,7 +6,10 @@
 //! synchronous statement or transaction (WAL mode, `synchronous=NORMAL`), and
 //! no `.await` happens while it is held. A state change and the outbound
 //! webhooks it causes are written in one transaction, so a crash loses
-//! neither or both.
+//! neither or both; so are a catalogued recording and its owner's
+//! notification POST, and an inbound event's idempotency key and what
+//! applying it must remember (see [`Store::jaas_lifecycle_applied`],
+//! [`Store::jaas_download_accepted`], [`Store::livekit_event_applied`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -22,7 +25,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_recording_owners.sql"),
     include_str!("migrations/0003_livekit_egresses.sql"),
     include_str!("migrations/0004_object_locations.sql"),
+    include_str!("migrations/0005_nothing_lost.sql"),
 ];
+/// How long inbound idempotency keys are kept: no provider replays past its
+/// replay window, and 8x8's links (the longest-lived thing) die after 24 h.
+const RECEIPT_TTL_MS: i64 = 24 * 3600 * 1000;
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -38,9 +45,40 @@ pub enum StoreError {
     TooNew(usize, usize),
 }
 
-/// An outbound webhook delivery to write with its cause.
+/// What an outbox row is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeliveryKind {
+    /// A Standard Webhooks message to a `[[webhooks.endpoints]]` URL.
+    #[default]
+    Webhook,
+    /// A Temasys-style recording notification: the metadata POSTed to an owner's `url`.
+    Notification,
+}
+
+impl DeliveryKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::Notification => "notification",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "notification" => Self::Notification,
+            _ => Self::Webhook,
+        }
+    }
+}
+
+/// An outbox row to write with its cause.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewDelivery {
+    /// Which kind of POST it is.
+    pub kind: DeliveryKind,
+    /// Written `held` (not sent until [`Store::release_held`]), e.g. a
+    /// notification waiting for the S3 upload that names its `retrievalUrl`.
+    pub held: bool,
     /// The Standard Webhooks message id, the same for every endpoint and retry.
     pub message_id: String,
     /// The endpoint URL.
@@ -56,6 +94,8 @@ pub struct NewDelivery {
 pub struct Delivery {
     /// Row id.
     pub seq: i64,
+    /// Which kind of POST it is.
+    pub kind: DeliveryKind,
     /// The Standard Webhooks message id.
     pub message_id: String,
     /// The endpoint URL.
@@ -259,8 +299,8 @@ impl Store {
         let tx = conn.transaction()?;
         let (kind, location) = location_columns(&recording.location);
         let inserted = tx.execute(
-            "INSERT OR IGNORE INTO recordings (id, room, name, duration_s, size_bytes, location_kind, location, provider, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT OR IGNORE INTO recordings (id, room, name, duration_s, size_bytes, location_kind, location, provider, created_at, participants, initiator)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 recording.id,
                 recording.room,
@@ -270,7 +310,9 @@ impl Store {
                 kind,
                 location,
                 recording.provider,
-                recording.created_at
+                recording.created_at,
+                serde_json::to_string(&recording.participants).unwrap_or_else(|_| "[]".into()),
+                recording.initiator
             ],
         )? == 1;
         if inserted {
@@ -348,12 +390,13 @@ impl Store {
     pub fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
         let conn = self.lock();
         let mut statement = conn.prepare(
-            "SELECT seq, message_id, endpoint, event_type, payload, attempts FROM outbox
+            "SELECT seq, message_id, endpoint, event_type, payload, attempts, kind FROM outbox
              WHERE state = 'pending' AND next_attempt_ms <= ?1 ORDER BY seq LIMIT ?2",
         )?;
         let rows = statement.query_map(params![now_ms, limit as i64], |r| {
             Ok(Delivery {
                 seq: r.get(0)?,
+                kind: DeliveryKind::parse(&r.get::<_, String>(6)?),
                 message_id: r.get(1)?,
                 endpoint: r.get(2)?,
                 event_type: r.get(3)?,
@@ -404,6 +447,29 @@ impl Store {
         Ok(())
     }
 
+    /// Lets a held row go, with a new payload if given; `false` if no row
+    /// with that message id is held (released already, e.g. by a restart).
+    pub fn release_held(
+        &self,
+        message_id: &str,
+        payload: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        Ok(self.lock().execute(
+            "UPDATE outbox SET state = 'pending', payload = COALESCE(?2, payload)
+             WHERE message_id = ?1 AND state = 'held'",
+            params![message_id, payload],
+        )? > 0)
+    }
+
+    /// Lets every held row go as it is (at start-up: whatever held them died
+    /// with the previous process). Returns how many.
+    pub fn release_all_held(&self) -> Result<usize, StoreError> {
+        Ok(self.lock().execute(
+            "UPDATE outbox SET state = 'pending' WHERE state = 'held'",
+            [],
+        )?)
+    }
+
     /// An endpoint answered 410 Gone: nothing more goes to it.
     pub fn disable_endpoint(&self, endpoint: &str) -> Result<(), StoreError> {
         let mut conn = self.lock();
@@ -413,7 +479,8 @@ impl Store {
             params![endpoint, crate::protocol::now_rfc3339()],
         )?;
         tx.execute(
-            "UPDATE outbox SET state = 'disabled' WHERE endpoint = ?1 AND state = 'pending'",
+            "UPDATE outbox SET state = 'disabled'
+             WHERE endpoint = ?1 AND state = 'pending' AND kind = 'webhook'",
             [endpoint],
         )?;
         tx.commit()?;
@@ -428,17 +495,28 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The outbox by state.
+    /// The outbound webhooks by state.
     pub fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        self.counts(DeliveryKind::Webhook)
+    }
+
+    /// The notification POSTs by state (a held one counts as pending).
+    pub fn notification_counts(&self) -> Result<OutboxCounts, StoreError> {
+        self.counts(DeliveryKind::Notification)
+    }
+
+    fn counts(&self, kind: DeliveryKind) -> Result<OutboxCounts, StoreError> {
         let conn = self.lock();
         let mut counts = OutboxCounts::default();
-        let mut statement = conn.prepare("SELECT state, COUNT(*) FROM outbox GROUP BY state")?;
-        let rows =
-            statement.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
+        let mut statement =
+            conn.prepare("SELECT state, COUNT(*) FROM outbox WHERE kind = ?1 GROUP BY state")?;
+        let rows = statement.query_map([kind.as_str()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
+        })?;
         for row in rows {
             let (state, n) = row?;
             match state.as_str() {
-                "pending" => counts.pending = n,
+                "pending" | "held" => counts.pending += n,
                 "delivered" => counts.delivered = n,
                 "dead" => counts.dead = n,
                 _ => counts.disabled = n,
@@ -454,16 +532,25 @@ impl Store {
         key: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let first = insert_receipt(&tx, provider, key, now_ms)?;
+        tx.commit()?;
+        Ok(first)
+    }
+
+    /// Whether an inbound webhook's idempotency key was recorded (read only:
+    /// for providers whose key is recorded once the event is applied).
+    pub fn receipt_seen(&self, provider: &str, key: &str) -> Result<bool, StoreError> {
         let conn = self.lock();
-        // Keys older than a day cannot be replayed past the providers' replay windows.
-        conn.execute(
-            "DELETE FROM webhook_receipts WHERE received_ms < ?1",
-            [now_ms - 24 * 3600 * 1000],
-        )?;
-        Ok(conn.execute(
-            "INSERT OR IGNORE INTO webhook_receipts (provider, key, received_ms) VALUES (?1, ?2, ?3)",
-            params![provider, key, now_ms],
-        )? == 1)
+        Ok(conn
+            .query_row(
+                "SELECT 1 FROM webhook_receipts WHERE provider = ?1 AND key = ?2",
+                params![provider, key],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
     }
 
     /// Remembers who started a recording.
@@ -559,17 +646,41 @@ impl Store {
         Ok(())
     }
 
-    /// Records the newest event admitted for an egress.
+    /// Records the newest event admitted for an egress (never moving the
+    /// mark back: writes of two events may reach the store out of order).
     pub fn livekit_egress_admitted(
         &self,
         egress_id: &str,
         updated_at: i64,
         status: &str,
     ) -> Result<(), StoreError> {
-        self.lock().execute(
-            "UPDATE livekit_egresses SET last_updated_at = ?2, status = ?3 WHERE egress_id = ?1",
-            params![egress_id, updated_at, status],
-        )?;
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        advance_livekit_mark(&tx, egress_id, updated_at, status)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A LiveKit egress event was applied to its room (whose state is already
+    /// saved): its ordering mark and its event id, in one transaction. Only
+    /// now is the event "seen": a crash before this leaves both unwritten, so
+    /// LiveKit's retry is applied again, which is harmless because every
+    /// egress input is idempotent in the state machine and the catalog.
+    pub fn livekit_event_applied(
+        &self,
+        egress_id: &str,
+        updated_at: i64,
+        status: &str,
+        event_id: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        advance_livekit_mark(&tx, egress_id, updated_at, status)?;
+        if let Some(key) = event_id {
+            insert_receipt(&tx, "livekit", key, now_ms)?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -612,6 +723,99 @@ impl Store {
     }
 }
 
+/// The JaaS bridge's durable state (`webhooks::jaas`): per-session ordering
+/// marks and the downloads onair owes, each written together with the
+/// idempotency key of the event that caused it.
+impl Store {
+    /// The payload `timestamp` (ms) of the newest `RECORDING_STARTED`/`ENDED`
+    /// applied for a JaaS meeting session.
+    pub fn jaas_mark(&self, session_id: &str) -> Result<Option<i64>, StoreError> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                "SELECT last_ms FROM jaas_sessions WHERE session_id = ?1",
+                [session_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// A JaaS lifecycle event was handled (its room state, if it changed, is
+    /// already saved): the session's mark moves up to `timestamp_ms` (never
+    /// down; `0` = no timestamp, no mark) and the idempotency key is recorded,
+    /// in one transaction. Marks older than a week are forgotten (a JaaS
+    /// recording lasts at most 6 h; its upload follows within minutes).
+    pub fn jaas_lifecycle_applied(
+        &self,
+        session_id: &str,
+        timestamp_ms: i64,
+        idempotency_key: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM jaas_sessions WHERE updated_ms < ?1",
+            [now_ms - 7 * 24 * 3600 * 1000],
+        )?;
+        if timestamp_ms > 0 {
+            tx.execute(
+                "INSERT INTO jaas_sessions (session_id, last_ms, updated_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (session_id) DO UPDATE SET last_ms = MAX(last_ms, ?2), updated_ms = ?3",
+                params![session_id, timestamp_ms, now_ms],
+            )?;
+        }
+        if let Some(key) = idempotency_key {
+            insert_receipt(&tx, "jaas", key, now_ms)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Journals a JaaS download (`job`, JSON) with the idempotency key of the
+    /// `RECORDING_UPLOADED` that asked for it, in one transaction; `false`
+    /// (nothing written) if the key was recorded before.
+    pub fn jaas_download_accepted(
+        &self,
+        recording_id: &str,
+        job: &str,
+        idempotency_key: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        if let Some(key) = idempotency_key
+            && !insert_receipt(&tx, "jaas", key, now_ms)?
+        {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO jaas_downloads (recording_id, job, created_ms) VALUES (?1, ?2, ?3)",
+            params![recording_id, job, now_ms],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// The journalled JaaS downloads, `(recording id, job JSON)`, oldest first.
+    pub fn jaas_downloads(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.lock();
+        let mut statement =
+            conn.prepare("SELECT recording_id, job FROM jaas_downloads ORDER BY created_ms")?;
+        let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Forgets a JaaS download (catalogued or given up).
+    pub fn jaas_download_done(&self, recording_id: &str) -> Result<(), StoreError> {
+        self.lock().execute(
+            "DELETE FROM jaas_downloads WHERE recording_id = ?1",
+            [recording_id],
+        )?;
+        Ok(())
+    }
+}
+
 const SELECT_LIVEKIT_EGRESS: &str = "SELECT egress_id, room, recording_id, last_updated_at, status, stop_requested, created_ms FROM livekit_egresses";
 
 fn livekit_egress_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LivekitEgressRow> {
@@ -626,7 +830,7 @@ fn livekit_egress_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LivekitEgr
     })
 }
 
-const SELECT_RECORDING: &str = "SELECT id, room, name, duration_s, size_bytes, location_kind, location, provider, created_at FROM recordings";
+const SELECT_RECORDING: &str = "SELECT id, room, name, duration_s, size_bytes, location_kind, location, provider, created_at, participants, initiator FROM recordings";
 
 fn recording_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Recording> {
     let kind: String = r.get(5)?;
@@ -644,6 +848,9 @@ fn recording_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Recording> {
         },
         provider: r.get(7)?,
         created_at: r.get(8)?,
+        // Written by `insert_recording` as a JSON array; unreadable means none known.
+        participants: serde_json::from_str(&r.get::<_, String>(9)?).unwrap_or_default(),
+        initiator: r.get(10)?,
     })
 }
 
@@ -656,21 +863,57 @@ fn location_columns(location: &Location) -> (&'static str, String) {
     }
 }
 
+/// Moves an egress's mark forward (a later `updatedAt`, or the same one with
+/// another status); an older event's write changes nothing.
+fn advance_livekit_mark(
+    tx: &rusqlite::Transaction<'_>,
+    egress_id: &str,
+    updated_at: i64,
+    status: &str,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE livekit_egresses SET last_updated_at = ?2, status = ?3
+         WHERE egress_id = ?1 AND (last_updated_at IS NULL OR last_updated_at <= ?2)",
+        params![egress_id, updated_at, status],
+    )?;
+    Ok(())
+}
+
+/// Records an inbound idempotency key; `false` if it was recorded before.
+/// Forgets keys past [`RECEIPT_TTL_MS`] on the way.
+fn insert_receipt(
+    tx: &rusqlite::Transaction<'_>,
+    provider: &str,
+    key: &str,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    tx.execute(
+        "DELETE FROM webhook_receipts WHERE received_ms < ?1",
+        [now_ms - RECEIPT_TTL_MS],
+    )?;
+    Ok(tx.execute(
+        "INSERT OR IGNORE INTO webhook_receipts (provider, key, received_ms) VALUES (?1, ?2, ?3)",
+        params![provider, key, now_ms],
+    )? == 1)
+}
+
 fn insert_deliveries(
     tx: &rusqlite::Transaction<'_>,
     deliveries: &[NewDelivery],
 ) -> Result<(), StoreError> {
     let mut statement = tx.prepare_cached(
-        "INSERT OR IGNORE INTO outbox (message_id, endpoint, event_type, payload, next_attempt_ms, created_at)
-         VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+        "INSERT OR IGNORE INTO outbox (kind, message_id, endpoint, event_type, payload, state, next_attempt_ms, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)",
     )?;
     let now = crate::protocol::now_rfc3339();
     for d in deliveries {
         statement.execute(params![
+            d.kind.as_str(),
             d.message_id,
             d.endpoint,
             d.event_type,
             d.payload,
+            if d.held { "held" } else { "pending" },
             now
         ])?;
     }
@@ -691,11 +934,15 @@ mod tests {
             location: Location::File("/tmp/a.mp4".into()),
             provider: "manual".into(),
             created_at: crate::protocol::now_rfc3339(),
+            participants: Vec::new(),
+            initiator: None,
         }
     }
 
     fn delivery(id: &str) -> NewDelivery {
         NewDelivery {
+            kind: DeliveryKind::Webhook,
+            held: false,
             message_id: id.into(),
             endpoint: "http://127.0.0.1:1/hook".into(),
             event_type: "recording.available".into(),
@@ -898,6 +1145,171 @@ mod tests {
         store.save_livekit_egress(&newer, 2_000).unwrap();
         assert_eq!(store.livekit_egress("EG_1").unwrap(), None);
         assert!(store.livekit_egress("EG_2").unwrap().is_some());
+    }
+
+    #[test]
+    fn notifications_share_the_outbox_and_may_be_held() {
+        let store = Store::in_memory().unwrap();
+        let post = |id: &str, held: bool| NewDelivery {
+            kind: DeliveryKind::Notification,
+            held,
+            message_id: id.into(),
+            endpoint: "http://127.0.0.1:1/notify".into(),
+            event_type: "recording.notification".into(),
+            payload: "{\"retrievalUrl\":\"/v1/recordings/r1/media\"}".into(),
+        };
+        // Written with the catalog entry, in one transaction.
+        let mut attended = recording("r1");
+        attended.participants = vec!["ada".into(), "grace".into()];
+        attended.initiator = Some("ada".into());
+        store
+            .insert_recording(&attended, &[delivery("m1"), post("n1", true)])
+            .unwrap();
+        assert_eq!(store.recording("r1").unwrap().unwrap(), attended);
+        store.enqueue(&[post("n2", false)]).unwrap();
+        // Held rows wait; the webhook counts do not include notifications.
+        let due = store.due_deliveries(0, 10).unwrap();
+        let kinds: Vec<_> = due
+            .iter()
+            .map(|d| (d.message_id.as_str(), d.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("m1", DeliveryKind::Webhook),
+                ("n2", DeliveryKind::Notification)
+            ]
+        );
+        assert_eq!(store.outbox_counts().unwrap().pending, 1);
+        assert_eq!(store.notification_counts().unwrap().pending, 2);
+        // Released with the upload's URL; only once.
+        assert!(store.release_held("n1", Some("{\"x\":1}")).unwrap());
+        assert!(!store.release_held("n1", None).unwrap());
+        let n1 = store
+            .due_deliveries(0, 10)
+            .unwrap()
+            .into_iter()
+            .find(|d| d.message_id == "n1")
+            .unwrap();
+        assert_eq!(n1.payload, "{\"x\":1}");
+        // A 410 from a webhook endpoint never disables a notification.
+        store.disable_endpoint("http://127.0.0.1:1/notify").unwrap();
+        assert_eq!(store.notification_counts().unwrap().pending, 2);
+        // At start-up, rows left held go as written.
+        store.enqueue(&[post("n3", true)]).unwrap();
+        assert_eq!(store.release_all_held().unwrap(), 1);
+    }
+
+    #[test]
+    fn the_outbox_migration_keeps_pending_deliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("onair.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &MIGRATIONS[..4] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 4).unwrap();
+            tx.execute(
+                "INSERT INTO outbox (message_id, endpoint, event_type, payload, next_attempt_ms, created_at)
+                 VALUES ('m0', 'http://e', 'recording.started', '{}', 0, 'x')",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let due = store.due_deliveries(0, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            (due[0].message_id.as_str(), due[0].kind),
+            ("m0", DeliveryKind::Webhook)
+        );
+        // New rows do not reuse the old row's sequence number.
+        store.enqueue(&[delivery("m1")]).unwrap();
+        assert!(store.due_deliveries(0, 10).unwrap()[1].seq > due[0].seq);
+    }
+
+    #[test]
+    fn jaas_marks_and_keys_are_written_together_and_only_move_up() {
+        let store = Store::in_memory().unwrap();
+        assert_eq!(store.jaas_mark("s1").unwrap(), None);
+        assert!(!store.receipt_seen("jaas", "k1").unwrap());
+        store
+            .jaas_lifecycle_applied("s1", 2_000, Some("k1"), 10_000)
+            .unwrap();
+        assert_eq!(store.jaas_mark("s1").unwrap(), Some(2_000));
+        assert!(store.receipt_seen("jaas", "k1").unwrap());
+        // An older (stale) event's key is kept; the mark stays.
+        store
+            .jaas_lifecycle_applied("s1", 1_000, Some("k0"), 10_000)
+            .unwrap();
+        assert_eq!(store.jaas_mark("s1").unwrap(), Some(2_000));
+        assert!(store.receipt_seen("jaas", "k0").unwrap());
+        // No timestamp, no mark.
+        store.jaas_lifecycle_applied("s2", 0, None, 10_000).unwrap();
+        assert_eq!(store.jaas_mark("s2").unwrap(), None);
+        // Marks are forgotten after a week.
+        store
+            .jaas_lifecycle_applied("s3", 5, None, 10_000 + 8 * 24 * 3600 * 1000)
+            .unwrap();
+        assert_eq!(store.jaas_mark("s1").unwrap(), None);
+    }
+
+    #[test]
+    fn a_jaas_download_is_journalled_with_its_key_once() {
+        let store = Store::in_memory().unwrap();
+        assert!(
+            store
+                .jaas_download_accepted("r1", "{}", Some("k1"), 1_000)
+                .unwrap()
+        );
+        // The same key again (a redelivery) writes nothing.
+        assert!(
+            !store
+                .jaas_download_accepted("r2", "{}", Some("k1"), 1_000)
+                .unwrap()
+        );
+        assert_eq!(
+            store.jaas_downloads().unwrap(),
+            [("r1".into(), "{}".into())]
+        );
+        store.jaas_download_done("r1").unwrap();
+        assert!(store.jaas_downloads().unwrap().is_empty());
+        assert!(store.receipt_seen("jaas", "k1").unwrap());
+    }
+
+    #[test]
+    fn a_livekit_event_is_seen_only_with_its_mark() {
+        let store = Store::in_memory().unwrap();
+        let row = LivekitEgressRow {
+            egress_id: "EG_1".into(),
+            room: "room".into(),
+            recording_id: "rec".into(),
+            last_updated_at: None,
+            status: None,
+            stop_requested: false,
+            created_ms: 1_000,
+        };
+        store.save_livekit_egress(&row, 0).unwrap();
+        // Before the write (a crash after applying): neither is known.
+        assert!(!store.receipt_seen("livekit", "EV_1").unwrap());
+        store
+            .livekit_event_applied("EG_1", 20, "EGRESS_ACTIVE", Some("EV_1"), 1_000)
+            .unwrap();
+        assert!(store.receipt_seen("livekit", "EV_1").unwrap());
+        let saved = store.livekit_egress("EG_1").unwrap().unwrap();
+        assert_eq!(
+            (saved.last_updated_at, saved.status.as_deref()),
+            (Some(20), Some("EGRESS_ACTIVE"))
+        );
+        // A write that reaches the store late never moves the mark back.
+        store
+            .livekit_event_applied("EG_1", 10, "EGRESS_STARTING", None, 1_000)
+            .unwrap();
+        let saved = store.livekit_egress("EG_1").unwrap().unwrap();
+        assert_eq!(saved.last_updated_at, Some(20));
     }
 
     #[test]

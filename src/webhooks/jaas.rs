@@ -11,6 +11,18 @@
 //! `idempotencyKey` was already accepted are acknowledged and not applied
 //! again; the keys are in the store, so this holds across restarts.
 //!
+//! An event counts as accepted only once what it changed is durable, and its
+//! key is written in the same transaction as what onair must remember of it
+//! (never before: a crash in between would turn 8x8's retry into a
+//! "duplicate" and lose the event). A start or end is applied to the room
+//! first (the room saves its state as it changes), then its key and the
+//! session's ordering mark are written together
+//! ([`crate::store::Store::jaas_lifecycle_applied`]); a crash between the two
+//! makes the retry apply again, which changes nothing, since a second start
+//! of a recording or end of an ended one is a no-op in the state machine.
+//! An upload's download job and its key are one transaction
+//! ([`crate::store::Store::jaas_download_accepted`]).
+//!
 //! Answers, all JSON:
 //!
 //! | status | body | when |
@@ -32,23 +44,25 @@
 //! `preAuthenticatedLink` is downloaded into `[storage] path`, off the request
 //! path, with retries (`[jaas] download_attempts`, `download_timeout_s`, backoff
 //! 2 s × 4ⁿ), then catalogued (provider `jaas`, `durationSec`) and announced
-//! with `recording_available`. An upload is kept for any valid room id, live
+//! with `recording_available`; the catalog entry names the meeting's
+//! `participants` and the `initiatorId`. An upload is kept for any valid room id, live
 //! or not: by then the meeting has usually ended and everyone left, and 8x8
 //! keeps the file only 24 h. A download that failed every attempt is logged
 //! as an error and not catalogued.
 //!
-//! Pending downloads survive a restart: each is written to
-//! `[storage] path/.jaas-pending/<recording id>.json` before the webhook is
-//! answered and removed once catalogued or given up; [`resume`] picks them up
-//! again (the link's 24 h still bounds the retries).
+//! Pending downloads survive a restart: each is journalled in the store
+//! before the webhook is answered and forgotten once catalogued or given up;
+//! [`resume`] picks them up again (the link's 24 h still bounds the retries).
+//! Journals an older onair left in `[storage] path/.jaas-pending/` are moved
+//! into the store on the way.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -67,23 +81,19 @@ use crate::protocol::{RecordingEvent, now_rfc3339};
 use crate::recording::Input;
 use crate::server::AppState;
 
-/// Largest webhook body accepted (8x8's are a few KiB).
-pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// How far `t` may be from now, either way.
 pub const REPLAY_WINDOW_S: u64 = 5 * 60;
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "x-jaas-signature";
-/// Where pending downloads are journalled, under `[storage] path`.
-const PENDING_DIR: &str = ".jaas-pending";
+/// Where an older onair journalled pending downloads, under `[storage] path`.
+const LEGACY_PENDING_DIR: &str = ".jaas-pending";
 /// Where downloads are written before they are moved into place, under `[storage] path`.
 const INCOMING_DIR: &str = ".incoming";
 
 /// The JaaS webhook routes.
 pub fn routes() -> Router<Arc<AppState>> {
-    Router::new().route(
-        "/webhooks/jaas",
-        post(receive).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
-    )
+    // The body limit is `[server] max_webhook_body_bytes`, layered in `http::router`.
+    Router::new().route("/webhooks/jaas", post(receive))
 }
 
 /// What became of an accepted webhook.
@@ -128,7 +138,10 @@ async fn receive(
             AppError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
-                format!("a webhook body may have at most {MAX_BODY_BYTES} bytes"),
+                format!(
+                    "a webhook body may have at most {} bytes",
+                    app.config.server.max_webhook_body_bytes
+                ),
             )
         } else {
             AppError::new(rejection.status(), "invalid_body", rejection.body_text())
@@ -157,76 +170,120 @@ async fn receive(
     Ok(Json(json!({ "result": outcome.as_str() })))
 }
 
+/// The answer when the store fails: 8x8 retries on a non-2xx answer, and
+/// nothing was recorded as seen, so the retry is applied.
+fn store_unavailable(e: crate::store::StoreError) -> AppError {
+    tracing::error!(error = %e, "jaas webhook: the store failed");
+    AppError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "the event could not be recorded; retry later",
+    )
+}
+
+/// The event's idempotency key, if it has one.
+fn key_of(event: &Event) -> Option<&str> {
+    Some(event.idempotency_key.as_str()).filter(|k| !k.is_empty())
+}
+
+/// Whether the event's key was recorded before.
+fn seen(app: &AppState, event: &Event) -> Result<bool, AppError> {
+    match key_of(event) {
+        Some(key) => app
+            .store
+            .receipt_seen("jaas", key)
+            .map_err(store_unavailable),
+        None => Ok(false),
+    }
+}
+
+/// An event that changes nothing: its key is recorded (so a redelivery is
+/// answered `duplicate`, as every other), and it is `outcome`.
+fn nothing(app: &AppState, event: &Event, outcome: Outcome) -> Result<Outcome, AppError> {
+    let Some(key) = key_of(event) else {
+        return Ok(outcome);
+    };
+    let first = app
+        .store
+        .first_receipt("jaas", key, unix_ms())
+        .map_err(store_unavailable)?;
+    Ok(if first { outcome } else { Outcome::Duplicate })
+}
+
 /// Applies a verified event, at most once.
 async fn handle(app: &Arc<AppState>, jaas: &Jaas, event: Event) -> Result<Outcome, AppError> {
-    if !event.idempotency_key.is_empty() {
-        let first = app
-            .store
-            .first_receipt("jaas", &event.idempotency_key, unix_ms())
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot record a jaas idempotency key");
-                // 8x8 retries on a non-2xx answer; nothing was applied.
-                AppError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    "the event could not be recorded; retry later",
-                )
-            })?;
-        if !first {
-            tracing::debug!(idempotency_key = %event.idempotency_key, event = %event.event_type, "jaas webhook already seen");
-            return Ok(Outcome::Duplicate);
-        }
+    if seen(app, &event)? {
+        tracing::debug!(idempotency_key = %event.idempotency_key, event = %event.event_type, "jaas webhook already seen");
+        return Ok(Outcome::Duplicate);
     }
     let Some(room) = jaas::room_of(&event.fqn) else {
         if event.event_type.starts_with("RECORDING_") {
             tracing::warn!(fqn = %event.fqn, event = %event.event_type, "jaas webhook names no valid room");
         }
-        return Ok(Outcome::Ignored);
+        return nothing(app, &event, Outcome::Ignored);
     };
     if event.session_id.is_empty() {
-        return Ok(Outcome::Ignored);
+        return nothing(app, &event, Outcome::Ignored);
     }
     let room = room.to_owned();
-    Ok(match event.event_type.as_str() {
-        "RECORDING_STARTED" => lifecycle(app, jaas, &event, &room, true),
-        "RECORDING_ENDED" => lifecycle(app, jaas, &event, &room, false),
-        "RECORDING_UPLOADED" => uploaded(app, jaas, &event, room).await?,
-        _ => Outcome::Ignored,
-    })
+    match event.event_type.as_str() {
+        "RECORDING_STARTED" => lifecycle(app, jaas, &event, &room, true).await,
+        "RECORDING_ENDED" => lifecycle(app, jaas, &event, &room, false).await,
+        "RECORDING_UPLOADED" => uploaded(app, jaas, &event, room).await,
+        _ => nothing(app, &event, Outcome::Ignored),
+    }
 }
 
 /// `RECORDING_STARTED` / `RECORDING_ENDED`: the room's recording state.
-fn lifecycle(
+/// One at a time: the mark checked is the mark written.
+async fn lifecycle(
     app: &Arc<AppState>,
     jaas: &Jaas,
     event: &Event,
     room: &str,
     started: bool,
-) -> Outcome {
-    if !jaas.admit(&event.session_id, event.timestamp) {
-        tracing::debug!(room, session_id = %event.session_id, event = %event.event_type, "stale jaas webhook dropped");
-        return Outcome::Stale;
+) -> Result<Outcome, AppError> {
+    let _turn = jaas.turn().await;
+    // A redelivery that raced the first copy here finds its key now.
+    if seen(app, event)? {
+        return Ok(Outcome::Duplicate);
     }
-    let recording_id = jaas::recording_id(&event.session_id);
-    let input = if started {
-        Input::ProviderStarted {
-            recording_id: recording_id.clone(),
-        }
+    let mark = app
+        .store
+        .jaas_mark(&event.session_id)
+        .map_err(store_unavailable)?;
+    let outcome = if !jaas::is_newer(mark, event.timestamp) {
+        tracing::debug!(room, session_id = %event.session_id, event = %event.event_type, "stale jaas webhook dropped");
+        Outcome::Stale
     } else {
-        Input::BackendStopped {
-            recording_id: recording_id.clone(),
+        let recording_id = jaas::recording_id(&event.session_id);
+        let input = if started {
+            Input::ProviderStarted {
+                recording_id: recording_id.clone(),
+            }
+        } else {
+            Input::BackendStopped {
+                recording_id: recording_id.clone(),
+            }
+        };
+        match app.rooms.apply_to(room, input) {
+            Some(applied) => {
+                tracing::info!(room, recording_id, session_id = %event.session_id, event = %event.event_type, status = ?applied.state.status(), "jaas recording update");
+                Outcome::Applied
+            }
+            None => {
+                tracing::debug!(room, event = %event.event_type, "jaas webhook for a room onair does not host");
+                Outcome::Ignored
+            }
         }
     };
-    match app.rooms.apply_to(room, input) {
-        Some(applied) => {
-            tracing::info!(room, recording_id, session_id = %event.session_id, event = %event.event_type, status = ?applied.state.status(), "jaas recording update");
-            Outcome::Applied
-        }
-        None => {
-            tracing::debug!(room, event = %event.event_type, "jaas webhook for a room onair does not host");
-            Outcome::Ignored
-        }
-    }
+    // Only now, with the room's state saved: the key and the mark, together.
+    // (The mark moves up only; a stale event leaves it, an ignored one sets
+    // it, so an older event about the same session stays stale.)
+    app.store
+        .jaas_lifecycle_applied(&event.session_id, event.timestamp, key_of(event), unix_ms())
+        .map_err(store_unavailable)?;
+    Ok(outcome)
 }
 
 /// `RECORDING_UPLOADED`: journals the download and starts it; answers at once.
@@ -246,7 +303,7 @@ async fn uploaded(
     let link = data.pre_authenticated_link.trim();
     if !(link.starts_with("https://") || link.starts_with("http://")) {
         tracing::warn!(room, session_id = %event.session_id, "jaas RECORDING_UPLOADED without a download link");
-        return Ok(Outcome::Ignored);
+        return nothing(app, event, Outcome::Ignored);
     }
     let Some(recording_id) = catalog_id(
         app,
@@ -255,13 +312,15 @@ async fn uploaded(
         data.recording_session_id.as_deref(),
     ) else {
         tracing::info!(room, session_id = %event.session_id, "jaas recording already catalogued or downloading");
-        return Ok(Outcome::Duplicate);
+        return nothing(app, event, Outcome::Duplicate);
     };
     let duration_s = data
         .duration_sec
         .filter(|d| d.is_finite() && *d >= 0.0)
         .or_else(|| match (data.start_timestamp, data.end_timestamp) {
-            (Some(start), Some(end)) if end > start => Some((end - start) as f64 / 1000.0),
+            (Some(start), Some(end)) if end > start => {
+                Some(end.saturating_sub(start) as f64 / 1000.0)
+            }
             _ => None,
         })
         .unwrap_or(0.0);
@@ -272,13 +331,32 @@ async fn uploaded(
         recording_session_id: data.recording_session_id,
         link: link.to_owned(),
         duration_s,
-        initiator_id: data.initiator_id,
-        participants: data.participants.into_iter().map(|p| p.id).collect(),
+        initiator_id: data.initiator_id.filter(|id| !id.is_empty()),
+        participants: data
+            .participants
+            .into_iter()
+            .map(|p| p.id)
+            .filter(|id| !id.is_empty())
+            .collect(),
         received_ms: unix_ms(),
     };
-    if let Err(e) = save_job(&app.config.storage.path, &job).await {
-        // The download still runs; only a restart before it ends would lose it.
-        tracing::error!(recording_id = %job.recording_id, error = %e, "cannot journal a jaas download");
+    let journal = serde_json::to_string(&job).expect("a job serializes");
+    match app.store.jaas_download_accepted(
+        &job.recording_id,
+        &journal,
+        key_of(event),
+        job.received_ms,
+    ) {
+        Ok(true) => {}
+        Ok(false) => {
+            // A redelivery that raced the first copy: that one downloads.
+            jaas.release(&job.recording_id);
+            return Ok(Outcome::Duplicate);
+        }
+        Err(e) => {
+            jaas.release(&job.recording_id);
+            return Err(store_unavailable(e));
+        }
     }
     tracing::info!(
         room = %job.room,
@@ -325,9 +403,11 @@ struct Job {
     link: String,
     /// Length in seconds.
     duration_s: f64,
-    /// Who started the recording (the JaaS user id), for the log.
+    /// Who started the recording (the JaaS user id), for the catalog.
+    #[serde(default)]
     initiator_id: Option<String>,
-    /// Who was in the meeting (JaaS user ids), for the log.
+    /// Who was in the meeting (JaaS user ids), for the catalog.
+    #[serde(default)]
     participants: Vec<String>,
     /// When the webhook arrived (ms since the epoch): the link dies 24 h later.
     received_ms: i64,
@@ -429,6 +509,8 @@ async fn fetch(app: &AppState, jaas: &Jaas, job: &Job) -> Result<Recording, Down
         location: Location::File(path),
         provider: "jaas".into(),
         created_at: now_rfc3339(),
+        participants: job.participants.clone(),
+        initiator: job.initiator_id.clone(),
     })
 }
 
@@ -465,10 +547,8 @@ async fn catalogue(app: &AppState, job: &Job, recording: Recording) {
 
 /// Forgets a job: its journal entry and its claim.
 async fn finish(app: &AppState, jaas: &Jaas, job: &Job) {
-    let file = pending_dir(&app.config.storage.path).join(format!("{}.json", job.recording_id));
-    if let Err(e) = tokio::fs::remove_file(&file).await
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
+    if let Err(e) = app.store.jaas_download_done(&job.recording_id) {
+        // Harmless: the next start finds it catalogued (or given up) and forgets it.
         tracing::warn!(recording_id = %job.recording_id, error = %e, "cannot remove a jaas download from the journal");
     }
     jaas.release(&job.recording_id);
@@ -485,44 +565,37 @@ pub fn resume(app: &Arc<AppState>) {
     }
     let app = app.clone();
     tokio::spawn(async move {
-        let dir = pending_dir(&app.config.storage.path);
-        let mut entries = match tokio::fs::read_dir(&dir).await {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        import_legacy_journal(&app).await;
+        let jobs = match app.store.jaas_downloads() {
+            Ok(jobs) => jobs,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the pending jaas downloads");
                 return;
             }
         };
-        while let Ok(Some(entry)) = entries.next_entry().await {
-            let path = entry.path();
-            if path.extension().is_none_or(|ext| ext != "json") {
-                continue;
-            }
-            let job = match tokio::fs::read(&path)
-                .await
-                .map(|bytes| serde_json::from_slice::<Job>(&bytes))
-            {
-                Ok(Ok(job)) => job,
-                Ok(Err(e)) => {
-                    tracing::error!(file = %path.display(), error = %e, "unreadable pending jaas download; removed");
-                    let _ = tokio::fs::remove_file(&path).await;
-                    continue;
-                }
+        let Backend::Jaas(jaas) = app.rooms.backend().as_ref() else {
+            return;
+        };
+        for (recording_id, journal) in jobs {
+            let job = match serde_json::from_str::<Job>(&journal) {
+                Ok(job) => job,
                 Err(e) => {
-                    tracing::error!(file = %path.display(), error = %e, "cannot read a pending jaas download");
+                    tracing::error!(%recording_id, error = %e, "unreadable pending jaas download; removed");
+                    let _ = app.store.jaas_download_done(&recording_id);
                     continue;
                 }
-            };
-            let Backend::Jaas(jaas) = app.rooms.backend().as_ref() else {
-                return;
             };
             if job.link_left().is_zero() {
                 tracing::error!(room = %job.room, recording_id = %job.recording_id, "jaas recording link expired before it could be downloaded; it is not catalogued");
                 finish(&app, jaas, &job).await;
                 continue;
             }
-            if app.catalog.get(&job.recording_id).is_some() || !jaas.claim(&job.recording_id) {
+            if app.catalog.get(&job.recording_id).is_some() {
+                // Catalogued just before a crash: only the journal entry was left.
+                finish(&app, jaas, &job).await;
+                continue;
+            }
+            if !jaas.claim(&job.recording_id) {
                 continue;
             }
             tracing::info!(room = %job.room, recording_id = %job.recording_id, "resuming a pending jaas download");
@@ -531,23 +604,44 @@ pub fn resume(app: &Arc<AppState>) {
     });
 }
 
-fn pending_dir(storage: &Path) -> PathBuf {
-    storage.join(PENDING_DIR)
-}
-
-/// Writes a job to the journal durably (temporary file, fsync, rename).
-async fn save_job(storage: &Path, job: &Job) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
-    let dir = pending_dir(storage);
-    tokio::fs::create_dir_all(&dir).await?;
-    let temp = TempFile(dir.join(format!("{}.json.tmp", job.recording_id)));
-    let mut file = tokio::fs::File::create(&temp.0).await?;
-    file.write_all(&serde_json::to_vec(job).map_err(std::io::Error::other)?)
-        .await?;
-    file.sync_all().await?;
-    drop(file);
-    temp.persist(&dir.join(format!("{}.json", job.recording_id)))
-        .await
+/// Moves the file journal of an older onair (`[storage] path/.jaas-pending/`)
+/// into the store.
+async fn import_legacy_journal(app: &AppState) {
+    let dir = app.config.storage.path.join(LEGACY_PENDING_DIR);
+    let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let path = entry.path();
+        if path.extension().is_none_or(|ext| ext != "json") {
+            continue;
+        }
+        let job = match tokio::fs::read(&path).await {
+            Ok(bytes) => serde_json::from_slice::<Job>(&bytes),
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "cannot read a pending jaas download");
+                continue;
+            }
+        };
+        let imported = match job {
+            Ok(job) => {
+                let journal = serde_json::to_string(&job).expect("a job serializes");
+                app.store
+                    .jaas_download_accepted(&job.recording_id, &journal, None, job.received_ms)
+                    .inspect_err(
+                        |e| tracing::error!(error = %e, "cannot journal a pending jaas download"),
+                    )
+                    .is_ok()
+            }
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "unreadable pending jaas download; removed");
+                true
+            }
+        };
+        if imported {
+            let _ = tokio::fs::remove_file(&path).await;
+        }
+    }
 }
 
 /// A temporary file removed unless it is moved into place.
@@ -583,9 +677,10 @@ fn unix_ms() -> i64 {
 }
 
 /// A JaaS webhook event, the fields onair reads; unknown fields are ignored.
+/// Public (fields private) so that the fuzzer parses into the handler's type.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
-struct Event {
+pub struct Event {
     /// `RECORDING_STARTED`, `RECORDING_ENDED`, `RECORDING_UPLOADED`, …
     event_type: String,
     /// The meeting session.
@@ -600,10 +695,10 @@ struct Event {
     data: Value,
 }
 
-/// `data` of `RECORDING_UPLOADED`.
+/// `data` of `RECORDING_UPLOADED`. Public (fields private) for the fuzzer.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
-struct UploadedData {
+pub struct UploadedData {
     /// Who was in the meeting.
     participants: Vec<JaasParticipant>,
     /// Where the file is, for 24 h.
@@ -630,7 +725,7 @@ struct JaasParticipant {
 
 /// Why a webhook's signature was refused.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-enum VerifyError {
+pub enum VerifyError {
     /// No `X-Jaas-Signature` header.
     #[error("the X-Jaas-Signature header is missing")]
     MissingHeader,
@@ -649,7 +744,8 @@ enum VerifyError {
 }
 
 /// Verifies an `X-Jaas-Signature` over `body` as 8x8 documents it, plus the replay window.
-fn verify(
+/// Public for the fuzzer (`fuzz/`) and `tests/fuzz_corpus.rs`.
+pub fn verify(
     secret: Option<&str>,
     header: Option<&str>,
     body: &[u8],

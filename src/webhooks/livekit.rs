@@ -10,6 +10,17 @@
 //! already received (kept in the store for a day, across restarts) are
 //! acknowledged without being applied again.
 //!
+//! An event id is recorded only once the event is applied: the room saves
+//! its state as it changes, the catalog its entry, and then the egress's
+//! ordering mark and the event id are written in one transaction
+//! (`Store::livekit_event_applied`). A crash before that write leaves the
+//! event unseen, so LiveKit's retry is applied again — harmless, because
+//! every egress input is idempotent (a second `EGRESS_ACTIVE` or
+//! `EGRESS_COMPLETE` changes nothing in the state machine, and a recording
+//! is catalogued once). Recording the id first would turn that retry into a
+//! "duplicate" and lose the event. Within one process the in-memory mark
+//! (`Livekit::admit`) keeps two copies arriving together from both applying.
+//!
 //! Answers, all JSON:
 //!
 //! | status | body | when |
@@ -39,8 +50,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -60,8 +71,6 @@ use crate::protocol::{RecordingEvent, now_rfc3339};
 use crate::recording::{Actor, Input};
 use crate::server::AppState;
 
-/// Largest webhook body accepted (LiveKit's are a few KiB).
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Clock skew tolerated on `exp` and `nbf` (LiveKit's `TokenVerifier` default).
 pub const LEEWAY_S: u64 = 10;
 /// How old a webhook token may be: LiveKit signs each delivery with a token
@@ -70,10 +79,8 @@ pub const REPLAY_WINDOW_S: u64 = 5 * 60;
 
 /// The livekit webhook routes.
 pub fn routes() -> Router<Arc<AppState>> {
-    Router::new().route(
-        "/webhooks/livekit",
-        post(receive).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
-    )
+    // The body limit is `[server] max_webhook_body_bytes`, layered in `http::router`.
+    Router::new().route("/webhooks/livekit", post(receive))
 }
 
 /// What became of an accepted webhook.
@@ -129,7 +136,10 @@ async fn accept(
             AppError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
-                format!("a webhook body may have at most {MAX_BODY_BYTES} bytes"),
+                format!(
+                    "a webhook body may have at most {} bytes",
+                    app.config.server.max_webhook_body_bytes
+                ),
             )
         } else {
             AppError::new(rejection.status(), "invalid_body", rejection.body_text())
@@ -170,27 +180,32 @@ async fn handle(app: &Arc<AppState>, livekit: &Livekit, event: WebhookEvent) -> 
         tracing::debug!(egress_id = %info.egress_id, room = %info.room_name, "livekit webhook about an egress onair did not start");
         return Outcome::Ignored;
     };
-    if !event.id.is_empty() {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        match app.store.first_receipt("livekit", &event.id, now_ms) {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::debug!(event_id = %event.id, "livekit webhook already received");
+    let event_id = Some(event.id.as_str()).filter(|id| !id.is_empty());
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    if let Some(id) = event_id {
+        match app.store.receipt_seen("livekit", id) {
+            Ok(true) => {
+                tracing::debug!(event_id = id, "livekit webhook already received");
                 return Outcome::Duplicate;
             }
+            Ok(false) => {}
             // Applying it is safe: events are ordered per egress and a file is catalogued once.
-            Err(e) => {
-                tracing::error!(event_id = %event.id, error = %e, "cannot record a livekit webhook id")
-            }
+            Err(e) => tracing::error!(event_id = id, error = %e, "cannot read livekit webhook ids"),
         }
     }
     let stop_requested = match livekit.admit(&info.egress_id, info.updated_at, info.status) {
         Admission::Apply { stop_requested } => stop_requested,
         Admission::Stale => {
             tracing::debug!(egress_id = %info.egress_id, status = info.status.name(), "stale livekit webhook dropped");
+            // Remembered, so that a redelivery is answered as one.
+            if let Some(id) = event_id
+                && let Err(e) = app.store.first_receipt("livekit", id, now_ms)
+            {
+                tracing::error!(event_id = id, error = %e, "cannot record a livekit webhook id");
+            }
             return Outcome::Stale;
         }
         Admission::Unknown => return Outcome::Ignored,
@@ -204,6 +219,17 @@ async fn handle(app: &Arc<AppState>, livekit: &Livekit, event: WebhookEvent) -> 
         "livekit egress update"
     );
     apply(app, &egress, &info, stop_requested);
+    // Only now, with the room's state and the catalog saved.
+    if let Err(e) = app.store.livekit_event_applied(
+        &info.egress_id,
+        info.updated_at,
+        info.status.name(),
+        event_id,
+        now_ms,
+    ) {
+        // A retry after a restart is applied again, which changes nothing.
+        tracing::error!(egress_id = %info.egress_id, error = %e, "cannot record a livekit egress event");
+    }
     Outcome::Applied
 }
 
@@ -280,6 +306,8 @@ fn catalogue(app: &Arc<AppState>, egress: &EgressRef, info: &EgressInfo) {
         location: Location::External(location),
         provider: "livekit".into(),
         created_at: now_rfc3339(),
+        participants: Vec::new(),
+        initiator: None,
     };
     let event = RecordingEvent::RecordingAvailable {
         recording_id: recording.id.clone(),
@@ -304,7 +332,7 @@ fn file_name(path: &str) -> Option<String> {
 
 /// Why a webhook's signature was refused.
 #[derive(Debug, thiserror::Error)]
-enum VerifyError {
+pub enum VerifyError {
     /// No `Authorization` header.
     #[error("authorization header is empty")]
     MissingHeader,
@@ -345,7 +373,8 @@ struct WebhookClaims {
 }
 
 /// Verifies a webhook as LiveKit's `WebhookReceiver` does, plus the replay window.
-fn verify(
+/// Public for the fuzzer (`fuzz/`) and `tests/fuzz_corpus.rs`.
+pub fn verify(
     config: &LivekitConfig,
     authorization: Option<&str>,
     body: &[u8],
@@ -386,7 +415,8 @@ fn verify(
     }
     let made = claims.nbf.into_iter().chain(claims.iat).max();
     let fresh = match made {
-        Some(made) => now - made <= window + leeway,
+        // Saturating: a signing time far in the past is outside the window, not an overflow.
+        Some(made) => now.saturating_sub(made) <= window + leeway,
         // No signing time: the expiry must be within one window.
         None => claims.exp - now <= window + leeway,
     };
@@ -413,10 +443,11 @@ fn describe(e: &jsonwebtoken::errors::Error) -> &'static str {
 }
 
 /// LiveKit's `WebhookEvent` in protojson, the fields onair reads. Unknown
-/// fields are ignored (as `WebhookReceiver` does).
+/// fields are ignored (as `WebhookReceiver` does). Public (fields private) so
+/// that the fuzzer parses bodies into the very type the handler uses.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
-struct WebhookEvent {
+pub struct WebhookEvent {
     /// `egress_started`, `egress_updated`, `egress_ended`, `room_started`, …
     event: String,
     /// Unique per event (`EV_…`).

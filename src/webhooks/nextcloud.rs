@@ -45,8 +45,6 @@ pub const BACKEND_PATH: &str = "/ocs/v2.php/apps/spreed/api/v1/recording/backend
 /// Where the recording server uploads a finished recording.
 pub const STORE_PATH: &str = "/ocs/v2.php/apps/spreed/api/v1/recording/{token}/store";
 
-/// Largest state report accepted (the recording server's are a few hundred bytes).
-const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Largest recording accepted: hours of 1080p video. Fixed for now; a
 /// `[storage]` key can take its place.
 pub const MAX_UPLOAD_BYTES: u64 = 8 * 1024 * 1024 * 1024;
@@ -81,14 +79,16 @@ pub fn routes() -> Router<Arc<AppState>> {
 
 /// The representation the client asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
+pub enum Format {
+    /// `application/json`.
     Json,
+    /// `application/xml`, Nextcloud's default.
     Xml,
 }
 
 /// Nextcloud's choice: `?format=`, else the first `Accept` entry it can
-/// serve, else XML.
-fn negotiate(query: Option<&str>, headers: &HeaderMap) -> Format {
+/// serve, else XML. Public for the fuzzer.
+pub fn negotiate(query: Option<&str>, headers: &HeaderMap) -> Format {
     let from_query = query
         .into_iter()
         .flat_map(|q| q.split('&'))
@@ -197,8 +197,8 @@ impl IntoResponse for Ocs {
     }
 }
 
-/// The OCS envelope as Nextcloud's XMLWriter renders it.
-fn ocs_xml(status: &str, code: u16, message: &str, data: &Value) -> String {
+/// The OCS envelope as Nextcloud's XMLWriter renders it. Public for the fuzzer.
+pub fn ocs_xml(status: &str, code: u16, message: &str, data: &Value) -> String {
     let mut out = String::from("<?xml version=\"1.0\"?>\n<ocs>\n <meta>\n");
     xml_element(&mut out, "status", &Value::from(status), 2);
     xml_element(&mut out, "statuscode", &Value::from(code), 2);
@@ -280,12 +280,14 @@ async fn backend(
     let Some(nc) = nextcloud(&app) else {
         return Ocs::no_room(format);
     };
-    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+    // State reports are a few hundred bytes; the limit is `[server] max_webhook_body_bytes`.
+    let limit = app.config.server.max_webhook_body_bytes;
+    let Ok(body) = axum::body::to_bytes(body, limit).await else {
         return Ocs::error(
             format,
             StatusCode::PAYLOAD_TOO_LARGE,
             "invalid_request",
-            "The body is larger than 64 KiB.",
+            &format!("The body is larger than {limit} bytes."),
         );
     };
     let random = header_str(&headers, RANDOM_HEADER);
@@ -330,37 +332,75 @@ fn release(app: &AppState, nc: &Nextcloud, random: &str) {
     }
 }
 
-/// Applies one verified state report.
-fn report(app: &AppState, nc: &Nextcloud, body: &[u8], format: Format) -> Ocs {
-    let bad = |message: &str| Ocs::error(format, StatusCode::BAD_REQUEST, "invalid_body", message);
-    let Ok(message) = serde_json::from_slice::<Value>(body) else {
-        return bad("The body is not JSON.");
-    };
+/// A state report of the recording server, parsed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Report {
+    /// `started`, `stopped` or `failed`.
+    pub kind: &'static str,
+    /// The Talk token it is about: a valid room id.
+    pub token: String,
+}
+
+/// Why a state report's body was refused, before any room was looked at.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    /// 400 `invalid_body`.
+    #[error("The body is not JSON.")]
+    NotJson,
+    /// 400 `unknown_type` (the type as sent, empty when missing).
+    #[error("The given type `{0}` is not supported.")]
+    UnknownType(String),
+    /// 400 `invalid_body`.
+    #[error("`{0}.token` is missing.")]
+    MissingToken(&'static str),
+    /// 404 `no_such_room`: the token is not a valid room id.
+    #[error("Room not found.")]
+    NoRoom,
+}
+
+/// Parses a state report's body. Public for the fuzzer (`fuzz/`) and
+/// `tests/fuzz_corpus.rs`.
+pub fn parse_report(body: &[u8]) -> Result<Report, ReportError> {
+    let message = serde_json::from_slice::<Value>(body).map_err(|_| ReportError::NotJson)?;
     let kind = match message.get("type").and_then(Value::as_str) {
-        Some(kind @ ("started" | "stopped" | "failed")) => kind,
+        Some("started") => "started",
+        Some("stopped") => "stopped",
+        Some("failed") => "failed",
         other => {
-            return Ocs::error(
-                format,
-                StatusCode::BAD_REQUEST,
-                "unknown_type",
-                &format!(
-                    "The given type `{}` is not supported.",
-                    other.unwrap_or_default()
-                ),
-            );
+            return Err(ReportError::UnknownType(
+                other.unwrap_or_default().to_owned(),
+            ));
         }
     };
     // `actor` and `status` are informational here; only the token matters.
-    let Some(token) = message
+    let token = message
         .get(kind)
         .and_then(|payload| payload.get("token"))
         .and_then(Value::as_str)
-    else {
-        return bad(&format!("`{kind}.token` is missing."));
-    };
+        .ok_or(ReportError::MissingToken(kind))?;
     if !valid_room_id(token) {
-        return Ocs::no_room(format);
+        return Err(ReportError::NoRoom);
     }
+    Ok(Report {
+        kind,
+        token: token.to_owned(),
+    })
+}
+
+/// Applies one verified state report.
+fn report(app: &AppState, nc: &Nextcloud, body: &[u8], format: Format) -> Ocs {
+    let (kind, token) = match parse_report(body) {
+        Ok(Report { kind, token }) => (kind, token),
+        Err(ReportError::NoRoom) => return Ocs::no_room(format),
+        Err(e) => {
+            let code = match e {
+                ReportError::UnknownType(_) => "unknown_type",
+                _ => "invalid_body",
+            };
+            return Ocs::error(format, StatusCode::BAD_REQUEST, code, &e.to_string());
+        }
+    };
+    let token = token.as_str();
     let found = match kind {
         "started" => started(app, token),
         "stopped" => stopped(app, nc, token),
@@ -481,7 +521,7 @@ async fn store(
 
 /// Why an upload was not stored.
 #[derive(Debug)]
-enum UploadError {
+pub enum UploadError {
     /// 400 with Talk's error code.
     Invalid(&'static str),
     /// The body exceeded [`MAX_UPLOAD_BYTES`].
@@ -566,6 +606,8 @@ async fn receive(
         location: Location::File(path.clone()),
         provider: "nextcloud".into(),
         created_at: now_rfc3339(),
+        participants: Vec::new(),
+        initiator: None,
     };
     let url = recording.media_url();
     if !app.catalog.insert(recording) {
@@ -597,13 +639,14 @@ fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// A Talk user id: anything printable of sensible length.
-fn valid_owner(owner: &str) -> bool {
+/// A Talk user id: anything printable of sensible length. Public for the fuzzer.
+pub fn valid_owner(owner: &str) -> bool {
     !owner.trim().is_empty() && owner.len() <= 255 && !owner.chars().any(char::is_control)
 }
 
 /// The base name of the uploaded file (Talk stores `basename($name)`).
-fn file_name(raw: Option<&str>) -> Result<String, UploadError> {
+/// Public for the fuzzer.
+pub fn file_name(raw: Option<&str>) -> Result<String, UploadError> {
     // A `file` field that is not a file upload is no file at all.
     let raw = raw.ok_or(Invalid("invalid_file"))?;
     let base = raw.rsplit(['/', '\\']).next().unwrap_or_default().trim();
@@ -618,7 +661,8 @@ fn file_name(raw: Option<&str>) -> Result<String, UploadError> {
 }
 
 /// The lowercase extension, if Talk accepts it for some recording format.
-fn extension(name: &str) -> Result<String, UploadError> {
+/// Public for the fuzzer.
+pub fn extension(name: &str) -> Result<String, UploadError> {
     let extension = name
         .rsplit_once('.')
         .map(|(_, e)| e.to_ascii_lowercase())
@@ -631,8 +675,8 @@ fn extension(name: &str) -> Result<String, UploadError> {
 }
 
 /// The media type of a recording from its first bytes, for the formats Talk
-/// accepts (what `finfo` reports for them).
-fn sniff(head: &[u8]) -> Option<&'static str> {
+/// accepts (what `finfo` reports for them). Public for the fuzzer.
+pub fn sniff(head: &[u8]) -> Option<&'static str> {
     let contains =
         |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
     if head.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {

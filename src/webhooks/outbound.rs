@@ -7,9 +7,14 @@
 //! retries non-2xx answers and timeouts with exponential backoff and jitter
 //! (honouring `Retry-After`), disables an endpoint that answers 410, and gives
 //! a row up as dead after the last attempt. A restart resumes where it left off.
+//!
+//! The same outbox carries the Temasys-style recording notifications
+//! (`notifications`): rows of kind `notification`, a plain JSON POST of the
+//! recording's metadata to the owner's `url`, written with the catalog entry
+//! and retried with `[notifications]`' attempts, backoff and timeout.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -23,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::WebhooksConfig;
 use crate::metrics::{METRICS, count};
-use crate::store::{Delivery, NewDelivery, Store};
+use crate::notifications::{PostOutcome, PostPolicy, post_once};
+use crate::store::{Delivery, DeliveryKind, NewDelivery, Store};
 
 /// The event types onair sends.
 pub const EVENT_TYPES: &[&str] = &[
@@ -50,6 +56,8 @@ pub struct Outbox {
     max_attempts: u32,
     retry_base: Duration,
     timeout: Duration,
+    /// How notification rows are delivered (set by the catalog from `[notifications]`).
+    notification_policy: OnceLock<PostPolicy>,
 }
 
 /// Decodes a `whsec_…` secret into the HMAC key.
@@ -93,6 +101,13 @@ impl Outbox {
             .unwrap_or_default()
             .into_iter()
             .collect();
+        // Rows held by a notification task that died with the previous
+        // process go as they were written (their retrievalUrl is onair's).
+        match store.release_all_held() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(n, "released notification POSTs held before a restart"),
+            Err(e) => tracing::error!(error = %e, "cannot release held notification POSTs"),
+        }
         Self {
             endpoints,
             disabled: Mutex::new(disabled),
@@ -101,7 +116,14 @@ impl Outbox {
             max_attempts: config.max_attempts,
             retry_base: Duration::from_millis(config.retry_base_ms),
             timeout: Duration::from_secs(config.timeout_s),
+            notification_policy: OnceLock::new(),
         }
+    }
+
+    /// Delivers notification rows with `policy` (the first call wins;
+    /// without one, `[notifications]`' defaults apply).
+    pub fn deliver_notifications_with(&self, policy: PostPolicy) {
+        let _ = self.notification_policy.set(policy);
     }
 
     /// The deliveries an event causes (none without subscribed endpoints).
@@ -126,6 +148,8 @@ impl Outbox {
         subscribed
             .into_iter()
             .map(|e| NewDelivery {
+                kind: DeliveryKind::Webhook,
+                held: false,
                 message_id: message_id.clone(),
                 endpoint: e.url.clone(),
                 event_type: event_type.to_owned(),
@@ -174,6 +198,9 @@ impl Outbox {
     }
 
     async fn attempt(&self, http: &reqwest::Client, delivery: &Delivery) {
+        if delivery.kind == DeliveryKind::Notification {
+            return self.notify(http, delivery).await;
+        }
         let Some(endpoint) = self.endpoints.iter().find(|e| e.url == delivery.endpoint) else {
             // The endpoint was removed from the configuration: nobody wants it any more.
             let _ = self
@@ -240,6 +267,40 @@ impl Outbox {
             tracing::warn!(endpoint = %endpoint.url, event = %delivery.event_type, %error, attempts, "webhook dead after the last attempt");
         } else {
             tracing::info!(endpoint = %endpoint.url, event = %delivery.event_type, %error, attempts, "webhook attempt failed; will retry");
+        }
+        let _ = self.store.failed_attempt(delivery.seq, &error, next);
+    }
+
+    /// One attempt of a notification POST (`notifications::post_once`).
+    async fn notify(&self, http: &reqwest::Client, delivery: &Delivery) {
+        let policy = self.notification_policy.get().copied().unwrap_or_default();
+        // The owner's URL may carry a token: logs name its host only.
+        let host = reqwest::Url::parse(&delivery.endpoint)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        let outcome = post_once(http, &delivery.endpoint, &delivery.payload, policy.timeout).await;
+        let attempts = delivery.attempts + 1;
+        let (error, next) = match outcome {
+            PostOutcome::Delivered => {
+                tracing::info!(%host, attempts, "recording notification POSTed");
+                let _ = self.store.delivered(delivery.seq);
+                count(&METRICS.notification_posts, "delivered");
+                return;
+            }
+            PostOutcome::GiveUp(error) => (error, None),
+            PostOutcome::Retry(error, asked) => {
+                let next = (attempts < policy.attempts)
+                    .then(|| now_ms() + policy.pause(attempts, asked).as_millis() as i64);
+                (error, next)
+            }
+        };
+        if next.is_some() {
+            tracing::info!(%host, %error, attempts, "recording notification POST failed; will retry");
+            count(&METRICS.notification_posts, "retry");
+        } else {
+            tracing::warn!(%host, %error, attempts, "recording notification POST failed; giving up");
+            count(&METRICS.notification_posts, "dead");
         }
         let _ = self.store.failed_attempt(delivery.seq, &error, next);
     }

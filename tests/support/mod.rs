@@ -1,3 +1,4 @@
-//! Shared test support: the server harness and the protocol schemas.
+//! Shared test support: the server harness, the protocol schemas, a redis-server.
 pub mod harness;
+pub mod redis;
 pub mod schemas;

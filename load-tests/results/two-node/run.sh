@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Single node vs two nodes over Redis, same bots, same machine.
 set -u
-B=/work/main/target/release
+# The binaries: release builds of this repository (override with B=…).
+B=${B:-$(cd "$(dirname "$0")/../../.." && pwd)/target/release}
 export ONAIR_AUTH__JWT_SECRET=loadtest-secret-0123456789
 export ONAIR_SERVER__MESSAGES_PER_SECOND=1000 ONAIR_SERVER__MESSAGE_BURST=1000
 redis-server --port 6399 --save '' --appendonly no --daemonize yes >/dev/null

@@ -1,0 +1,476 @@
+//! Limits on what one client, one address and one room may hold: open
+//! sockets (per server, per client IP, per room), the client IP behind trusted
+//! proxies, and how deeply a JSON text may nest.
+//!
+//! Every admitted socket holds a [`Slot`]; its `Drop` gives the counts back,
+//! so no path out of a session (close, error, kick, panic, a failed upgrade)
+//! can leak one. The counts are per process: in `[cluster]` mode each node
+//! enforces them for the sockets it holds.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::http::HeaderMap;
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+
+use crate::config::ServerConfig;
+
+/// An IP address or a CIDR block (`10.0.0.0/8`, `2001:db8::/32`, `127.0.0.1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    /// The network address (host bits are ignored when matching).
+    addr: IpAddr,
+    /// Leading bits that must match: at most 32 for IPv4, 128 for IPv6.
+    prefix: u8,
+}
+
+/// A string that is neither an IP address nor a CIDR block.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not an IP address or CIDR block (e.g. 10.0.0.0/8)")]
+pub struct IpRangeError(String);
+
+impl IpRange {
+    /// Whether `ip` lies in this range (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_matches(
+                u128::from(net.to_bits()),
+                u128::from(ip.to_bits()),
+                self.prefix,
+                32,
+            ),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_matches(net.to_bits(), ip.to_bits(), self.prefix, 128)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn prefix_matches(net: u128, ip: u128, prefix: u8, width: u8) -> bool {
+    let host_bits = u32::from(width - prefix);
+    net.checked_shr(host_bits).unwrap_or(0) == ip.checked_shr(host_bits).unwrap_or(0)
+}
+
+impl FromStr for IpRange {
+    type Err = IpRangeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || IpRangeError(s.to_owned());
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (s.trim(), None),
+        };
+        let addr = IpAddr::from_str(addr).map_err(|_| bad())?.to_canonical();
+        let width = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => width,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= width)
+                .ok_or_else(bad)?,
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for IpRange {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Display for IpRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// The client's address: the TCP peer, or, when the peer is one of
+/// `trusted_proxies`, the rightmost `X-Forwarded-For` hop that is not itself a
+/// trusted proxy. Hops to the left of that one are the client's own word and
+/// are ignored; an unreadable hop ends the walk at the last address known.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpRange]) -> IpAddr {
+    let trusted = |ip: IpAddr| trusted_proxies.iter().any(|r| r.contains(ip));
+    let mut client = peer.to_canonical();
+    if !trusted(client) {
+        return client;
+    }
+    // Several X-Forwarded-For headers are one list, in order (RFC 9110 §5.3).
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for hop in hops.iter().rev() {
+        let Some(ip) = parse_hop(hop) else { break };
+        client = ip;
+        if !trusted(ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// One `X-Forwarded-For` entry: an address, possibly `[v6]:port` or `v4:port`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    if let Ok(addr) = hop.parse::<std::net::SocketAddr>() {
+        return Some(addr.ip().to_canonical());
+    }
+    None
+}
+
+/// Whether a JSON text nests objects and arrays more than `max` levels deep.
+///
+/// A byte scan that counts brackets outside strings, so a hostile frame is
+/// refused before any parser recurses into it. It does not validate the
+/// text: whatever passes still goes to serde.
+pub fn json_too_deep(text: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Why a socket was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// `[server] max_connections` sockets are open.
+    #[error("the server holds as many connections as it allows ([server] max_connections)")]
+    TooManyConnections,
+    /// This client IP holds `[server] max_connections_per_ip` sockets.
+    #[error("too many connections from this address ([server] max_connections_per_ip)")]
+    TooManyConnectionsFromIp,
+    /// The room holds `[server] max_participants_per_room` sockets.
+    #[error("the room is full ([server] max_participants_per_room)")]
+    RoomFull,
+}
+
+impl Refusal {
+    /// The snake_case code of the JSON error and the metric label.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::TooManyConnections => "too_many_connections",
+            Self::TooManyConnectionsFromIp => "too_many_connections_from_ip",
+            Self::RoomFull => "room_full",
+        }
+    }
+}
+
+/// The socket counts of one server, and the limits they are held to.
+#[derive(Debug)]
+pub struct Limits {
+    /// Open sockets on this server.
+    total: AtomicUsize,
+    /// Open sockets per client IP (IPs with none are removed).
+    per_ip: DashMap<IpAddr, usize>,
+    /// Open sockets per room (rooms with none are removed).
+    per_room: DashMap<String, usize>,
+    /// `[server] max_connections`; 0 = no limit.
+    max_connections: usize,
+    /// `[server] max_connections_per_ip`; 0 = no limit.
+    max_per_ip: usize,
+    /// `[server] per_ip_exempt`: client IPs the per-IP limit does not apply to.
+    exempt: Vec<IpRange>,
+    /// `[server] max_participants_per_room`; 0 = no limit.
+    max_per_room: usize,
+    /// `[server] trusted_proxies`.
+    trusted_proxies: Vec<IpRange>,
+    /// `[server] max_json_depth`.
+    pub max_json_depth: usize,
+    /// `[server] max_body_bytes`: the REST API's JSON bodies.
+    pub max_body_bytes: usize,
+}
+
+impl Limits {
+    /// The limits of `[server]`, with nothing open yet.
+    pub fn new(config: &ServerConfig) -> Self {
+        Self {
+            total: AtomicUsize::new(0),
+            per_ip: DashMap::new(),
+            per_room: DashMap::new(),
+            max_connections: config.max_connections,
+            max_per_ip: config.max_connections_per_ip,
+            exempt: config.per_ip_exempt.clone(),
+            max_per_room: config.max_participants_per_room,
+            trusted_proxies: config.trusted_proxies.clone(),
+            max_json_depth: config.max_json_depth,
+            max_body_bytes: config.max_body_bytes,
+        }
+    }
+
+    /// The client's address as these limits see it (see [`client_ip`]).
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        client_ip(peer, headers, &self.trusted_proxies)
+    }
+
+    /// Takes a connection slot for a client, checking the server's and the
+    /// address's limits. The slot gives itself back when dropped.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refusal> {
+        let max = self.max_connections;
+        self.total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (max == 0 || n < max).then_some(n + 1)
+            })
+            .map_err(|_| Refusal::TooManyConnections)?;
+        // From here the slot exists, so an early return gives the total back.
+        let mut slot = Slot {
+            limits: self.clone(),
+            ip: None,
+            room: None,
+        };
+        if self.max_per_ip > 0 && !self.exempt.iter().any(|r| r.contains(ip)) {
+            increment(&self.per_ip, ip, self.max_per_ip)
+                .then_some(())
+                .ok_or(Refusal::TooManyConnectionsFromIp)?;
+            slot.ip = Some(ip);
+        }
+        Ok(slot)
+    }
+
+    /// Adds a room to an admitted slot, checking the room's limit.
+    pub fn enter(&self, slot: &mut Slot, room: &str) -> Result<(), Refusal> {
+        debug_assert!(slot.room.is_none(), "a socket belongs to one room");
+        if increment(&self.per_room, room.to_owned(), self.max_per_room) {
+            slot.room = Some(room.to_owned());
+            Ok(())
+        } else {
+            Err(Refusal::RoomFull)
+        }
+    }
+
+    /// Open sockets on this server.
+    pub fn connections(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+}
+
+/// Adds one to `key`'s count unless it is at `max` (0 = no limit).
+fn increment<K: std::hash::Hash + Eq + Clone>(map: &DashMap<K, usize>, key: K, max: usize) -> bool {
+    let mut count = map.entry(key).or_insert(0);
+    // At the limit the entry already held `max` (> 0), so a refusal leaves no empty entry.
+    if max > 0 && *count >= max {
+        return false;
+    }
+    *count += 1;
+    true
+}
+
+/// Takes one off `key`'s count, removing it at zero.
+fn decrement<K: std::hash::Hash + Eq>(map: &DashMap<K, usize>, key: K) {
+    if let Entry::Occupied(mut entry) = map.entry(key) {
+        let count = entry.get_mut();
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            entry.remove();
+        }
+    }
+}
+
+/// One admitted socket's share of the counts; dropping it gives them back.
+#[derive(Debug)]
+pub struct Slot {
+    /// The counts to give back to.
+    limits: Arc<Limits>,
+    /// The client IP counted against `max_connections_per_ip`, if it was.
+    ip: Option<IpAddr>,
+    /// The room counted against `max_participants_per_room`, once entered.
+    room: Option<String>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(room) = self.room.take() {
+            decrement(&self.limits.per_room, room);
+        }
+        if let Some(ip) = self.ip.take() {
+            decrement(&self.limits.per_ip, ip);
+        }
+        self.limits.total.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn ranges(list: &[&str]) -> Vec<IpRange> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn ranges_parse_and_match() {
+        let net: IpRange = "10.1.0.0/16".parse().unwrap();
+        assert!(net.contains(ip("10.1.200.3")));
+        assert!(!net.contains(ip("10.2.0.1")));
+        assert!(net.contains(ip("::ffff:10.1.0.9")), "IPv4-mapped IPv6");
+        let one: IpRange = "192.0.2.7".parse().unwrap();
+        assert!(one.contains(ip("192.0.2.7")) && !one.contains(ip("192.0.2.8")));
+        let all: IpRange = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(ip("203.0.113.1")) && !all.contains(ip("::1")));
+        let v6: IpRange = "2001:db8::/32".parse().unwrap();
+        assert!(v6.contains(ip("2001:db8:1::1")) && !v6.contains(ip("2001:db9::1")));
+        assert!(ranges(&["::/0"])[0].contains(ip("::1")));
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "::/129",
+            "example.com",
+            "10.0.0.0/x",
+            "10.0.0/8",
+        ] {
+            assert!(bad.parse::<IpRange>().is_err(), "{bad}");
+        }
+        assert_eq!(net.to_string(), "10.1.0.0/16");
+    }
+
+    #[test]
+    fn forwarded_for_is_read_only_from_trusted_proxies() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("198.51.100.9, 203.0.113.5"),
+        );
+        headers.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        let trusted = ranges(&["10.0.0.0/8"]);
+        // An untrusted peer's header is ignored.
+        assert_eq!(
+            client_ip(ip("192.0.2.1"), &headers, &trusted),
+            ip("192.0.2.1")
+        );
+        // Behind two trusted proxies the rightmost untrusted hop is the client;
+        // the spoofable hop to its left is not.
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &headers, &trusted),
+            ip("203.0.113.5")
+        );
+        // Without the header the proxy itself is all we know.
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &HeaderMap::new(), &trusted),
+            ip("10.0.0.1")
+        );
+        // An unreadable hop ends the walk.
+        let mut junk = HeaderMap::new();
+        junk.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.5, unknown, 10.0.0.3"),
+        );
+        assert_eq!(client_ip(ip("10.0.0.1"), &junk, &trusted), ip("10.0.0.3"));
+        // Ports and brackets are tolerated.
+        let mut ported = HeaderMap::new();
+        ported.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("[2001:db8::1]:4711"),
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &ported, &trusted),
+            ip("2001:db8::1")
+        );
+    }
+
+    #[test]
+    fn depth_counts_brackets_outside_strings() {
+        assert!(!json_too_deep(br#"{"a":[1,{"b":2}]}"#, 3));
+        assert!(json_too_deep(br#"{"a":[1,{"b":[]}]}"#, 3));
+        // Brackets and escaped quotes inside strings do not count.
+        assert!(!json_too_deep(br#"{"a":"[[[[{{{{\"[[[["}"#, 1));
+        assert!(!json_too_deep(br#"["\\",[]]"#, 2));
+        assert!(json_too_deep(br#"["\\",[[]]]"#, 2));
+        let deep = "[".repeat(100_000);
+        assert!(json_too_deep(deep.as_bytes(), 32));
+    }
+
+    fn limits(total: usize, per_ip: usize, per_room: usize, exempt: &[&str]) -> Arc<Limits> {
+        let config = ServerConfig {
+            max_connections: total,
+            max_connections_per_ip: per_ip,
+            max_participants_per_room: per_room,
+            per_ip_exempt: ranges(exempt),
+            ..ServerConfig::default()
+        };
+        Arc::new(Limits::new(&config))
+    }
+
+    #[test]
+    fn slots_are_counted_and_given_back() {
+        let limits = limits(3, 2, 1, &["127.0.0.0/8"]);
+        let a = ip("192.0.2.1");
+        let mut first = limits.admit(a).unwrap();
+        let _second = limits.admit(a).unwrap();
+        assert_eq!(
+            limits.admit(a).unwrap_err(),
+            Refusal::TooManyConnectionsFromIp
+        );
+        // The refused attempt gave its share of the total back.
+        assert_eq!(limits.connections(), 2);
+        let mut third = limits.admit(ip("127.0.0.5")).unwrap();
+        assert_eq!(
+            limits.admit(ip("192.0.2.2")).unwrap_err(),
+            Refusal::TooManyConnections
+        );
+        limits.enter(&mut first, "r").unwrap();
+        assert_eq!(
+            limits.enter(&mut third, "r").unwrap_err(),
+            Refusal::RoomFull
+        );
+        limits.enter(&mut third, "s").unwrap();
+        drop(first);
+        assert!(limits.per_room.get("r").is_none());
+        let mut again = limits.admit(a).unwrap();
+        limits.enter(&mut again, "r").unwrap();
+        drop((again, third));
+        drop(_second);
+        assert_eq!(limits.connections(), 0);
+        assert!(limits.per_ip.is_empty() && limits.per_room.is_empty());
+    }
+
+    #[test]
+    fn zero_means_no_limit_and_exempt_ips_skip_the_per_ip_count() {
+        let limits = limits(0, 1, 0, &["127.0.0.0/8", "::1"]);
+        let slots: Vec<_> = (0..50)
+            .map(|_| limits.admit(ip("127.0.0.1")).unwrap())
+            .collect();
+        let slots6: Vec<_> = (0..5).map(|_| limits.admit(ip("::1")).unwrap()).collect();
+        assert_eq!(limits.connections(), 55);
+        assert!(limits.per_ip.is_empty());
+        drop((slots, slots6));
+        assert_eq!(limits.connections(), 0);
+    }
+}

@@ -12,16 +12,22 @@
 //! * [`room`] — rooms in a `DashMap`, participants and consent, fan-out into bounded
 //!   per-socket queues, and the carrying-out of the state machine's effects.
 //! * [`cluster`] — `[cluster]`: several nodes as one over Redis (shared members and
-//!   recording state, compare-and-set transitions, per-room pub/sub, node heartbeats).
+//!   recording state, compare-and-set transitions, per-room pub/sub, node heartbeats,
+//!   start deadlines a survivor enforces, shared LiveKit egresses), on a small runtime
+//!   of its own.
 //! * [`session`] — one WebSocket: read loop, bounded write queue, rate limit, close codes.
 //! * [`limits`] — open sockets per server, client IP (behind trusted proxies) and room,
 //!   with slots that give themselves back on drop; the JSON nesting-depth scan.
-//! * [`backends`] — what a recording start/stop is sent to: `manual`, `livekit`, `nextcloud`.
+//! * [`backends`] — what a recording start/stop is sent to: `manual`, `livekit`, `nextcloud`, `jaas`.
 //! * [`webhooks`] — inbound provider webhooks, verified, turned into recording inputs.
 //! * [`catalog`] — finished recordings, kept in the store.
 //! * [`storage`] — where their files are: `[storage] path`, or moved to an S3-compatible bucket.
 //! * [`store`] — the embedded SQLite store: catalog, active recording state per room,
-//!   the outbound webhook outbox, inbound idempotency keys.
+//!   the outbox (webhooks and notification POSTs), inbound idempotency keys and
+//!   provider ordering marks.
+//! * [`notifications`] — Temasys-style recording notifications per owner: the POST
+//!   (through the outbox), e-mail over SMTP, upload to the owner's S3 bucket.
+//! * [`web`] — the demo page at `/` and its JS client, with a strict CSP.
 //! * [`http`] — the axum router: `/signaling` upgrade, tickets, REST API, health; one `AppError`.
 //! * [`metrics`] — Prometheus counters and gauges (`GET /metrics`).
 //! * [`server`] — shared state and the lifecycle: [`run`] serves until shutdown, then

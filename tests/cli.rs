@@ -2,24 +2,17 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use onair::auth::Verifier;
 use onair::protocol::Role;
+use support::binary::{self, Onair};
 use support::harness::{Client, SECRET};
 
-const BIN: &str = env!("CARGO_BIN_EXE_onair");
-
 fn onair() -> Command {
-    let mut command = Command::new(BIN);
     // The developer's own environment must not leak into these tests.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ONAIR_") {
-            command.env_remove(key);
-        }
-    }
+    let mut command = binary::without_host_env();
     // Keep the data of these runs out of the working directory.
     let data = std::env::temp_dir().join(format!("onair-cli-test-{}", std::process::id()));
     command
@@ -90,47 +83,27 @@ fn a_bad_config_file_names_the_key_and_exits_non_zero() {
 
 #[tokio::test]
 async fn sigterm_closes_sockets_with_1001_and_exits() {
-    let mut child = onair()
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .env("ONAIR_AUTH__JWT_SECRET", SECRET)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let addr = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "onair exited early"
-        );
-        let log: serde_json::Value = serde_json::from_str(&line).expect("JSON logs");
-        if log["fields"]["message"] == "onair listening" {
-            break log["fields"]["local"].as_str().unwrap().parse().unwrap();
-        }
-    };
-    let server = support::harness::Server::remote(addr);
+    let mut onair = Onair::spawn_keeping_logs(
+        onair()
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .env("ONAIR_AUTH__JWT_SECRET", SECRET),
+    );
+    let server = &onair.server;
     let token = server.token("r", "Ada", Role::User);
-    let mut client = Client::connect_query(&server, &token).await;
+    let mut client = Client::connect_query(server, &token).await;
     client.join(None).await;
 
     let started = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    onair.sigterm();
     let close = client.closed().await.expect("a close frame");
     assert_eq!(u16::from(close.code), 1001);
-    let exit = tokio::task::spawn_blocking(move || child.wait())
+    let (exit, rest) = tokio::task::spawn_blocking(move || (onair.wait(), onair.logs()))
         .await
-        .unwrap()
         .unwrap();
     assert!(exit.success(), "{exit:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
 
     // The logs never carry the token.
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
     assert!(!rest.contains(&token));
     assert!(rest.contains("onair stopped"), "{rest}");
 }

@@ -4,22 +4,29 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use onair::protocol::Role;
 use serde_json::Value;
 use serde_json::json;
-use support::harness::{ADMIN_KEY, Client, RECV_TIMEOUT, SECRET, Server, http};
+use support::binary::{self, Onair};
+use support::harness::{ADMIN_KEY, Client, RECV_TIMEOUT, Server, http};
 use support::redis::Redis;
 
-/// One onair process of the cluster, killed on drop.
-struct Node {
-    child: Child,
-    server: Server,
-    _data: tempfile::TempDir,
+/// One onair process of the cluster, on its own store, killed on drop.
+struct Node(Onair);
+
+impl std::ops::Deref for Node {
+    type Target = Onair;
+    fn deref(&self) -> &Onair {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut Onair {
+        &mut self.0
+    }
 }
 
 impl Node {
@@ -30,40 +37,16 @@ impl Node {
 
     async fn start_with(redis: &Redis, id: &str, extra_env: &[(&str, &str)]) -> Self {
         let data = tempfile::tempdir().unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_onair"));
-        command.envs(extra_env.iter().copied());
-        let mut child = command
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-            .env("ONAIR_AUTH__JWT_SECRET", SECRET)
-            .env("ONAIR_AUTH__ADMIN_KEY", ADMIN_KEY)
-            .env("ONAIR_STORE__PATH", data.path().join("onair.db"))
-            .env("ONAIR_STORAGE__PATH", data.path().join("recordings"))
-            .env("ONAIR_CLUSTER__REDIS_URL", redis.url())
-            .env("ONAIR_CLUSTER__NODE_ID", id)
-            .env("ONAIR_CLUSTER__HEARTBEAT_S", "1")
-            .env("ONAIR_CLUSTER__NODE_TTL_S", "2")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let addr: SocketAddr = loop {
-            let mut line = String::new();
-            assert!(
-                stderr.read_line(&mut line).unwrap() > 0,
-                "onair exited early"
-            );
-            let log: Value = serde_json::from_str(&line).unwrap();
-            if log["fields"]["message"] == "onair listening" {
-                break log["fields"]["local"].as_str().unwrap().parse().unwrap();
-            }
-        };
-        // Keep draining the logs so the process never blocks on a full pipe.
-        std::thread::spawn(move || for _ in stderr.lines() {});
-        let node = Self {
-            child,
-            server: Server::remote(addr),
-            _data: data,
-        };
+        let onair = Onair::spawn(
+            binary::command(data.path())
+                .envs(extra_env.iter().copied())
+                .env("ONAIR_CLUSTER__REDIS_URL", redis.url())
+                .env("ONAIR_CLUSTER__NODE_ID", id)
+                .env("ONAIR_CLUSTER__HEARTBEAT_S", "1")
+                .env("ONAIR_CLUSTER__NODE_TTL_S", "2"),
+        )
+        .owning(data);
+        let node = Self(onair);
         node.readiness(200).await;
         node
     }
@@ -91,33 +74,6 @@ impl Node {
 
     async fn join(&self, room: &str, name: &str, role: Role) -> (Client, Value) {
         self.server.join(room, name, role).await
-    }
-
-    /// SIGTERM, then asserts the process exits within `limit`.
-    fn terminate_within(&mut self, limit: Duration) {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success(), "kill -TERM {pid}");
-        let deadline = std::time::Instant::now() + limit;
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the node did not exit within {limit:?} of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// `kill -9`.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

@@ -20,17 +20,16 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::OnceLock;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use onair::protocol::Role;
 use serde_json::{Value, json};
-use support::harness::{ADMIN_KEY, Client, SECRET, Server, http};
+use support::binary::Onair;
+use support::fake_livekit::FakeLivekit;
+use support::harness::{ADMIN_KEY, Client, http};
 use tokio::sync::mpsc;
 
 /// The outbound endpoint's Standard Webhooks secret.
@@ -47,88 +46,18 @@ const EVENTUALLY: Duration = Duration::from_secs(20);
 
 // --- onair, the real binary ---------------------------------------------------
 
-/// The onair binary, killed (`SIGKILL`) when dropped.
-struct Onair {
-    child: Child,
-    server: Server,
-}
-
-impl Onair {
-    /// Starts the binary on a free loopback port with `config` (TOML) and the
-    /// data directory `data`; returns once it listens.
-    fn spawn(data: &Path, config: &str) -> Self {
-        let file = data.join("onair.toml");
-        std::fs::write(&file, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_onair"))
-            .arg("--config")
-            .arg(&file)
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-            .env("ONAIR_AUTH__JWT_SECRET", SECRET)
-            .env("ONAIR_AUTH__ADMIN_KEY", ADMIN_KEY)
-            .env("ONAIR_STORE__PATH", data.join("onair.db"))
-            .env("ONAIR_STORAGE__PATH", data.join("recordings"))
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the onair binary runs");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<Option<SocketAddr>>();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stderr).lines();
-            let mut told = false;
-            for line in lines.by_ref().map_while(Result::ok) {
-                let log: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-                if !told && log["fields"]["message"] == "onair listening" {
-                    let addr = log["fields"]["local"].as_str().and_then(|a| a.parse().ok());
-                    let _ = tx.send(addr);
-                    told = true;
-                }
-            }
-            // Keeps draining the logs so onair never blocks on a full pipe;
-            // tells the waiter if onair exited before listening.
-            let _ = tx.send(None);
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("onair starts listening in time")
-            .expect("onair exited before listening");
-        Self {
-            child,
-            server: Server::remote(addr),
-        }
-    }
-
-    /// `kill -9`: no shutdown, no flushing, no goodbye.
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn url(&self, path: &str) -> String {
-        self.server.url(path)
-    }
-
-    /// The catalog of a room, as the application reads it.
-    async fn recordings(&self, room: &str) -> Vec<Value> {
-        let list: Value = http()
-            .get(self.url(&format!("/v1/recordings?room={room}")))
-            .bearer_auth(ADMIN_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        list["recordings"].as_array().unwrap().clone()
-    }
-}
-
-impl Drop for Onair {
-    fn drop(&mut self) {
-        // Only the process this test started, by its handle.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The catalog of a room, as the application reads it.
+async fn recordings(onair: &Onair, room: &str) -> Vec<Value> {
+    let list: Value = http()
+        .get(onair.url(&format!("/v1/recordings?room={room}")))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list["recordings"].as_array().unwrap().clone()
 }
 
 /// A loopback port nobody listens on (yet).
@@ -296,94 +225,9 @@ async fn notification_endpoint(
 
 // --- the fake LiveKit (tests/livekit/fake-livekit.mjs) ------------------------
 
-fn fake_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/livekit")
-}
-
-/// Installs the fake's npm packages once per test run (`npm ci`, from the lockfile).
-fn npm_ci_once() {
-    static READY: OnceLock<()> = OnceLock::new();
-    READY.get_or_init(|| {
-        let dir = fake_dir();
-        if dir
-            .join("node_modules/livekit-server-sdk/package.json")
-            .is_file()
-        {
-            return;
-        }
-        let status = Command::new("bash")
-            .arg(dir.join("setup.sh"))
-            .status()
-            .expect("bash runs tests/livekit/setup.sh");
-        assert!(status.success(), "tests/livekit/setup.sh failed: {status}");
-    });
-}
-
-/// The fake LiveKit server, a Node process that lives as long as this value.
-struct FakeLivekit {
-    child: Child,
-    /// Held open: the fake exits when its stdin closes.
-    _stdin: ChildStdin,
-    base: String,
-}
-
 impl FakeLivekit {
     async fn start() -> Self {
-        npm_ci_once();
-        let mut child = Command::new("node")
-            .arg(fake_dir().join("fake-livekit.mjs"))
-            .args(["--api-key", LK_KEY, "--api-secret", LK_SECRET])
-            .current_dir(fake_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("Node.js (`node`) is installed");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let line = tokio::time::timeout(
-            Duration::from_secs(30),
-            tokio::task::spawn_blocking(move || {
-                let mut line = String::new();
-                BufReader::new(stdout).read_line(&mut line).map(|_| line)
-            }),
-        )
-        .await
-        .expect("the fake LiveKit starts in time")
-        .unwrap()
-        .unwrap();
-        let ready: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("the fake LiveKit said {line:?}: {e}"));
-        let port = ready["port"].as_u64().expect("a port");
-        Self {
-            child,
-            _stdin: stdin,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let response = http()
-            .get(format!("{}/_fake/{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success(), "{path}");
-        response.json().await.unwrap()
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let response = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap()
-            .post(format!("{}/_fake/{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success(), "{path}");
-        response.json().await.unwrap()
+        Self::with_keys(LK_KEY, LK_SECRET).await
     }
 
     /// Points the fake's webhooks at (this incarnation of) onair.
@@ -393,11 +237,6 @@ impl FakeLivekit {
             json!({"webhookUrl": onair.url("/webhooks/livekit"), "auto": true}),
         )
         .await;
-    }
-
-    /// Sends a webhook signed as LiveKit signs them; returns the delivery.
-    async fn webhook(&self, spec: Value) -> Value {
-        self.post("webhook", spec).await
     }
 
     /// Waits until the fake has delivered `count` webhooks; returns them.
@@ -411,13 +250,6 @@ impl FakeLivekit {
             assert!(tokio::time::Instant::now() < deadline, "{all:#?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-}
-
-impl Drop for FakeLivekit {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -474,7 +306,7 @@ async fn a_delivery_accepted_before_a_crash_is_made_once_with_the_same_id() {
 
     // The endpoint is down. The recorder confirms a start: the webhook is
     // accepted, and onair is killed right after answering it.
-    let onair = Onair::spawn(data.path(), &config);
+    let onair = Onair::spawn_with_config(data.path(), &config);
     let (mut ada, _) = onair.server.join(ROOM, "Ada", Role::Moderator).await;
     ada.recording(json!({"action": "start"})).await;
     let id = ada.expect("recording", "status").await["recording_id"]
@@ -493,7 +325,7 @@ async fn a_delivery_accepted_before_a_crash_is_made_once_with_the_same_id() {
     // Back up, the endpoint is up but failing: the delivery is attempted,
     // and onair is killed again.
     let (mut attempts, failing) = failing_endpoint(port).await;
-    let onair = Onair::spawn(data.path(), &config);
+    let onair = Onair::spawn_with_config(data.path(), &config);
     let (message_id, kind) = tokio::time::timeout(EVENTUALLY, attempts.recv())
         .await
         .expect("the delivery is attempted after the restart")
@@ -505,7 +337,7 @@ async fn a_delivery_accepted_before_a_crash_is_made_once_with_the_same_id() {
 
     // Back up with the endpoint working: delivered once, with the same id.
     let mut receiver = Receiver::start(port);
-    let onair = Onair::spawn(data.path(), &config);
+    let onair = Onair::spawn_with_config(data.path(), &config);
     let line = receiver.next().await;
     assert_eq!(line["verified"], true, "{line}");
     assert_eq!(line["status"], 204, "{line}");
@@ -540,7 +372,7 @@ async fn a_livekit_recording_survives_a_crash_and_its_end_still_lands() {
     .await;
 
     // A recording runs: LiveKit's egress is ACTIVE.
-    let onair = Onair::spawn(data.path(), &config);
+    let onair = Onair::spawn_with_config(data.path(), &config);
     fake.send_webhooks_to(&onair).await;
     let (mut ada, _) = onair.server.join(ROOM, "Ada", Role::Moderator).await;
     ada.recording(json!({"action": "start"})).await;
@@ -563,7 +395,7 @@ async fn a_livekit_recording_survives_a_crash_and_its_end_still_lands() {
     onair.kill9();
 
     // After the restart a rejoining client sees the recording, same id.
-    let onair = Onair::spawn(data.path(), &config);
+    let onair = Onair::spawn_with_config(data.path(), &config);
     fake.send_webhooks_to(&onair).await;
     let (mut ada, success) = onair.server.join(ROOM, "Ada", Role::Moderator).await;
     assert_eq!(
@@ -601,7 +433,7 @@ async fn a_livekit_recording_survives_a_crash_and_its_end_still_lands() {
     let available = ada.expect("recording", "recording_available").await;
     assert_eq!(available["recording_id"], id.as_str());
     assert_eq!(available["size_bytes"], 1_048_576);
-    let catalog = onair.recordings(ROOM).await;
+    let catalog = recordings(&onair, ROOM).await;
     assert_eq!(catalog.len(), 1, "{catalog:#?}");
     assert_eq!(catalog[0]["id"], id.as_str());
     let webhook = receiver.next_of("recording.available").await;
@@ -610,7 +442,7 @@ async fn a_livekit_recording_survives_a_crash_and_its_end_still_lands() {
     // Crash again; the same end (replayed, or resent under a new id) changes nothing.
     drop(ada);
     onair.kill9();
-    let onair = Onair::spawn(data.path(), &config);
+    let onair = Onair::spawn_with_config(data.path(), &config);
     fake.send_webhooks_to(&onair).await;
     let (mut ada, success) = onair.server.join(ROOM, "Ada", Role::Moderator).await;
     assert_eq!(success["recording"], Value::Null, "inactive: {success}");
@@ -623,7 +455,7 @@ async fn a_livekit_recording_survives_a_crash_and_its_end_still_lands() {
         .await;
     assert_eq!(again["body"], json!({"result": "stale"}), "{again}");
     ada.expect_silence(Duration::from_millis(300)).await;
-    assert_eq!(onair.recordings(ROOM).await.len(), 1);
+    assert_eq!(recordings(&onair, ROOM).await.len(), 1);
     // No second `recording.available` reaches the application. (The first
     // may be redelivered if the crash came between the receiver's answer and
     // onair noting it: Standard Webhooks is at-least-once, and the
@@ -645,7 +477,7 @@ async fn a_manual_report_sent_again_after_a_crash_changes_nothing() {
         "[recording]\nmanual_confirm = true\n\n{}",
         webhooks_toml(&format!("http://127.0.0.1:{port}/ok"))
     );
-    let onair = Onair::spawn(data.path(), &config);
+    let onair = Onair::spawn_with_config(data.path(), &config);
     let (mut ada, _) = onair.server.join(ROOM, "Ada", Role::Moderator).await;
     ada.recording(json!({"action": "start"})).await;
     let id = ada.expect("recording", "status").await["recording_id"]
@@ -662,7 +494,7 @@ async fn a_manual_report_sent_again_after_a_crash_changes_nothing() {
     let first = receiver.next_of("recording.started").await;
     onair.kill9();
 
-    let onair = Onair::spawn(data.path(), &config);
+    let onair = Onair::spawn_with_config(data.path(), &config);
     let (mut ada, success) = onair.server.join(ROOM, "Ada", Role::Moderator).await;
     assert_eq!(
         success["recording"],
@@ -730,7 +562,7 @@ async fn a_jaas_event_redelivered_after_a_crash_is_a_duplicate() {
         "data": {"conference": format!("{ROOM}@conference.{JAAS_APP_ID}.8x8.vc")},
     });
 
-    let onair = Onair::spawn(data.path(), &config);
+    let onair = Onair::spawn_with_config(data.path(), &config);
     let (mut ada, _) = onair.server.join(ROOM, "Ada", Role::Moderator).await;
     assert_eq!(jaas_post(&onair, &started).await, (200, json!("applied")));
     let id = ada.expect("recording", "started").await["recording_id"]
@@ -741,7 +573,7 @@ async fn a_jaas_event_redelivered_after_a_crash_is_a_duplicate() {
     expect_status(&mut ada, "recording", &id).await;
     onair.kill9();
 
-    let onair = Onair::spawn(data.path(), &config);
+    let onair = Onair::spawn_with_config(data.path(), &config);
     let (mut ada, success) = onair.server.join(ROOM, "Ada", Role::Moderator).await;
     assert_eq!(
         success["recording"],
@@ -760,7 +592,7 @@ async fn a_notification_owed_before_a_crash_is_posted_once() {
     let config = "[notifications]\nretry_base_ms = 200\nattempts = 50\n";
 
     // Ada (sub `ada`) wants her recordings announced at `url`, which is down.
-    let onair = Onair::spawn(data.path(), config);
+    let onair = Onair::spawn_with_config(data.path(), config);
     let mut claims = onair.server.claims(ROOM, "Ada", Role::Moderator);
     claims.sub = "ada".into();
     let token = onair.server.mint(&claims);
@@ -801,7 +633,7 @@ async fn a_notification_owed_before_a_crash_is_posted_once() {
     // Back up; the receiver is up but failing: the POST is attempted, and
     // onair is killed again.
     let (mut attempts, failing) = notification_endpoint(port, 500).await;
-    let onair = Onair::spawn(data.path(), config);
+    let onair = Onair::spawn_with_config(data.path(), config);
     let attempt = tokio::time::timeout(EVENTUALLY, attempts.recv())
         .await
         .expect("the POST is attempted after the restart")
@@ -813,7 +645,7 @@ async fn a_notification_owed_before_a_crash_is_posted_once() {
     // Back up with the receiver working: the POST arrives once, with the
     // seed's metadata.
     let (mut posts, working) = notification_endpoint(port, 200).await;
-    let onair = Onair::spawn(data.path(), config);
+    let onair = Onair::spawn_with_config(data.path(), config);
     let post = tokio::time::timeout(EVENTUALLY, posts.recv())
         .await
         .expect("the POST is delivered after the restart")
@@ -827,7 +659,7 @@ async fn a_notification_owed_before_a_crash_is_posted_once() {
     }
     // And once delivered, a restart does not send it again.
     onair.kill9();
-    let _onair = Onair::spawn(data.path(), config);
+    let _onair = Onair::spawn_with_config(data.path(), config);
     if let Ok(Some(again)) = tokio::time::timeout(QUIET, posts.recv()).await {
         panic!("a POST after the restart: {again}");
     }

@@ -27,9 +27,6 @@
 mod support;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,11 +37,11 @@ use futures_util::{SinkExt, StreamExt};
 use onair::protocol::Role;
 use onair::session::MAX_DISPLAY_NAME;
 use serde_json::{Value, json};
-use support::harness::{ADMIN_KEY, Client, SECRET, Server, Ws};
+use support::binary::{self, Onair};
+use support::harness::{Client, Server, Ws};
 use support::schemas::validate_server_frame;
-use tokio::net::TcpStream;
+use support::slow;
 use tokio::sync::{Notify, Semaphore, watch};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -88,81 +85,22 @@ const RSS_BOUND_KIB: u64 = 32 * 1024;
 
 // --- the onair binary ----------------------------------------------------------
 
-/// The onair binary in its own process, killed when dropped.
-struct Onair {
-    /// The process; its pid is where the memory is read.
-    child: Child,
-    /// Tokens and URLs for it.
-    server: Server,
-    /// Its store and recordings directory.
-    _data: tempfile::TempDir,
-}
-
-impl Onair {
-    /// Starts the binary on a free loopback port with the given extra
-    /// environment, and returns once it listens.
-    fn spawn(extra_env: &[(&str, &str)]) -> Self {
-        let data = tempfile::tempdir().unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_onair"));
-        // The developer's own environment must not leak into this run.
-        for (key, _) in std::env::vars() {
-            if key.starts_with("ONAIR_") {
-                command.env_remove(key);
-            }
-        }
-        command
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+/// The onair binary in its own process, killed when dropped, on its own data
+/// directory, with none of the developer's `ONAIR_*` variables and the given
+/// extra environment; returns once it listens.
+fn spawn_onair(extra_env: &[(&str, &str)]) -> Onair {
+    let data = tempfile::tempdir().unwrap();
+    Onair::spawn(
+        binary::hermetic_command(data.path())
             .env("RUST_LOG", "info")
-            .env("ONAIR_AUTH__JWT_SECRET", SECRET)
-            .env("ONAIR_AUTH__ADMIN_KEY", ADMIN_KEY)
-            .env("ONAIR_STORE__PATH", data.path().join("onair.db"))
-            .env("ONAIR_STORAGE__PATH", data.path().join("recordings"))
-            .envs(extra_env.iter().copied())
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("the onair binary runs");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<Option<SocketAddr>>();
-        std::thread::spawn(move || {
-            let mut told = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if told {
-                    continue;
-                }
-                let log: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-                if log["fields"]["message"] == "onair listening" {
-                    let addr = log["fields"]["local"].as_str().and_then(|a| a.parse().ok());
-                    let _ = tx.send(addr);
-                    told = true;
-                }
-            }
-            // Keeps draining the logs so onair never blocks on a full pipe;
-            // tells the waiter if onair exited before listening.
-            let _ = tx.send(None);
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("onair starts listening in time")
-            .expect("onair exited before listening");
-        Self {
-            child,
-            server: Server::remote(addr),
-            _data: data,
-        }
-    }
-
-    /// The process's resident set size in KiB (`VmRSS`).
-    fn rss_kib(&self) -> u64 {
-        rss_kib(self.child.id()).expect("onair's /proc/<pid>/status has VmRSS")
-    }
+            .envs(extra_env.iter().copied()),
+    )
+    .owning(data)
 }
 
-impl Drop for Onair {
-    fn drop(&mut self) {
-        // Only the process this test started, by its handle.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The process's resident set size in KiB (`VmRSS`).
+fn onair_rss_kib(onair: &Onair) -> u64 {
+    rss_kib(onair.child.id()).expect("onair's /proc/<pid>/status has VmRSS")
 }
 
 /// `VmRSS` of a process in KiB, from `/proc/<pid>/status`.
@@ -554,34 +492,6 @@ async fn oversized_flooder(
     }
 }
 
-/// A client that joins and then never reads its socket again. A small
-/// receive buffer keeps what the kernel absorbs for it small.
-async fn never_reading(server: &Server) -> (WebSocketStream<TcpStream>, String) {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(server.addr).await.unwrap();
-    let url = format!(
-        "{}?token={}",
-        server.ws_url(),
-        server.token(ROOM, "Never Reads", Role::User)
-    );
-    let (mut ws, _) = tokio::time::timeout(RECV, tokio_tungstenite::client_async(url, stream))
-        .await
-        .expect("upgrade in time")
-        .unwrap();
-    let join = json!({"namespace": "control", "payload": {"action": "join"}});
-    ws.send(Message::text(join.to_string())).await.unwrap();
-    let message = tokio::time::timeout(RECV, ws.next())
-        .await
-        .expect("join_success in time")
-        .expect("the socket is open")
-        .unwrap();
-    let frame = parse_text(message).unwrap().expect("a text frame");
-    assert_eq!(frame["payload"]["message"], "join_success", "{frame}");
-    let id = frame["payload"]["id"].as_str().unwrap().to_owned();
-    (ws, id)
-}
-
 // --- the moderator -------------------------------------------------------------
 
 /// Runs [`CYCLES`] start/stop cycles, one every [`STEPS_PER_CYCLE`] toggles:
@@ -681,7 +591,7 @@ async fn a_flooded_room_keeps_every_recording_event_and_bounded_memory() {
     // each sends a hundredth of the room's toggles; 200/s per connection keeps
     // them far from the limit on any machine, while the max-rate flooder
     // (tens of thousands of messages a second) is still far above it.
-    let onair = Onair::spawn(&[
+    let onair = spawn_onair(&[
         ("ONAIR_SERVER__SEND_QUEUE", "1024"),
         ("ONAIR_SERVER__MAX_FRAME_BYTES", "65536"),
         ("ONAIR_SERVER__MESSAGES_PER_SECOND", "200"),
@@ -712,10 +622,11 @@ async fn a_flooded_room_keeps_every_recording_event_and_bounded_memory() {
     }
     let (moderator, _) = server.join(ROOM, "Moderator", Role::Moderator).await;
     let moderator_id = moderator.id.clone();
-    let baseline = onair.rss_kib();
+    let baseline = onair_rss_kib(&onair);
 
     // The one that never reads joins; its queue fills from here on.
-    let (never_reads, never_reads_id) = never_reading(server).await;
+    let (never_reads, never_reads_id) =
+        slow::never_reading(server, ROOM, "Never Reads", RECV).await;
 
     let stop_sampling = Arc::new(AtomicBool::new(false));
     let sampler = sample_rss(onair.child.id(), Arc::clone(&stop_sampling));
@@ -861,7 +772,7 @@ async fn a_flooded_room_keeps_every_recording_event_and_bounded_memory() {
 
     stop_sampling.store(true, Ordering::Relaxed);
     let (peak, samples) = sampler.join().unwrap();
-    let after = onair.rss_kib();
+    let after = onair_rss_kib(&onair);
     // Oversized attempts that did not end in a readable 1009, by how they ended.
     let mut endings = std::collections::BTreeMap::<String, u32>::new();
     for ending in stats.other_endings.lock().unwrap().iter() {
@@ -887,21 +798,7 @@ async fn a_flooded_room_keeps_every_recording_event_and_bounded_memory() {
 
     // The client that never read was closed as a slow reader (1008), once it
     // drains what the kernel still held for it.
-    let mut never_reads = never_reads;
-    let ending = tokio::time::timeout(RECV, async {
-        loop {
-            match never_reads.next().await {
-                None | Some(Err(_)) => return None,
-                Some(Ok(Message::Close(frame))) => return frame,
-                Some(Ok(_)) => continue,
-            }
-        }
-    })
-    .await
-    .expect("the never-reading client's socket ends");
-    if let Some(frame) = ending {
-        assert_eq!(u16::from(frame.code), 1008, "{frame:?}");
-    }
+    slow::assert_closed_as_slow(never_reads, RECV).await;
 
     // The room itself is intact: a late joiner finds the readers and the
     // moderator, and neither the slow reader nor a flooder.

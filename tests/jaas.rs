@@ -23,7 +23,8 @@ use onair::backends::jaas::recording_id;
 use onair::config::BackendKind;
 use onair::protocol::Role;
 use serde_json::{Value, json};
-use support::harness::{ADMIN_KEY, Client, SECRET, Server, config, http};
+use support::binary::Onair;
+use support::harness::{ADMIN_KEY, Client, Server, config, http};
 
 const WEBHOOK_SECRET: &str = "whsec_0a1b2c3d4e5f60718293a4b5c6d7e8f9";
 const APP_ID: &str = "vpaas-magic-cookie-0123456789abcdef0123456789abcdef";
@@ -701,77 +702,15 @@ async fn a_recording_outlives_an_empty_room() {
     assert_eq!(stopped["recording_id"], id.as_str());
 }
 
-/// The onair binary on a data directory, killed (`SIGKILL`) when dropped.
-struct Binary {
-    child: std::process::Child,
-    server: Server,
-}
-
-impl Binary {
-    /// Starts the binary with the jaas backend on a free loopback port; returns once it listens.
-    fn spawn(data: &Path) -> Self {
-        use std::io::BufRead;
-        let file = data.join("onair.toml");
-        std::fs::write(
-            &file,
-            format!(
-                "[recording]\nbackend = \"jaas\"\n\n[jaas]\nwebhook_secret = \"{WEBHOOK_SECRET}\"\n"
-            ),
-        )
-        .unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_onair"))
-            .arg("--config")
-            .arg(&file)
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-            .env("ONAIR_AUTH__JWT_SECRET", SECRET)
-            .env("ONAIR_AUTH__ADMIN_KEY", ADMIN_KEY)
-            .env("ONAIR_STORE__PATH", data.join("onair.db"))
-            .env("ONAIR_STORAGE__PATH", data.join("recordings"))
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("the onair binary runs");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut told = false;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let log: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-                if !told && log["fields"]["message"] == "onair listening" {
-                    let addr = log["fields"]["local"].as_str().and_then(|a| a.parse().ok());
-                    let _ = tx.send(addr);
-                    told = true;
-                }
-            }
-            // Keeps draining the logs; tells the waiter if onair exited first.
-            let _ = tx.send(None);
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("onair starts listening in time")
-            .expect("onair exited before listening");
-        Self {
-            child,
-            server: Server::remote(addr),
-        }
-    }
-
-    /// `kill -9`: no shutdown, no flushing.
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        // Only the process this test started, by its handle.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The binary with the jaas backend on `data`, killed (`SIGKILL`) when
+/// dropped; returns once it listens.
+fn spawn_binary(data: &Path) -> Onair {
+    Onair::spawn_with_config(
+        data,
+        &format!(
+            "[recording]\nbackend = \"jaas\"\n\n[jaas]\nwebhook_secret = \"{WEBHOOK_SECRET}\"\n"
+        ),
+    )
 }
 
 /// What the application reads of a recording, asserted on its JaaS fields.
@@ -793,7 +732,7 @@ async fn assert_catalogued_with_people(server: &Server, id: &str) {
 async fn the_order_and_the_catalogue_survive_a_kill_9() {
     let files = FileServer::start(recording_bytes(), 0).await;
     let dir = tempfile::tempdir().unwrap();
-    let onair = Binary::spawn(dir.path());
+    let onair = spawn_binary(dir.path());
     let (mut ada, _) = onair.server.join(ROOM, "Ada", Role::Moderator).await;
     let session = key();
     let id = recording_id(&session);
@@ -825,7 +764,7 @@ async fn the_order_and_the_catalogue_survive_a_kill_9() {
     drop(ada);
     onair.kill9();
 
-    let onair = Binary::spawn(dir.path());
+    let onair = spawn_binary(dir.path());
     let (mut ada, success) = onair.server.join(ROOM, "Ada", Role::Moderator).await;
     assert_eq!(success["recording"], Value::Null, "{success}");
     // A start made before the applied end, arriving (under its own key)

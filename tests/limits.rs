@@ -110,12 +110,67 @@ fn http_refused(reason: &str, endpoint: &str) -> String {
     format!("onair_http_refused_total{{reason=\"{reason}\",endpoint=\"{endpoint}\"}}")
 }
 
-/// Asserts that a counter grew by at least `by` since `before`.
-async fn grew(server: &Server, series: &str, before: f64, by: f64) {
-    let after = metric(server, series).await;
+/// A counter's series and its value when the test began.
+struct Counter {
+    /// The metric line's name and labels.
+    series: String,
+    /// Its value at [`Counter::read`].
+    before: f64,
+}
+
+impl Counter {
+    async fn read(server: &Server, series: impl Into<String>) -> Self {
+        let series = series.into();
+        let before = metric(server, &series).await;
+        Self { series, before }
+    }
+
+    /// Asserts that the counter grew by at least `by` since it was read.
+    async fn grew(&self, server: &Server, by: f64) {
+        let (series, before) = (&self.series, self.before);
+        let after = metric(server, series).await;
+        assert!(
+            after >= before + by,
+            "{series}: {before} before, {after} after"
+        );
+    }
+}
+
+/// Asserts an error answer's status and `code`.
+fn assert_error((status, body): &(u16, Value), expected: u16, code: &str) {
+    assert_eq!(
+        (*status, body["code"].as_str()),
+        (expected, Some(code)),
+        "{body}"
+    );
+}
+
+/// Asserts that the upgrade is refused with `status` and `code`; returns the
+/// body.
+async fn assert_refused(request: Request, status: u16, code: &str) -> Value {
+    let answer = refused(request).await;
+    assert_error(&answer, status, code);
+    answer.1
+}
+
+/// A moderator ("Mod") and a user ("User") joined to `room`, each with its
+/// own extra headers.
+async fn moderator_and_user(
+    server: &Server,
+    room: &str,
+    moderator_headers: &[(&str, &str)],
+    user_headers: &[(&str, &str)],
+) -> (Client, Client) {
+    let moderator = join_with(server, room, "Mod", Role::Moderator, moderator_headers).await;
+    let user = join_with(server, room, "User", Role::User, user_headers).await;
+    (moderator, user)
+}
+
+/// Asserts that a response carries no CORS allow-origin header.
+fn assert_no_cors(headers: &reqwest::header::HeaderMap) {
     assert!(
-        after >= before + by,
-        "{series}: {before} before, {after} after"
+        headers.get("access-control-allow-origin").is_none(),
+        "{headers:?}"
     );
 }
 
@@ -153,26 +208,25 @@ async fn total_connections_are_capped_and_a_closed_socket_frees_its_slot() {
     let mut config = patient();
     config.server.max_connections = 3;
     let server = Server::with(config).await;
-    let series = upgrades_refused("too_many_connections");
-    let before = metric(&server, &series).await;
+    let refusals = Counter::read(&server, upgrades_refused("too_many_connections")).await;
 
     let (mut moderator, _) = server.join("busy", "Mod", Role::Moderator).await;
     let (mut user, _) = server.join("busy", "User", Role::User).await;
     let idle = Client::connect_request(upgrade(&server, "elsewhere", "Idle", &[])).await;
 
-    let (status, body) = refused(upgrade(&server, "busy", "Fourth", &[])).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (503, Some("too_many_connections")),
-        "{body}"
-    );
+    let body = assert_refused(
+        upgrade(&server, "busy", "Fourth", &[]),
+        503,
+        "too_many_connections",
+    )
+    .await;
     assert!(
         body["message"]
             .as_str()
             .unwrap()
             .contains("max_connections")
     );
-    grew(&server, &series, before, 1.0).await;
+    refusals.grew(&server, 1.0).await;
     recording_still_works(&mut moderator, &mut [&mut user]).await;
 
     // A socket dropped without a close frame gives its slot back.
@@ -203,18 +257,17 @@ async fn connections_per_ip_are_capped() {
     config.server.max_connections_per_ip = 2;
     config.server.per_ip_exempt = Vec::new();
     let server = Server::with(config).await;
-    let series = upgrades_refused("too_many_connections_from_ip");
-    let before = metric(&server, &series).await;
+    let refusals = Counter::read(&server, upgrades_refused("too_many_connections_from_ip")).await;
 
     let (mut moderator, _) = server.join("ip", "Mod", Role::Moderator).await;
     let (mut user, _) = server.join("ip", "User", Role::User).await;
-    let (status, body) = refused(upgrade(&server, "ip", "Third", &[])).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (429, Some("too_many_connections_from_ip")),
-        "{body}"
-    );
-    grew(&server, &series, before, 1.0).await;
+    assert_refused(
+        upgrade(&server, "ip", "Third", &[]),
+        429,
+        "too_many_connections_from_ip",
+    )
+    .await;
+    refusals.grew(&server, 1.0).await;
     recording_still_works(&mut moderator, &mut [&mut user]).await;
 
     // A clean close gives the slot back, and the newcomer is seen by the room.
@@ -233,23 +286,13 @@ async fn behind_a_trusted_proxy_the_client_is_the_rightmost_untrusted_forwarded_
     config.server.per_ip_exempt = Vec::new();
     config.server.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
     let server = Server::with(config).await;
-    let series = upgrades_refused("too_many_connections_from_ip");
-    let before = metric(&server, &series).await;
+    let refusals = Counter::read(&server, upgrades_refused("too_many_connections_from_ip")).await;
 
     let forwarded = |ip| [("x-forwarded-for", ip)];
-    let mut moderator = join_with(
+    let (mut moderator, mut user) = moderator_and_user(
         &server,
         "xff",
-        "Mod",
-        Role::Moderator,
         &forwarded("198.51.100.1"),
-    )
-    .await;
-    let mut user = join_with(
-        &server,
-        "xff",
-        "User",
-        Role::User,
         &forwarded("198.51.100.2"),
     )
     .await;
@@ -288,7 +331,7 @@ async fn behind_a_trusted_proxy_the_client_is_the_rightmost_untrusted_forwarded_
     ))
     .await;
     assert_eq!(status, 429);
-    grew(&server, &series, before, 4.0).await;
+    refusals.grew(&server, 4.0).await;
     recording_still_works(&mut moderator, &mut [&mut user, &mut direct]).await;
 }
 
@@ -299,35 +342,25 @@ async fn without_a_trusted_proxy_forwarded_for_is_ignored() {
     config.server.per_ip_exempt = Vec::new();
     let server = Server::with(config).await;
 
-    let mut moderator = join_with(
+    let (mut moderator, mut user) = moderator_and_user(
         &server,
         "spoof",
-        "Mod",
-        Role::Moderator,
         &[("x-forwarded-for", "198.51.100.1")],
-    )
-    .await;
-    let mut user = join_with(
-        &server,
-        "spoof",
-        "User",
-        Role::User,
         &[("x-forwarded-for", "198.51.100.2")],
     )
     .await;
     // Both counted against 127.0.0.1, whatever the header claims.
-    let (status, body) = refused(upgrade(
-        &server,
-        "spoof",
-        "Third",
-        &[("x-forwarded-for", "198.51.100.3")],
-    ))
+    assert_refused(
+        upgrade(
+            &server,
+            "spoof",
+            "Third",
+            &[("x-forwarded-for", "198.51.100.3")],
+        ),
+        429,
+        "too_many_connections_from_ip",
+    )
     .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (429, Some("too_many_connections_from_ip")),
-        "{body}"
-    );
     recording_still_works(&mut moderator, &mut [&mut user]).await;
 }
 
@@ -336,18 +369,12 @@ async fn a_full_room_refuses_the_next_participant_and_other_rooms_still_open() {
     let mut config = patient();
     config.server.max_participants_per_room = 2;
     let server = Server::with(config).await;
-    let series = upgrades_refused("room_full");
-    let before = metric(&server, &series).await;
+    let refusals = Counter::read(&server, upgrades_refused("room_full")).await;
 
     let (mut moderator, _) = server.join("full", "Mod", Role::Moderator).await;
     let (mut user, _) = server.join("full", "User", Role::User).await;
-    let (status, body) = refused(upgrade(&server, "full", "Third", &[])).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (409, Some("room_full")),
-        "{body}"
-    );
-    grew(&server, &series, before, 1.0).await;
+    assert_refused(upgrade(&server, "full", "Third", &[]), 409, "room_full").await;
+    refusals.grew(&server, 1.0).await;
     let (_other, success) = server.join("not-full", "Elsewhere", Role::User).await;
     assert_eq!(success["participants"], json!([]));
     recording_still_works(&mut moderator, &mut [&mut user]).await;
@@ -364,8 +391,11 @@ async fn a_full_room_refuses_the_next_participant_and_other_rooms_still_open() {
 #[tokio::test]
 async fn a_frame_nested_too_deeply_is_invalid_json_and_the_socket_keeps_working() {
     let server = Server::start().await;
-    let series = "onair_client_errors_total{reason=\"json_too_deep\"}";
-    let before = metric(&server, series).await;
+    let errors = Counter::read(
+        &server,
+        "onair_client_errors_total{reason=\"json_too_deep\"}",
+    )
+    .await;
     let (mut moderator, _) = server.join("deep", "Mod", Role::Moderator).await;
     let (mut user, _) = server.join("deep", "User", Role::User).await;
     moderator.until("control", "joined").await;
@@ -384,7 +414,7 @@ async fn a_frame_nested_too_deeply_is_invalid_json_and_the_socket_keeps_working(
             "{error}"
         );
     }
-    grew(&server, series, before, 2.0).await;
+    errors.grew(&server, 2.0).await;
 
     // Brackets inside strings are text, not nesting.
     let mut brackets = Client::connect_request(upgrade(&server, "deep", "B", &[])).await;
@@ -418,61 +448,40 @@ async fn rest_bodies_are_held_to_their_size_and_depth() {
     let mut config = config();
     config.server.max_body_bytes = 1024;
     let server = Server::with(config).await;
-    let deep_series = http_refused("json_too_deep", "api");
-    let large_series = http_refused("body_too_large", "api");
-    let (deep_before, large_before) = (
-        metric(&server, &deep_series).await,
-        metric(&server, &large_series).await,
-    );
+    let too_deep = Counter::read(&server, http_refused("json_too_deep", "api")).await;
+    let too_large = Counter::read(&server, http_refused("body_too_large", "api")).await;
     let (mut moderator, _) = server.join("rest", "Mod", Role::Moderator).await;
     let (mut user, _) = server.join("rest", "User", Role::User).await;
     let status_path = "/v1/rooms/rest/recording/status";
 
     let nested = format!("{}{}", "[".repeat(40), "]".repeat(40));
-    let (status, body) = post_json(
+    let answer = post_json(
         &server,
         status_path,
         format!(r#"{{"status":"recording","recording_id":"x","reason":{nested}}}"#),
     )
     .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (400, Some("json_too_deep")),
-        "{body}"
-    );
+    assert_error(&answer, 400, "json_too_deep");
 
     let long = json!({"status": "failed", "recording_id": "x", "reason": "x".repeat(2000)});
-    let (status, body) = post_json(&server, status_path, long.to_string()).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (413, Some("body_too_large")),
-        "{body}"
-    );
+    let answer = post_json(&server, status_path, long.to_string()).await;
+    assert_error(&answer, 413, "body_too_large");
     // The hand-in route lifts the default limit for multipart uploads; its
     // JSON form is still held to max_body_bytes.
     let external = json!({"url": "https://files.example/x.mp4", "name": "x".repeat(2000)});
-    let (status, body) =
-        post_json(&server, "/v1/rooms/rest/recordings", external.to_string()).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (413, Some("body_too_large")),
-        "{body}"
-    );
+    let answer = post_json(&server, "/v1/rooms/rest/recordings", external.to_string()).await;
+    assert_error(&answer, 413, "body_too_large");
     // Under the limits, the same endpoint answers as always.
-    let (status, body) = post_json(
+    let answer = post_json(
         &server,
         status_path,
         json!({"status": "paused", "recording_id": "x"}).to_string(),
     )
     .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (422, Some("invalid_body")),
-        "{body}"
-    );
+    assert_error(&answer, 422, "invalid_body");
 
-    grew(&server, &deep_series, deep_before, 1.0).await;
-    grew(&server, &large_series, large_before, 2.0).await;
+    too_deep.grew(&server, 1.0).await;
+    too_large.grew(&server, 2.0).await;
     recording_still_works(&mut moderator, &mut [&mut user]).await;
 }
 
@@ -483,8 +492,7 @@ async fn webhook_bodies_are_held_to_their_own_limit() {
     config.jaas.webhook_secret = Some("jaas-webhook-secret-0123456789".into());
     config.server.max_webhook_body_bytes = 2048;
     let server = Server::with(config).await;
-    let series = http_refused("body_too_large", "webhook");
-    let before = metric(&server, &series).await;
+    let refusals = Counter::read(&server, http_refused("body_too_large", "webhook")).await;
     let (mut ada, _) = server.join("hook", "Ada", Role::Moderator).await;
     let (mut bob, _) = server.join("hook", "Bob", Role::User).await;
     ada.until("control", "joined").await;
@@ -505,7 +513,7 @@ async fn webhook_bodies_are_held_to_their_own_limit() {
     // Under the limit the body is read (and this one's signature refused).
     let response = post(b"{}".to_vec()).await.unwrap();
     assert_eq!(response.status(), 401);
-    grew(&server, &series, before, 1.0).await;
+    refusals.grew(&server, 1.0).await;
 
     // JaaS takes no start/stop from onair: a consent update shows the room works.
     bob.recording(json!({"action": "set_consent", "consent": true}))
@@ -519,12 +527,8 @@ async fn cors_answers_listed_origins_and_refuses_the_others() {
     let mut config = config();
     config.server.allowed_origins = vec!["https://app.example".into()];
     let server = Server::with(config).await;
-    let series = http_refused("origin_not_allowed", "api");
-    let socket_series = upgrades_refused("origin_not_allowed");
-    let (before, socket_before) = (
-        metric(&server, &series).await,
-        metric(&server, &socket_series).await,
-    );
+    let refusals = Counter::read(&server, http_refused("origin_not_allowed", "api")).await;
+    let socket_refusals = Counter::read(&server, upgrades_refused("origin_not_allowed")).await;
     let preflight = |origin: &'static str| {
         http()
             .request(reqwest::Method::OPTIONS, server.url("/v1/rooms"))
@@ -554,12 +558,7 @@ async fn cors_answers_listed_origins_and_refuses_the_others() {
 
     let refused_preflight = preflight("https://evil.example").await.unwrap();
     assert_eq!(refused_preflight.status(), 403);
-    assert!(
-        refused_preflight
-            .headers()
-            .get("access-control-allow-origin")
-            .is_none()
-    );
+    assert_no_cors(refused_preflight.headers());
     let body: Value = refused_preflight.json().await.unwrap();
     assert_eq!(body["code"], "origin_not_allowed");
 
@@ -581,41 +580,27 @@ async fn cors_answers_listed_origins_and_refuses_the_others() {
     // Server-to-server calls carry no Origin and are not CORS requests.
     let response = get(None).await.unwrap();
     assert_eq!(response.status(), 200);
-    assert!(
-        response
-            .headers()
-            .get("access-control-allow-origin")
-            .is_none()
-    );
-    grew(&server, &series, before, 2.0).await;
+    assert_no_cors(response.headers());
+    refusals.grew(&server, 2.0).await;
 
     // The socket follows the same list.
-    let (status, body) = refused(upgrade(
-        &server,
-        "cors",
-        "Evil",
-        &[("origin", "https://evil.example")],
-    ))
-    .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (403, Some("origin_not_allowed"))
-    );
-    grew(&server, &socket_series, socket_before, 1.0).await;
-    let mut moderator = join_with(
-        &server,
-        "cors",
-        "Mod",
-        Role::Moderator,
-        &[("origin", "https://app.example")],
+    assert_refused(
+        upgrade(
+            &server,
+            "cors",
+            "Evil",
+            &[("origin", "https://evil.example")],
+        ),
+        403,
+        "origin_not_allowed",
     )
     .await;
-    // Case and a trailing slash do not matter.
-    let mut user = join_with(
+    socket_refusals.grew(&server, 1.0).await;
+    // Case and a trailing slash do not matter (the user's origin).
+    let (mut moderator, mut user) = moderator_and_user(
         &server,
         "cors",
-        "User",
-        Role::User,
+        &[("origin", "https://app.example")],
         &[("origin", "HTTPS://App.Example/")],
     )
     .await;
@@ -633,12 +618,7 @@ async fn without_allowed_origins_the_api_sends_no_cors_headers() {
         .await
         .unwrap();
     assert!(!preflight.status().is_success(), "{preflight:?}");
-    assert!(
-        preflight
-            .headers()
-            .get("access-control-allow-origin")
-            .is_none()
-    );
+    assert_no_cors(preflight.headers());
     let response = http()
         .get(server.url("/v1/rooms"))
         .bearer_auth(ADMIN)
@@ -647,10 +627,5 @@ async fn without_allowed_origins_the_api_sends_no_cors_headers() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert!(
-        response
-            .headers()
-            .get("access-control-allow-origin")
-            .is_none()
-    );
+    assert_no_cors(response.headers());
 }

@@ -10,10 +10,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -23,6 +19,7 @@ use onair::config::{BackendKind, LivekitConfig};
 use onair::protocol::{RecordingStatus, Role};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use support::fake_livekit::FakeLivekit;
 use support::harness::{ADMIN_KEY, Client, RECV_TIMEOUT, Server, config, http};
 
 const KEY: &str = "APIonairTest";
@@ -38,111 +35,9 @@ const VECTOR_SHA256: &str = "CoEQz1chqJ9bnZRcORddjplkvpjmPujmLTR42DbefYI=";
 const VECTOR_KEY: &str = "abcdefg";
 const VECTOR_SECRET: &str = "abababa";
 
-fn fake_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/livekit")
-}
-
-/// Installs the fake's npm packages once per test run (`npm ci`, from the lockfile).
-fn npm_ci_once() {
-    static READY: OnceLock<()> = OnceLock::new();
-    READY.get_or_init(|| {
-        let dir = fake_dir();
-        if dir
-            .join("node_modules/livekit-server-sdk/package.json")
-            .is_file()
-        {
-            return;
-        }
-        let status = Command::new("bash")
-            .arg(dir.join("setup.sh"))
-            .status()
-            .expect("bash runs tests/livekit/setup.sh");
-        assert!(status.success(), "tests/livekit/setup.sh failed: {status}");
-    });
-}
-
-/// The fake LiveKit server, a Node process that lives as long as this value.
-struct FakeLivekit {
-    child: Child,
-    /// Held open: the fake exits when its stdin closes.
-    _stdin: ChildStdin,
-    base: String,
-}
-
 impl FakeLivekit {
     async fn start() -> Self {
         Self::with_keys(KEY, SECRET).await
-    }
-
-    async fn with_keys(key: &str, secret: &str) -> Self {
-        npm_ci_once();
-        let mut child = Command::new("node")
-            .arg(fake_dir().join("fake-livekit.mjs"))
-            .args(["--api-key", key, "--api-secret", secret])
-            .current_dir(fake_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("Node.js (`node`) is installed");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let line = tokio::time::timeout(
-            Duration::from_secs(30),
-            tokio::task::spawn_blocking(move || {
-                let mut line = String::new();
-                BufReader::new(stdout).read_line(&mut line).map(|_| line)
-            }),
-        )
-        .await
-        .expect("the fake LiveKit starts in time")
-        .unwrap()
-        .unwrap();
-        let ready: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("the fake LiveKit said {line:?}: {e}"));
-        let port = ready["port"].as_u64().expect("a port");
-        Self {
-            child,
-            _stdin: stdin,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    fn url(&self) -> String {
-        self.base.clone()
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let response = http()
-            .get(format!("{}/_fake/{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
-        response.json().await.unwrap()
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let response = reqwest::Client::builder()
-            // Deliveries may wait on onair's start call (see `webhooks_before_the_start_answer`).
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap()
-            .post(format!("{}/_fake/{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
-        response.json().await.unwrap()
     }
 
     /// Points the fake's webhooks at onair and sets its behaviour.
@@ -166,11 +61,6 @@ impl FakeLivekit {
             json!({"method": method, "status": status, "code": code, "msg": msg, "times": times}),
         )
         .await;
-    }
-
-    /// Sends a webhook signed (or forged) as `spec` says; returns the delivery.
-    async fn webhook(&self, spec: Value) -> Value {
-        self.post("webhook", spec).await
     }
 
     /// Every recorded call of `method` (e.g. `RoomService/ListRooms`).
@@ -226,13 +116,6 @@ impl FakeLivekit {
                 metadata["recordingStatus"].as_str().unwrap().to_owned()
             })
             .collect()
-    }
-}
-
-impl Drop for FakeLivekit {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

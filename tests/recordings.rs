@@ -3,13 +3,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
 use onair::protocol::Role;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
-use support::harness::{ADMIN_KEY, Client, SECRET, Server, config, http};
+use support::binary::{self, Onair};
+use support::harness::{ADMIN_KEY, Client, Server, config, http};
 
 async fn hand_in_file(server: &Server, room: &str, id: &str, bytes: Vec<u8>) -> reqwest::Response {
     let form = Form::new()
@@ -263,56 +261,26 @@ async fn the_catalog_survives_a_restart() {
     assert_eq!(response.bytes().await.unwrap().to_vec(), content(1000));
 }
 
-/// Starts the real binary on a free port with a data directory; returns it
-/// and its address.
-fn spawn_onair(
-    data: &std::path::Path,
-    extra_env: &[(&str, &str)],
-) -> (std::process::Child, std::net::SocketAddr) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_onair"));
-    command
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .env("ONAIR_AUTH__JWT_SECRET", SECRET)
-        .env("ONAIR_AUTH__ADMIN_KEY", ADMIN_KEY)
-        .env("ONAIR_STORE__PATH", data.join("onair.db"))
-        .env("ONAIR_STORAGE__PATH", data.join("recordings"))
-        .stderr(Stdio::piped());
-    for (key, value) in extra_env {
-        command.env(key, value);
-    }
-    let mut child = command.spawn().unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let addr = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "onair exited early"
-        );
-        let log: Value = serde_json::from_str(&line).unwrap();
-        if log["fields"]["message"] == "onair listening" {
-            break log["fields"]["local"].as_str().unwrap().parse().unwrap();
-        }
-    };
-    // Keep draining the logs so the process never blocks on a full pipe.
-    std::thread::spawn(move || for _ in stderr.lines() {});
-    (child, addr)
+/// The real binary on a free port with the data directory `data` and the
+/// extra environment `env`; returns once it listens.
+fn spawn_onair(data: &std::path::Path, env: &[(&str, &str)]) -> Onair {
+    Onair::spawn(binary::command(data).envs(env.iter().copied()))
 }
 
 #[tokio::test]
 async fn a_recording_survives_a_crash_and_late_reports_still_land() {
     let data = tempfile::tempdir().unwrap();
-    let (mut first, addr) = spawn_onair(data.path(), &[]);
-    let server = Server::remote(addr);
+    let first = spawn_onair(data.path(), &[]);
+    let server = &first.server;
     let (mut ada, _) = server.join("standup", "Ada", Role::Moderator).await;
     ada.recording(json!({"action": "start"})).await;
     let id = ada.expect("recording", "started").await["recording_id"].clone();
 
     // kill -9: no shutdown, no goodbye.
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.kill9();
 
-    let (mut second, addr) = spawn_onair(data.path(), &[]);
-    let server = Server::remote(addr);
+    let second = spawn_onair(data.path(), &[]);
+    let server = &second.server;
     // Nobody is in the room, but its recording is known...
     let room: Value = http()
         .get(server.url("/v1/rooms/standup"))
@@ -326,7 +294,7 @@ async fn a_recording_survives_a_crash_and_late_reports_still_land() {
     assert_eq!(room["code"], "room_not_found");
     // ...and a rejoining client sees it with the same id.
     let mut rejoined =
-        Client::connect_query(&server, &server.token("standup", "Ada", Role::Moderator)).await;
+        Client::connect_query(server, &server.token("standup", "Ada", Role::Moderator)).await;
     let success = rejoined.join(None).await;
     assert_eq!(
         success["recording"],
@@ -348,25 +316,23 @@ async fn a_recording_survives_a_crash_and_late_reports_still_land() {
         "{}",
         response.status()
     );
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.kill9();
 }
 
 #[tokio::test]
 async fn a_provider_report_reaches_a_room_nobody_is_in() {
     let data = tempfile::tempdir().unwrap();
     let env = [("ONAIR_RECORDING__MANUAL_CONFIRM", "true")];
-    let (mut first, addr) = spawn_onair(data.path(), &env);
-    let server = Server::remote(addr);
+    let first = spawn_onair(data.path(), &env);
+    let server = &first.server;
     let (mut ada, _) = server.join("standup", "Ada", Role::Moderator).await;
     ada.recording(json!({"action": "start"})).await;
     let id = ada.expect("recording", "status").await["recording_id"].clone();
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.kill9();
 
     // After the crash, before anyone rejoins, the recorder confirms.
-    let (mut second, addr) = spawn_onair(data.path(), &env);
-    let server = Server::remote(addr);
+    let second = spawn_onair(data.path(), &env);
+    let server = &second.server;
     let response = http()
         .post(server.url("/v1/rooms/standup/recording/status"))
         .bearer_auth(ADMIN_KEY)
@@ -384,6 +350,5 @@ async fn a_provider_report_reaches_a_room_nobody_is_in() {
         success["recording"],
         json!({"status": "recording", "recording_id": id})
     );
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.kill9();
 }

@@ -5,11 +5,10 @@ mod support;
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use onair::protocol::Role;
 use serde_json::json;
 use support::harness::{Server, config};
-use tokio_tungstenite::tungstenite::Message;
+use support::slow;
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_and_the_room_goes_on() {
@@ -24,28 +23,8 @@ async fn a_client_that_stops_reading_is_closed_and_the_room_goes_on() {
     producer.expect("control", "joined").await;
 
     // The slow client: a tiny receive buffer, joins, then never reads again.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(server.addr).await.unwrap();
-    let url = format!(
-        "{}?token={}",
-        server.ws_url(),
-        server.token("busy", "Slow", Role::User)
-    );
-    let (mut slow, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
-    futures_util::SinkExt::send(
-        &mut slow,
-        Message::text(json!({"namespace":"control","payload":{"action":"join"}}).to_string()),
-    )
-    .await
-    .unwrap();
-    let Some(Ok(Message::Text(success))) = slow.next().await else {
-        panic!("no join_success");
-    };
-    let slow_id = serde_json::from_str::<serde_json::Value>(&success).unwrap()["payload"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (slow, slow_id) =
+        slow::never_reading(&server, "busy", "Slow", Duration::from_secs(10)).await;
     producer.expect("control", "joined").await;
     watcher.expect("control", "joined").await;
 
@@ -110,21 +89,8 @@ async fn a_client_that_stops_reading_is_closed_and_the_room_goes_on() {
     watching.abort();
 
     // The slow client's connection ends once it reads what was buffered.
-    let (mut slow, slow_id) = slow;
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match slow.next().await {
-                None | Some(Err(_)) => return None,
-                Some(Ok(Message::Close(frame))) => return frame,
-                Some(Ok(_)) => continue,
-            }
-        }
-    })
-    .await
-    .expect("the slow client is disconnected");
-    if let Some(frame) = ended {
-        assert_eq!(u16::from(frame.code), 1008);
-    }
+    let (slow, slow_id) = slow;
+    slow::assert_closed_as_slow(slow, Duration::from_secs(10)).await;
 
     // The room still works for those who read.
     let (_late, success) = server.join("busy", "Late", Role::User).await;

@@ -939,6 +939,32 @@ mod tests {
         }
     }
 
+    /// A LiveKit egress of recording "rec" in "room", created at 1 s.
+    fn egress(id: &str) -> LivekitEgressRow {
+        LivekitEgressRow {
+            egress_id: id.into(),
+            room: "room".into(),
+            recording_id: "rec".into(),
+            last_updated_at: None,
+            status: None,
+            stop_requested: false,
+            created_ms: 1_000,
+        }
+    }
+
+    /// A database at `path` as the first `version` migrations left it, with
+    /// one row written by `insert`.
+    fn database_at_version(path: &Path, version: usize, insert: &str) {
+        let mut conn = Connection::open(path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &MIGRATIONS[..version] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", version).unwrap();
+        tx.execute(insert, []).unwrap();
+        tx.commit().unwrap();
+    }
+
     fn delivery(id: &str) -> NewDelivery {
         NewDelivery {
             kind: DeliveryKind::Webhook,
@@ -1008,21 +1034,12 @@ mod tests {
     fn the_location_migration_keeps_older_recordings() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("onair.db");
-        {
-            // A database as the migrations before 0004 left it.
-            let mut conn = Connection::open(&path).unwrap();
-            let tx = conn.transaction().unwrap();
-            for sql in &MIGRATIONS[..3] {
-                tx.execute_batch(sql).unwrap();
-            }
-            tx.pragma_update(None, "user_version", 3).unwrap();
-            tx.execute(
-                "INSERT INTO recordings VALUES ('old', 'room', 'a.mp4', 1.0, 42, 'file', '/tmp/a.mp4', 'manual', 'x')",
-                [],
-            )
-            .unwrap();
-            tx.commit().unwrap();
-        }
+        // A database as the migrations before 0004 left it.
+        database_at_version(
+            &path,
+            3,
+            "INSERT INTO recordings VALUES ('old', 'room', 'a.mp4', 1.0, 42, 'file', '/tmp/a.mp4', 'manual', 'x')",
+        );
         let store = Store::open(&path).unwrap();
         let old = store.recording("old").unwrap().unwrap();
         assert_eq!(old.location, Location::File("/tmp/a.mp4".into()));
@@ -1103,15 +1120,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("onair.db");
         let store = Store::open(&path).unwrap();
-        let row = LivekitEgressRow {
-            egress_id: "EG_1".into(),
-            room: "room".into(),
-            recording_id: "rec".into(),
-            last_updated_at: None,
-            status: None,
-            stop_requested: false,
-            created_ms: 1_000,
-        };
+        let row = egress("EG_1");
         store.save_livekit_egress(&row, 0).unwrap();
         store
             .livekit_egress_admitted("EG_1", 42, "EGRESS_ACTIVE")
@@ -1204,21 +1213,12 @@ mod tests {
     fn the_outbox_migration_keeps_pending_deliveries() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("onair.db");
-        {
-            let mut conn = Connection::open(&path).unwrap();
-            let tx = conn.transaction().unwrap();
-            for sql in &MIGRATIONS[..4] {
-                tx.execute_batch(sql).unwrap();
-            }
-            tx.pragma_update(None, "user_version", 4).unwrap();
-            tx.execute(
-                "INSERT INTO outbox (message_id, endpoint, event_type, payload, next_attempt_ms, created_at)
-                 VALUES ('m0', 'http://e', 'recording.started', '{}', 0, 'x')",
-                [],
-            )
-            .unwrap();
-            tx.commit().unwrap();
-        }
+        database_at_version(
+            &path,
+            4,
+            "INSERT INTO outbox (message_id, endpoint, event_type, payload, next_attempt_ms, created_at)
+             VALUES ('m0', 'http://e', 'recording.started', '{}', 0, 'x')",
+        );
         let store = Store::open(&path).unwrap();
         let due = store.due_deliveries(0, 10).unwrap();
         assert_eq!(due.len(), 1);
@@ -1283,15 +1283,7 @@ mod tests {
     #[test]
     fn a_livekit_event_is_seen_only_with_its_mark() {
         let store = Store::in_memory().unwrap();
-        let row = LivekitEgressRow {
-            egress_id: "EG_1".into(),
-            room: "room".into(),
-            recording_id: "rec".into(),
-            last_updated_at: None,
-            status: None,
-            stop_requested: false,
-            created_ms: 1_000,
-        };
+        let row = egress("EG_1");
         store.save_livekit_egress(&row, 0).unwrap();
         // Before the write (a crash after applying): neither is known.
         assert!(!store.receipt_seen("livekit", "EV_1").unwrap());

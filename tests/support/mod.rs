@@ -1,4 +1,8 @@
-//! Shared test support: the server harness, the protocol schemas, a redis-server.
+//! Shared test support: the server harness, the real binary, the fake
+//! LiveKit, the protocol schemas, a redis-server, a client that never reads.
+pub mod binary;
+pub mod fake_livekit;
 pub mod harness;
 pub mod redis;
 pub mod schemas;
+pub mod slow;

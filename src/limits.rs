@@ -197,7 +197,7 @@ pub struct Limits {
     /// Open sockets per client IP (IPs with none are removed).
     per_ip: DashMap<IpAddr, usize>,
     /// Open sockets per room (rooms with none are removed).
-    per_room: DashMap<String, usize>,
+    per_room: DashMap<Arc<str>, usize>,
     /// `[server] max_connections`; 0 = no limit.
     max_connections: usize,
     /// `[server] max_connections_per_ip`; 0 = no limit.
@@ -263,12 +263,26 @@ impl Limits {
     /// Adds a room to an admitted slot, checking the room's limit.
     pub fn enter(&self, slot: &mut Slot, room: &str) -> Result<(), Refusal> {
         debug_assert!(slot.room.is_none(), "a socket belongs to one room");
-        if increment(&self.per_room, room.to_owned(), self.max_per_room) {
-            slot.room = Some(room.to_owned());
-            Ok(())
-        } else {
-            Err(Refusal::RoomFull)
-        }
+        let max = self.max_per_room;
+        // The slot shares the map's key: one room id per room, not per socket.
+        let key = match self.per_room.get_mut(room) {
+            Some(mut count) => {
+                if max > 0 && *count >= max {
+                    return Err(Refusal::RoomFull);
+                }
+                *count += 1;
+                count.key().clone()
+            }
+            None => {
+                let key: Arc<str> = Arc::from(room);
+                if !increment(&self.per_room, key.clone(), max) {
+                    return Err(Refusal::RoomFull);
+                }
+                key
+            }
+        };
+        slot.room = Some(key);
+        Ok(())
     }
 
     /// Open sockets on this server.
@@ -307,7 +321,7 @@ pub struct Slot {
     /// The client IP counted against `max_connections_per_ip`, if it was.
     ip: Option<IpAddr>,
     /// The room counted against `max_participants_per_room`, once entered.
-    room: Option<String>,
+    room: Option<Arc<str>>,
 }
 
 impl Drop for Slot {

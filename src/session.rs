@@ -112,19 +112,23 @@ async fn drive(mut session: Session, mut socket: WebSocket) {
         let kick = kick_token.cancelled();
         tokio::pin!(shutdown, kick);
         let queue = session.outlet.queue.clone();
-        let join_deadline = tokio::time::sleep(Duration::from_secs(
+        // Boxed and dropped once joined: a timer is memory (and a timer-wheel
+        // entry) that a joined participant no longer needs.
+        let mut join_deadline = Some(Box::pin(tokio::time::sleep(Duration::from_secs(
             session.app.config.server.join_timeout_s,
-        ));
-        tokio::pin!(join_deadline);
+        ))));
         tracing::debug!("connected");
         METRICS.connections.inc();
 
         let flow = loop {
+            if session.room.is_some() {
+                join_deadline = None;
+            }
             let flow = tokio::select! {
                 biased;
                 _ = &mut shutdown => Flow::Close(close_code::GOING_AWAY, "server shutting down"),
                 _ = &mut kick => Flow::Close(close_code::POLICY, "send queue overflow: client is not reading"),
-                _ = &mut join_deadline, if session.room.is_none() => {
+                _ = async { if let Some(deadline) = join_deadline.as_mut() { deadline.await } }, if join_deadline.is_some() => {
                     Flow::Close(close_code::POLICY, "join timeout: send `join` first")
                 }
                 frames = queue.take(WRITE_BATCH) => {
@@ -149,42 +153,50 @@ async fn drive(mut session: Session, mut socket: WebSocket) {
             session.app.rooms.leave(&room, &session.id);
         }
         METRICS.connections.dec();
-        match flow {
-            Flow::Close(code, reason) => {
-                tracing::debug!(code, reason, "closing");
-                count(&METRICS.closed_by_server, close_reason(code, reason));
-                let frame = CloseFrame {
-                    code: code.into(),
-                    reason: reason.into(),
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                    socket.send(Message::Close(Some(frame))).await?;
-                    // Wait briefly for the client's answering Close.
-                    while let Some(read) = socket.next().await {
-                        match read {
-                            Ok(Message::Close(_)) => break,
-                            Ok(_) => continue,
-                            Err(_) => {
-                                // E.g. the rest of an oversized frame: leaving it
-                                // unread would make the kernel answer with a
-                                // reset, which destroys our Close frame before
-                                // the client reads it. Discard it instead.
-                                drain(socket.get_mut()).await;
-                                break;
-                            }
+        // Boxed: the closing handshake's state would otherwise widen every
+        // session's future, which each idle participant pays for.
+        Box::pin(close(socket, flow)).await;
+        tracing::debug!("disconnected");
+    }
+}
+
+/// Ends the connection: a Close frame with the server's reason (and the
+/// wait for the client's answer), or the reply to the client's Close.
+async fn close(mut socket: WebSocket, flow: Flow) {
+    match flow {
+        Flow::Close(code, reason) => {
+            tracing::debug!(code, reason, "closing");
+            count(&METRICS.closed_by_server, close_reason(code, reason));
+            let frame = CloseFrame {
+                code: code.into(),
+                reason: reason.into(),
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                socket.send(Message::Close(Some(frame))).await?;
+                // Wait briefly for the client's answering Close.
+                while let Some(read) = socket.next().await {
+                    match read {
+                        Ok(Message::Close(_)) => break,
+                        Ok(_) => continue,
+                        Err(_) => {
+                            // E.g. the rest of an oversized frame: leaving it
+                            // unread would make the kernel answer with a
+                            // reset, which destroys our Close frame before
+                            // the client reads it. Discard it instead.
+                            drain(socket.get_mut()).await;
+                            break;
                         }
                     }
-                    Ok::<_, tungstenite::Error>(())
-                })
-                .await;
-            }
-            Flow::Gone => {
-                // Flush the automatic reply to a client's Close, if any.
-                let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(None)).await;
-            }
-            Flow::Continue => unreachable!(),
+                }
+                Ok::<_, tungstenite::Error>(())
+            })
+            .await;
         }
-        tracing::debug!("disconnected");
+        Flow::Gone => {
+            // Flush the automatic reply to a client's Close, if any.
+            let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(None)).await;
+        }
+        Flow::Continue => unreachable!(),
     }
 }
 
@@ -193,7 +205,7 @@ async fn drive(mut session: Session, mut socket: WebSocket) {
 async fn drain(raw: &mut hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>) {
     use tokio::io::AsyncReadExt;
     const MAX_DRAINED: usize = 1 << 20;
-    let mut buf = [0u8; 4096];
+    let mut buf = vec![0u8; 4096];
     let mut drained = 0;
     while drained < MAX_DRAINED {
         match raw.read(&mut buf).await {

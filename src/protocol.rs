@@ -40,8 +40,9 @@ impl Namespace {
 #[derive(Debug, Deserialize)]
 pub struct RawClientFrame<'a> {
     /// The namespace as sent; an unknown one is answered with `invalid_namespace`.
+    /// Borrowed unless the client wrote it with JSON escapes (`"contro\u006c"`).
     #[serde(borrow)]
-    pub namespace: &'a str,
+    pub namespace: std::borrow::Cow<'a, str>,
     /// The payload, parsed only once the namespace is known.
     #[serde(borrow)]
     pub payload: &'a RawValue,
@@ -438,7 +439,7 @@ pub fn parse_client_frame(text: &str) -> Parsed {
         Ok(raw) => raw,
         Err(e) => return Parsed::InvalidJson(e.to_string()),
     };
-    let Some(namespace) = Namespace::from_wire(raw.namespace) else {
+    let Some(namespace) = Namespace::from_wire(&raw.namespace) else {
         return Parsed::InvalidNamespace(raw.namespace.chars().take(64).collect());
     };
     let payload = raw.payload.get();
@@ -492,6 +493,15 @@ mod tests {
             json!({"namespace":"recording","payload":{"action":"set_consent","consent":true}}),
             ClientMessage::Recording(RecordingCommand::SetConsent { consent: true }),
         );
+    }
+
+    #[test]
+    fn an_escaped_namespace_is_read_like_any_other() {
+        let frame = r#"{"namespace":"contro\u006c","payload":{"action":"join"}}"#;
+        assert!(matches!(
+            parse_client_frame(frame),
+            Parsed::Command(ClientMessage::Control(ControlCommand::Join { .. }))
+        ));
     }
 
     #[test]

@@ -250,6 +250,9 @@ fn xml_escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            // XML 1.0 allows no other control character, not even as a
+            // character reference: an echoed one would make the answer unreadable.
+            c if c.is_control() && !matches!(c, '\t' | '\n' | '\r') => out.push('\u{FFFD}'),
             c => out.push(c),
         }
     }
@@ -878,6 +881,12 @@ mod tests {
              <type>error</type>\n </data>\n</ocs>\n"
         );
         assert!(ocs_xml("ok", 200, "OK", &Value::Null).contains(" <data/>\n"));
+        // Control characters XML 1.0 forbids are replaced, tabs and newlines kept.
+        let xml = ocs_xml("failure", 400, "bad \u{1}type\tx\n", &Value::Null);
+        assert!(
+            xml.contains("<message>bad \u{FFFD}type\tx\n</message>"),
+            "{xml}"
+        );
     }
 
     #[test]

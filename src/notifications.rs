@@ -575,9 +575,8 @@ fn mailer(config: &Config) -> Option<Mailer> {
 
 impl Notifications {
     /// Notifications from `config`'s `[smtp]` and `[notifications]`, reading
-    /// settings from `store`. (`_http` is unused: the POSTs go out with the
-    /// outbox's client; the parameter stays until the callers drop it.)
-    pub fn new(config: &Config, store: Arc<Store>, _http: reqwest::Client) -> Self {
+    /// settings from `store`. (The POSTs go out through the outbox.)
+    pub fn new(config: &Config, store: Arc<Store>) -> Self {
         let n = &config.notifications;
         Self {
             inner: Arc::new(Inner {

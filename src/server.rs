@@ -126,7 +126,7 @@ impl AppState {
             };
             sha2::Sha256::digest(format!("onair media URLs\n{base}")).into()
         };
-        let notifications = Arc::new(Notifications::new(&config, store.clone(), http.clone()));
+        let notifications = Arc::new(Notifications::new(&config, store.clone()));
         Ok(Self {
             media_key,
             // HS256 with the configured secret (or development mode's); public

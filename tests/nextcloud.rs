@@ -155,6 +155,10 @@ impl Drop for Onair {
 }
 
 async fn setup() -> Onair {
+    setup_with(|_| {}).await
+}
+
+async fn setup_with(adjust: impl FnOnce(&mut onair::Config)) -> Onair {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let url = format!("http://{addr}");
@@ -167,6 +171,7 @@ async fn setup() -> Onair {
     config.nextcloud.backend_url = Some(url.clone());
     config.storage.path = storage.path().join("recordings");
     config.store.path = storage.path().join("onair.db");
+    adjust(&mut config);
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(onair::run(listener, config, async move {
         let _ = stopped.await;
@@ -727,6 +732,21 @@ async fn uploads_are_checked_as_talk_checks_them() {
             .unwrap()
             .len(),
         1000
+    );
+}
+
+#[tokio::test]
+async fn an_upload_over_the_storage_limit_is_refused_and_not_kept() {
+    // The fake's valid file is 1,000 bytes.
+    let onair = setup_with(|config| config.storage.max_upload_bytes = 500).await;
+    let spec = json!({"token": "archive", "owner": "ada", "name": "Recording 2025-06-03 14-05-02.webm", "content": "webm"});
+    let (status, body) = onair.fake.upload(spec).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["ocs"]["data"]["error"], "size");
+    assert!(
+        onair.stored_files().is_empty(),
+        "{:?}",
+        onair.stored_files()
     );
 }
 

@@ -395,7 +395,7 @@ impl Rig {
         config.notifications.timeout_s = 5;
         let store = Arc::new(Store::open(&config.store.path).unwrap());
         let outbox = Arc::new(Outbox::new(&config.webhooks, store.clone()));
-        let notifications = Arc::new(Notifications::new(&config, store.clone(), client()));
+        let notifications = Arc::new(Notifications::new(&config, store.clone()));
         let catalog = Catalog::new(store.clone(), outbox.clone(), notifications.clone());
         let shutdown = CancellationToken::new();
         let delivering = tokio::spawn(outbox.run(client(), shutdown.clone()));

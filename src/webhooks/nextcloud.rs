@@ -45,9 +45,6 @@ pub const BACKEND_PATH: &str = "/ocs/v2.php/apps/spreed/api/v1/recording/backend
 /// Where the recording server uploads a finished recording.
 pub const STORE_PATH: &str = "/ocs/v2.php/apps/spreed/api/v1/recording/{token}/store";
 
-/// Largest recording accepted: hours of 1080p video. Fixed for now; a
-/// `[storage]` key can take its place.
-pub const MAX_UPLOAD_BYTES: u64 = 8 * 1024 * 1024 * 1024;
 /// Largest `owner` field.
 const MAX_OWNER_BYTES: usize = 1024;
 /// How much of the file's start is kept to recognise its format.
@@ -71,8 +68,8 @@ const ALLOWED_FORMATS: [(&str, &str); 5] = [
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new().route(BACKEND_PATH, post(backend)).route(
         STORE_PATH,
-        // The upload is bounded by MAX_UPLOAD_BYTES while it streams, not by
-        // the API's small default body limit.
+        // The upload is bounded by `[storage] max_upload_bytes` while it
+        // streams, not by the API's small default body limit.
         post(store).layer(DefaultBodyLimit::disable()),
     )
 }
@@ -508,7 +505,7 @@ async fn store(
             Ocs::store_error(format, StatusCode::BAD_REQUEST, code)
         }
         Err(UploadError::TooLarge) => {
-            tracing::warn!(room = %token, limit = MAX_UPLOAD_BYTES, "recording upload too large");
+            tracing::warn!(room = %token, limit = app.config.storage.max_upload_bytes, "recording upload too large");
             Ocs::store_error(format, StatusCode::PAYLOAD_TOO_LARGE, "size")
         }
         Err(UploadError::Storage(e)) => {
@@ -527,7 +524,7 @@ async fn store(
 pub enum UploadError {
     /// 400 with Talk's error code.
     Invalid(&'static str),
-    /// The body exceeded [`MAX_UPLOAD_BYTES`].
+    /// The body exceeded `[storage] max_upload_bytes`.
     TooLarge,
     /// onair's storage failed.
     Storage(io::Error),
@@ -547,7 +544,10 @@ async fn receive(
     let dir = app.config.storage.path.clone();
     let mut owner: Option<String> = None;
     let mut file: Option<Received> = None;
-    let mut total: u64 = 0;
+    let mut total = Budget {
+        used: 0,
+        limit: app.config.storage.max_upload_bytes,
+    };
     while let Some(mut field) = multipart
         .next_field()
         .await
@@ -707,19 +707,27 @@ pub fn sniff(head: &[u8]) -> Option<&'static str> {
 }
 
 /// Counts a chunk against the upload limit.
-fn count(total: &mut u64, chunk: &Bytes) -> Result<(), UploadError> {
-    *total += chunk.len() as u64;
-    if *total > MAX_UPLOAD_BYTES {
+fn count(total: &mut Budget, chunk: &Bytes) -> Result<(), UploadError> {
+    total.used += chunk.len() as u64;
+    if total.used > total.limit {
         return Err(UploadError::TooLarge);
     }
     Ok(())
+}
+
+/// The bytes one upload has used of `[storage] max_upload_bytes`.
+struct Budget {
+    /// Read so far, all fields together.
+    used: u64,
+    /// The most one upload may send.
+    limit: u64,
 }
 
 /// Reads a small text field.
 async fn read_small(
     field: &mut Field<'_>,
     max: usize,
-    total: &mut u64,
+    total: &mut Budget,
 ) -> Result<Vec<u8>, UploadError> {
     let mut bytes = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(|_| Invalid("invalid_file"))? {
@@ -733,7 +741,7 @@ async fn read_small(
 }
 
 /// Skips a field onair does not use.
-async fn drain(field: &mut Field<'_>, total: &mut u64) -> Result<(), UploadError> {
+async fn drain(field: &mut Field<'_>, total: &mut Budget) -> Result<(), UploadError> {
     while let Some(chunk) = field.chunk().await.map_err(|_| Invalid("invalid_file"))? {
         count(total, &chunk)?;
     }
@@ -783,7 +791,7 @@ impl Drop for TempFile {
 async fn receive_file(
     mut field: Field<'_>,
     dir: &FsPath,
-    total: &mut u64,
+    total: &mut Budget,
     name: String,
     extension: String,
 ) -> Result<Received, UploadError> {

@@ -598,6 +598,10 @@ pub struct NotificationsConfig {
     pub retry_base_ms: u64,
     /// Seconds one POST to an owner's `url` may take.
     pub timeout_s: u64,
+    /// Whether an owner's `url` may point at a loopback, private, link-local
+    /// or otherwise non-public address. Off by default: the URL is chosen by
+    /// users, and onair would otherwise POST into its own network (SSRF).
+    pub allow_private_addresses: bool,
 }
 
 impl Default for NotificationsConfig {
@@ -609,6 +613,7 @@ impl Default for NotificationsConfig {
             attempts: 5,
             retry_base_ms: 2_000,
             timeout_s: 10,
+            allow_private_addresses: false,
         }
     }
 }

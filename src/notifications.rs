@@ -588,6 +588,7 @@ impl Notifications {
                     attempts: n.attempts.max(1),
                     retry_base: Duration::from_millis(n.retry_base_ms),
                     timeout: Duration::from_secs(n.timeout_s.max(1)),
+                    public_only: !n.allow_private_addresses,
                 },
                 public_url: n
                     .public_url
@@ -712,6 +713,8 @@ pub struct PostPolicy {
     pub retry_base: Duration,
     /// The bound on one attempt (`[notifications] timeout_s`).
     pub timeout: Duration,
+    /// Only public addresses (`[notifications] allow_private_addresses = false`).
+    pub public_only: bool,
 }
 
 impl Default for PostPolicy {
@@ -721,6 +724,7 @@ impl Default for PostPolicy {
             attempts: n.attempts.max(1),
             retry_base: Duration::from_millis(n.retry_base_ms),
             timeout: Duration::from_secs(n.timeout_s.max(1)),
+            public_only: !n.allow_private_addresses,
         }
     }
 }
@@ -749,6 +753,96 @@ pub enum PostOutcome {
 
 /// One attempt to POST a notification's metadata (`payload`, JSON) to `url`.
 /// Errors never name the URL (it may carry a token).
+/// Whether `ip` is an address on the public internet: not loopback,
+/// private, carrier-grade NAT, link-local (cloud metadata services live
+/// there), unique-local, multicast, broadcast, documentation or unspecified.
+pub fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (b == 18 || b == 19))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+        }
+    }
+}
+
+/// Why an owner's URL may not be POSTed to.
+const NOT_PUBLIC: &str = "the url's host is a loopback, private or link-local address \
+     ([notifications] allow_private_addresses is off)";
+
+/// Checks that `url`'s host is, or resolves only to, public addresses.
+/// The connection itself goes through [`public_only_client`], whose resolver
+/// repeats the check, so a name that changes its answer in between gains nothing.
+pub async fn check_public_destination(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("unusable url: {e}"))?;
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let Some(host) = parsed.host_str() else {
+        return Err("the url has no host".into());
+    };
+    // An IP literal (IPv6 ones in brackets) needs no lookup.
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<std::net::IpAddr> = match literal.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| format!("cannot resolve the url's host: {e}"))?
+            .map(|a| a.ip())
+            .collect(),
+    };
+    if addrs.is_empty() || !addrs.iter().all(|ip| is_public(*ip)) {
+        return Err(NOT_PUBLIC.into());
+    }
+    Ok(())
+}
+
+/// Resolves names to their public addresses only (see [`is_public`]).
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            if addrs.is_empty() || !addrs.iter().all(|a| is_public(a.ip())) {
+                return Err(NOT_PUBLIC.into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The client for owners' URLs when only public addresses are allowed: its
+/// resolver refuses non-public answers, and it follows no redirect (a
+/// redirect could name a private address literally, which no resolver sees).
+pub fn public_only_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("onair/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(std::sync::Arc::new(PublicOnly))
+        .build()
+        .expect("the TLS backend initializes")
+}
+
 pub async fn post_once(
     http: &reqwest::Client,
     url: &str,
@@ -988,6 +1082,32 @@ pub fn object_key(prefix: &str, recording: &Recording) -> ObjectPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "2001:db8::1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["1.1.1.1", "8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
 
     fn create(body: Value) -> Result<Settings, Invalid> {
         Settings::from_request(&body, None)

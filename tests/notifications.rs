@@ -374,7 +374,12 @@ struct Rig {
 }
 
 impl Rig {
+    /// A rig whose receiver (on loopback) owners' URLs may name.
     async fn start(statuses: &[u16], with_s3: bool) -> Self {
+        Self::start_with(statuses, with_s3, true).await
+    }
+
+    async fn start_with(statuses: &[u16], with_s3: bool, allow_private: bool) -> Self {
         let s3 = async {
             match with_s3 {
                 true => Some(S3::start().await),
@@ -393,6 +398,8 @@ impl Rig {
         config.notifications.retry_base_ms = 20;
         config.notifications.attempts = 4;
         config.notifications.timeout_s = 5;
+        // The receiver is on loopback, which owners' URLs may not name by default.
+        config.notifications.allow_private_addresses = allow_private;
         let store = Arc::new(Store::open(&config.store.path).unwrap());
         let outbox = Arc::new(Outbox::new(&config.webhooks, store.clone()));
         let notifications = Arc::new(Notifications::new(&config, store.clone()));
@@ -602,6 +609,42 @@ async fn failed_posts_are_retried_and_client_errors_are_not() {
     rig.settle().await;
     assert!(rig.receiver.pending().is_empty(), "a 400 is not retried");
     assert_eq!(rig.store.notification_counts().unwrap().dead, 1);
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn by_default_an_owners_url_may_not_reach_a_private_address() {
+    // The default configuration: owners' URLs must be public (no SSRF).
+    let mut rig = Rig::start_with(&[], false, false).await;
+    let port = rig.receiver.url.rsplit(':').next().unwrap().to_owned();
+    let external = "https://cdn.example.org/rec.mp4";
+    for (n, url) in [
+        rig.receiver.url.clone(),
+        // A name that resolves to loopback is refused the same way.
+        format!("http://localhost:{port}"),
+        format!("http://[::1]:{port}/events"),
+        "http://169.254.169.254/latest/meta-data".to_owned(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        rig.settings(json!({"notify": true, "url": url})).await;
+        let id = format!("rec-private-{n}");
+        rig.available(
+            rig.recording(&id, Location::External(external.into()), 10),
+            "ada",
+        );
+        rig.settle().await;
+        assert_eq!(
+            rig.store.notification_counts().unwrap().dead,
+            n as u64 + 1,
+            "{url}: given up at once, not retried"
+        );
+    }
+    assert!(
+        rig.receiver.pending().is_empty(),
+        "nothing reached the receiver"
+    );
     rig.stop().await;
 }
 

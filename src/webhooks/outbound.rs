@@ -28,7 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::WebhooksConfig;
 use crate::metrics::{METRICS, count};
-use crate::notifications::{PostOutcome, PostPolicy, post_once};
+use crate::notifications::{
+    PostOutcome, PostPolicy, check_public_destination, post_once, public_only_client,
+};
 use crate::store::{Delivery, DeliveryKind, NewDelivery, Store};
 
 /// The event types onair sends.
@@ -58,6 +60,8 @@ pub struct Outbox {
     timeout: Duration,
     /// How notification rows are delivered (set by the catalog from `[notifications]`).
     notification_policy: OnceLock<PostPolicy>,
+    /// The client for owners' URLs when only public addresses are allowed.
+    public_client: OnceLock<reqwest::Client>,
 }
 
 /// Decodes a `whsec_…` secret into the HMAC key.
@@ -117,6 +121,7 @@ impl Outbox {
             retry_base: Duration::from_millis(config.retry_base_ms),
             timeout: Duration::from_secs(config.timeout_s),
             notification_policy: OnceLock::new(),
+            public_client: OnceLock::new(),
         }
     }
 
@@ -279,7 +284,24 @@ impl Outbox {
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned))
             .unwrap_or_default();
-        let outcome = post_once(http, &delivery.endpoint, &delivery.payload, policy.timeout).await;
+        let outcome = if policy.public_only {
+            // Owners choose their URL: never into onair's own network.
+            match check_public_destination(&delivery.endpoint).await {
+                Ok(()) => {
+                    let client = self.public_client.get_or_init(public_only_client);
+                    post_once(
+                        client,
+                        &delivery.endpoint,
+                        &delivery.payload,
+                        policy.timeout,
+                    )
+                    .await
+                }
+                Err(refused) => PostOutcome::GiveUp(refused),
+            }
+        } else {
+            post_once(http, &delivery.endpoint, &delivery.payload, policy.timeout).await
+        };
         let attempts = delivery.attempts + 1;
         let (error, next) = match outcome {
             PostOutcome::Delivered => {

@@ -34,7 +34,11 @@ pub struct Policy {
 }
 
 /// The recording state of one room.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// It serializes as `{"status":"<snake_case>", …fields}`: the form the
+/// cluster keeps in Redis (`cluster::wire`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
 pub enum State {
     /// Nothing is recording.
     #[default]

@@ -69,14 +69,14 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::Sha256;
 
+use super::{Outcome, bad_signature, parse_event, read_body, rejected};
 use crate::backends::Backend;
 use crate::backends::jaas::{self, DownloadError, Jaas};
 use crate::catalog::{Location, Recording};
 use crate::http::AppError;
-use crate::metrics::{METRICS, count};
 use crate::protocol::{RecordingEvent, now_rfc3339};
 use crate::recording::Input;
 use crate::server::AppState;
@@ -96,28 +96,6 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new().route("/webhooks/jaas", post(receive))
 }
 
-/// What became of an accepted webhook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Applied,
-    Accepted,
-    Ignored,
-    Duplicate,
-    Stale,
-}
-
-impl Outcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Applied => "applied",
-            Self::Accepted => "accepted",
-            Self::Ignored => "ignored",
-            Self::Duplicate => "duplicate",
-            Self::Stale => "stale",
-        }
-    }
-}
-
 async fn receive(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -132,42 +110,25 @@ async fn receive(
     };
     // Until `server::run` calls `resume` at start-up, the first webhook does.
     resume(&app);
-    let body = body.map_err(|rejection| {
-        count(&METRICS.inbound_webhooks, "rejected");
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!(
-                    "a webhook body may have at most {} bytes",
-                    app.config.server.max_webhook_body_bytes
-                ),
-            )
-        } else {
-            AppError::new(rejection.status(), "invalid_body", rejection.body_text())
-        }
-    })?;
+    let event = accept(&app, jaas, &headers, body).inspect_err(rejected)?;
+    // A store failure while applying is answered 503 (8x8 retries), not counted.
+    Ok(handle(&app, jaas, event).await?.answer())
+}
+
+/// Reads and verifies one webhook.
+fn accept(
+    app: &AppState,
+    jaas: &Jaas,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Event, AppError> {
+    let body = read_body(app, body)?;
     let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     if let Err(e) = verify(jaas.webhook_secret(), signature, &body, SystemTime::now()) {
         tracing::warn!(error = %e, "jaas webhook refused");
-        count(&METRICS.inbound_webhooks, "rejected");
-        return Err(AppError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_signature",
-            e.to_string(),
-        ));
+        return Err(bad_signature(e));
     }
-    let event: Event = serde_json::from_slice(&body).map_err(|e| {
-        count(&METRICS.inbound_webhooks, "rejected");
-        AppError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            format!("not a JaaS webhook event: {e}"),
-        )
-    })?;
-    let outcome = handle(&app, jaas, event).await?;
-    count(&METRICS.inbound_webhooks, outcome.as_str());
-    Ok(Json(json!({ "result": outcome.as_str() })))
+    parse_event(&body, "JaaS webhook event")
 }
 
 /// The answer when the store fails: 8x8 retries on a non-2xx answer, and
@@ -803,6 +764,7 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// The example on 8x8's "Check the webhook signatures" page.
     const DOC_SECRET: &str = "whsec_9635df66714a4cf088ee9d0979dd3bf6";

@@ -57,16 +57,16 @@ use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde::{Deserialize, Deserializer};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::{Outcome, bad_signature, parse_event, read_body, rejected};
 use crate::backends::Backend;
 use crate::backends::livekit::{Admission, EgressRef, EgressStatus, Livekit};
 use crate::catalog::{Location, Recording};
 use crate::config::LivekitConfig;
 use crate::http::AppError;
-use crate::metrics::{METRICS, count};
 use crate::protocol::{RecordingEvent, now_rfc3339};
 use crate::recording::{Actor, Input};
 use crate::server::AppState;
@@ -83,26 +83,6 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new().route("/webhooks/livekit", post(receive))
 }
 
-/// What became of an accepted webhook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Applied,
-    Ignored,
-    Duplicate,
-    Stale,
-}
-
-impl Outcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Applied => "applied",
-            Self::Ignored => "ignored",
-            Self::Duplicate => "duplicate",
-            Self::Stale => "stale",
-        }
-    }
-}
-
 async fn receive(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -115,13 +95,10 @@ async fn receive(
             "the livekit backend is not configured",
         ));
     };
-    let result = accept(&app, livekit, &headers, body).await;
-    let label = match &result {
-        Ok(outcome) => outcome.as_str(),
-        Err(_) => "rejected",
-    };
-    count(&METRICS.inbound_webhooks, label);
-    result.map(|outcome| Json(json!({ "result": outcome.as_str() })))
+    let outcome = accept(&app, livekit, &headers, body)
+        .await
+        .inspect_err(rejected)?;
+    Ok(outcome.answer())
 }
 
 /// Reads, verifies and applies one webhook.
@@ -131,38 +108,15 @@ async fn accept(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Outcome, AppError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!(
-                    "a webhook body may have at most {} bytes",
-                    app.config.server.max_webhook_body_bytes
-                ),
-            )
-        } else {
-            AppError::new(rejection.status(), "invalid_body", rejection.body_text())
-        }
-    })?;
+    let body = read_body(app, body)?;
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     if let Err(e) = verify(&app.config.livekit, authorization, &body, SystemTime::now()) {
         tracing::warn!(error = %e, "livekit webhook refused");
-        return Err(AppError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_signature",
-            e.to_string(),
-        ));
+        return Err(bad_signature(e));
     }
-    let event: WebhookEvent = serde_json::from_slice(&body).map_err(|e| {
-        AppError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            format!("not a LiveKit webhook event: {e}"),
-        )
-    })?;
+    let event: WebhookEvent = parse_event(&body, "LiveKit webhook event")?;
     Ok(handle(app, livekit, event).await)
 }
 
@@ -526,6 +480,7 @@ fn int64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use std::time::Duration;
 
     const KEY: &str = "key";

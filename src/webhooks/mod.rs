@@ -10,9 +10,16 @@ pub mod outbound;
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 
 use crate::backends::Backend;
+use crate::http::AppError;
+use crate::metrics::{METRICS, count};
 use crate::server::AppState;
 
 /// The webhook routes of the configured backend (other providers' paths answer 404).
@@ -23,4 +30,82 @@ pub fn routes(backend: &Backend) -> Router<Arc<AppState>> {
         Backend::Nextcloud(_) => nextcloud::routes(),
         Backend::Jaas(_) => jaas::routes(),
     }
+}
+
+/// What became of a verified provider webhook: the `result` of the answer,
+/// and the label it is counted under in `onair_inbound_webhooks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// It changed the room's recording state.
+    Applied,
+    /// Taken on for later (a JaaS download).
+    Accepted,
+    /// Not about anything onair runs.
+    Ignored,
+    /// Seen before.
+    Duplicate,
+    /// Older than what was already applied.
+    Stale,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Accepted => "accepted",
+            Self::Ignored => "ignored",
+            Self::Duplicate => "duplicate",
+            Self::Stale => "stale",
+        }
+    }
+
+    /// Counts the outcome and answers `{"result":"…"}`.
+    fn answer(self) -> Json<Value> {
+        count(&METRICS.inbound_webhooks, self.as_str());
+        Json(json!({ "result": self.as_str() }))
+    }
+}
+
+/// Counts a webhook refused before it was applied (unreadable, forged, malformed).
+fn rejected(_: &AppError) {
+    count(&METRICS.inbound_webhooks, "rejected");
+}
+
+/// A webhook's raw body, or the answer to one that could not be read (413
+/// over `[server] max_webhook_body_bytes`).
+fn read_body(app: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, AppError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!(
+                    "a webhook body may have at most {} bytes",
+                    app.config.server.max_webhook_body_bytes
+                ),
+            )
+        } else {
+            AppError::new(rejection.status(), "invalid_body", rejection.body_text())
+        }
+    })
+}
+
+/// The answer to a webhook whose signature did not verify.
+fn bad_signature(error: impl std::fmt::Display) -> AppError {
+    AppError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_signature",
+        error.to_string(),
+    )
+}
+
+/// A verified body read as the provider's event; `what` names it in the 400.
+fn parse_event<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, AppError> {
+    serde_json::from_slice(body).map_err(|e| {
+        AppError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("not a {what}: {e}"),
+        )
+    })
 }

@@ -5,122 +5,32 @@
 
 mod support;
 
-use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use onair::Config;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 use support::harness::{ADMIN_KEY, Server, config, http};
+use support::moto::Moto;
 
-/// How long moto may take to come up (it imports a lot).
-const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a move to the bucket may take (retries included).
 const MOVE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A moto S3 server on a free loopback port.
-struct Moto {
-    endpoint: String,
-    child: Child,
-}
-
-impl Moto {
-    async fn start() -> Self {
-        let port = StdListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new("python3")
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
-            .arg(port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 runs moto.server (pip install 'moto[s3,server]', see .ci/run)");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let probe = format!("{endpoint}/moto-api/");
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("moto.server exited with {status}; is moto[s3,server] installed?");
-            }
-            if http().get(&probe).send().await.is_ok() {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "moto.server did not come up in time"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Self { endpoint, child }
-    }
-
-    /// Creates a bucket (moto takes unsigned requests).
-    async fn create_bucket(&self, bucket: &str) {
-        let response = http()
-            .put(format!("{}/{bucket}", self.endpoint))
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success(), "{}", response.status());
-    }
-
-    /// An object's bytes, or `None` while there is none.
-    async fn object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
-        let response = http()
-            .get(format!("{}/{bucket}/{key}", self.endpoint))
-            .send()
-            .await
-            .ok()?;
-        if !response.status().is_success() {
-            return None;
-        }
-        Some(response.bytes().await.ok()?.to_vec())
-    }
-
-    /// The keys in a bucket (ListObjectsV2).
-    async fn keys(&self, bucket: &str) -> Vec<String> {
-        let xml = http()
-            .get(format!("{}/{bucket}?list-type=2", self.endpoint))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        xml.split("<Key>")
-            .skip(1)
-            .filter_map(|s| s.split_once("</Key>").map(|(k, _)| k.to_owned()))
-            .collect()
-    }
-
-    /// A configuration whose recordings go to `bucket` under `onair/`,
-    /// keeping its files in `data`.
-    fn config(&self, bucket: &str, data: &Path) -> Config {
-        let mut config = config();
-        config.store.path = data.join("onair.db");
-        config.storage.path = data.join("recordings");
-        config.storage.s3_bucket = Some(bucket.into());
-        config.storage.s3_region = Some("us-east-1".into());
-        config.storage.s3_endpoint = Some(self.endpoint.clone());
-        config.storage.s3_access_key_id = Some("testing".into());
-        config.storage.s3_secret_access_key = Some("testing-secret".into());
-        config.storage.s3_prefix = "onair/".into();
-        config.storage.s3_allow_http = true;
-        config
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A configuration whose recordings go to `moto`'s `bucket` under `onair/`,
+/// keeping its files in `data`.
+fn s3_config(moto: &Moto, bucket: &str, data: &Path) -> Config {
+    let mut config = config();
+    config.store.path = data.join("onair.db");
+    config.storage.path = data.join("recordings");
+    config.storage.s3_bucket = Some(bucket.into());
+    config.storage.s3_region = Some("us-east-1".into());
+    config.storage.s3_endpoint = Some(moto.endpoint.clone());
+    config.storage.s3_access_key_id = Some("testing".into());
+    config.storage.s3_secret_access_key = Some("testing-secret".into());
+    config.storage.s3_prefix = "onair/".into();
+    config.storage.s3_allow_http = true;
+    config
 }
 
 fn content(len: usize) -> Vec<u8> {
@@ -200,7 +110,7 @@ async fn a_handed_in_file_moves_to_the_bucket_and_is_served_and_deleted_from_the
     let moto = Moto::start().await;
     moto.create_bucket("onair-recordings").await;
     let data = tempfile::tempdir().unwrap();
-    let server = Server::with(moto.config("onair-recordings", data.path())).await;
+    let server = Server::with(s3_config(&moto, "onair-recordings", data.path())).await;
     let key = "onair/standup/rec-1/standup.mp4";
     // More than one 8 MiB part: a real multipart upload.
     let bytes = content(9 * 1024 * 1024 + 123);
@@ -303,7 +213,7 @@ async fn a_missing_bucket_keeps_the_file_served_locally_until_the_upload_succeed
     let moto = Moto::start().await;
     let data = tempfile::tempdir().unwrap();
     // The bucket does not exist yet: the check at startup fails, uploads are retried.
-    let server = Server::with(moto.config("late-bucket", data.path())).await;
+    let server = Server::with(s3_config(&moto, "late-bucket", data.path())).await;
     let bytes = content(50_000);
     hand_in(&server, "room", "rec-2", bytes.clone()).await;
 
@@ -336,7 +246,7 @@ async fn files_kept_locally_move_to_the_bucket_at_the_next_start() {
     moto.create_bucket("later").await;
     let data = tempfile::tempdir().unwrap();
     let local_only = {
-        let mut config = moto.config("later", data.path());
+        let mut config = s3_config(&moto, "later", data.path());
         config.storage.s3_bucket = None;
         config.storage.s3_region = None;
         config.storage.s3_endpoint = None;
@@ -355,7 +265,7 @@ async fn files_kept_locally_move_to_the_bucket_at_the_next_start() {
     assert!(moto.keys("later").await.is_empty());
 
     // Restarted with the bucket: the file moves there.
-    let server = Server::with(moto.config("later", data.path())).await;
+    let server = Server::with(s3_config(&moto, "later", data.path())).await;
     eventually("the object in the bucket", || async {
         moto.object("later", "onair/room/rec-3/standup.mp4")
             .await

@@ -277,75 +277,7 @@ impl SmtpSink {
 }
 
 /// `python3 -m moto.server`: a real S3 API.
-pub struct S3 {
-    pub endpoint: String,
-    _process: Process,
-}
-
-impl S3 {
-    pub async fn start() -> Self {
-        let port = free_port();
-        let mut child = Command::new("python3")
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
-            .arg(port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 runs moto.server");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let client = client();
-        let probe = format!("{endpoint}/moto-api/");
-        wait_until("moto.server", &mut child, || {
-            let request = client.get(&probe).send();
-            async move { request.await.is_ok() }
-        })
-        .await;
-        Self {
-            endpoint,
-            _process: Process(child),
-        }
-    }
-
-    /// Creates a bucket (moto takes unsigned requests).
-    pub async fn create_bucket(&self, bucket: &str) {
-        let response = client()
-            .put(format!("{}/{bucket}", self.endpoint))
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success(), "{}", response.status());
-    }
-
-    /// An object's bytes, or `None` while it is not there.
-    pub async fn object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
-        let response = client()
-            .get(format!("{}/{bucket}/{key}", self.endpoint))
-            .send()
-            .await
-            .ok()?;
-        if !response.status().is_success() {
-            return None;
-        }
-        Some(response.bytes().await.ok()?.to_vec())
-    }
-
-    /// Keys in a bucket (ListObjectsV2, unsigned).
-    pub async fn keys(&self, bucket: &str) -> Vec<String> {
-        let xml = client()
-            .get(format!("{}/{bucket}?list-type=2", self.endpoint))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        xml.split("<Key>")
-            .skip(1)
-            .filter_map(|s| s.split_once("</Key>").map(|(k, _)| k.to_owned()))
-            .collect()
-    }
-}
+pub use crate::support::moto::Moto as S3;
 
 /// An HTTP client with a timeout for talking to the services.
 pub fn client() -> reqwest::Client {

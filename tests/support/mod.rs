@@ -3,6 +3,7 @@
 pub mod binary;
 pub mod fake_livekit;
 pub mod harness;
+pub mod moto;
 pub mod redis;
 pub mod schemas;
 pub mod slow;

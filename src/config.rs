@@ -93,6 +93,27 @@ pub struct ServerConfig {
     pub join_timeout_s: u64,
     /// Seconds to wait for sockets to close on shutdown.
     pub shutdown_grace_s: u64,
+    /// Seconds a client has to send a request's headers, counted from the
+    /// connection's start or from the request's first byte on a kept-alive
+    /// connection; slower ones are closed.
+    pub header_timeout_s: u64,
+    /// Seconds a request body may take to arrive: the whole body of a JSON or
+    /// webhook request; for uploads (recording files), the longest pause
+    /// between two pieces of it. Answered 408 `body_timeout`.
+    pub body_timeout_s: u64,
+    /// Seconds a kept-alive HTTP connection may wait for its next request
+    /// before it is closed.
+    pub idle_timeout_s: u64,
+    /// HTTP connections (not yet WebSockets: reading a request, or kept
+    /// alive between requests) this server holds at most; more are answered
+    /// 503 and closed. They and `max_connections` together must fit in the
+    /// process's open-file limit, or `max_connections` is lowered at start.
+    pub max_http_connections: usize,
+    /// HTTP connections one peer address may hold (`per_ip_exempt` and
+    /// `trusted_proxies` excepted); more are answered 429 and closed. An
+    /// upgrade moves its connection from this count to `max_connections_per_ip`.
+    /// 0 = no limit.
+    pub max_http_connections_per_ip: usize,
 }
 
 impl Default for ServerConfig {
@@ -118,6 +139,11 @@ impl Default for ServerConfig {
             message_burst: 40,
             join_timeout_s: 10,
             shutdown_grace_s: 10,
+            header_timeout_s: 10,
+            body_timeout_s: 10,
+            idle_timeout_s: 60,
+            max_http_connections: 2_048,
+            max_http_connections_per_ip: 64,
         }
     }
 }
@@ -663,6 +689,10 @@ impl Config {
             ),
             ("server.message_burst", u64::from(s.message_burst)),
             ("server.join_timeout_s", s.join_timeout_s),
+            ("server.header_timeout_s", s.header_timeout_s),
+            ("server.body_timeout_s", s.body_timeout_s),
+            ("server.idle_timeout_s", s.idle_timeout_s),
+            ("server.max_http_connections", s.max_http_connections as u64),
             ("server.max_json_depth", s.max_json_depth as u64),
             ("server.max_body_bytes", s.max_body_bytes as u64),
             (

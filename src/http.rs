@@ -15,7 +15,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -31,6 +30,9 @@ use crate::server::AppState;
 
 mod notifications;
 mod recordings;
+mod serve;
+
+pub use serve::serve;
 
 type App = State<Arc<AppState>>;
 
@@ -42,7 +44,7 @@ type App = State<Arc<AppState>>;
 /// [`Limits`] as a request extension for the upgrade and [`JsonBody`].
 pub fn router(app: Arc<AppState>) -> Router {
     let server = &app.config.server;
-    let limits = Arc::new(Limits::new(server));
+    let limits = app.limits.clone();
     let webhooks = crate::webhooks::routes(app.rooms.backend())
         .layer(DefaultBodyLimit::max(server.max_webhook_body_bytes));
     let mut router = Router::new()
@@ -73,7 +75,18 @@ pub fn router(app: Arc<AppState>) -> Router {
     if let Some(cors) = cors(&server.allowed_origins) {
         router = router.layer(cors);
     }
+    // Every body may pause at most `[server] body_timeout_s` between two
+    // pieces (uploads); whole bodies read into memory also have that as a
+    // deadline (`limits::read_body`).
+    let stall = Duration::from_secs(server.body_timeout_s);
     router
+        .layer(axum::middleware::map_request(
+            move |request: Request| async move {
+                request.map(|body| {
+                    axum::body::Body::new(tower_http::timeout::TimeoutBody::new(stall, body))
+                })
+            },
+        ))
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .layer(Extension(limits))
         .with_state(app)
@@ -221,11 +234,19 @@ where
     type Rejection = AppError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let (max_bytes, max_depth) = match req.extensions().get::<Arc<Limits>>() {
-            Some(limits) => (limits.max_body_bytes, limits.max_json_depth),
+        let (max_bytes, max_depth, deadline) = match req.extensions().get::<Arc<Limits>>() {
+            Some(limits) => (
+                limits.max_body_bytes,
+                limits.max_json_depth,
+                limits.body_timeout,
+            ),
             None => {
                 let defaults = crate::config::ServerConfig::default();
-                (defaults.max_body_bytes, defaults.max_json_depth)
+                (
+                    defaults.max_body_bytes,
+                    defaults.max_json_depth,
+                    Duration::from_secs(defaults.body_timeout_s),
+                )
             }
         };
         if !json_content_type(req.headers()) {
@@ -235,7 +256,7 @@ where
                 "Expected request with `Content-Type: application/json`",
             ));
         }
-        let bytes = read_body(req, max_bytes).await?;
+        let bytes = read_body(req, max_bytes, deadline).await?;
         if json_too_deep(&bytes, max_depth) {
             count_http_refusal("json_too_deep", "api");
             return Err(AppError::new(
@@ -271,39 +292,33 @@ fn json_content_type(headers: &HeaderMap) -> bool {
         && (subtype.eq_ignore_ascii_case("json") || subtype.to_ascii_lowercase().ends_with("+json"))
 }
 
-/// Reads a request body of at most `limit` bytes.
-async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, AppError> {
-    let too_large = || {
-        AppError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("a request body may have at most {limit} bytes ([server] max_body_bytes)"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+/// Reads a REST request body of at most `limit` bytes within `[server] body_timeout_s`.
+async fn read_body(
+    req: Request,
+    limit: usize,
+    deadline: Duration,
+) -> Result<bytes::Bytes, AppError> {
+    let (parts, body) = req.into_parts();
+    crate::limits::read_body(&parts.headers, body, limit, deadline)
+        .await
+        .map_err(AppError::from)
+}
+
+impl From<crate::limits::BodyError> for AppError {
+    fn from(e: crate::limits::BodyError) -> Self {
+        use crate::limits::BodyError;
+        let status = match e {
+            BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::TimedOut(_) => StatusCode::REQUEST_TIMEOUT,
+            BodyError::Unreadable => StatusCode::BAD_REQUEST,
+        };
+        let code = match e {
+            BodyError::TooLarge(_) => "body_too_large",
+            BodyError::TimedOut(_) => "body_timeout",
+            BodyError::Unreadable => "invalid_body",
+        };
+        AppError::new(status, code, e.to_string())
     }
-    let mut body = req.into_body().into_data_stream();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| {
-            AppError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                format!("cannot read the body: {e}"),
-            )
-        })?;
-        if bytes.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(bytes.into())
 }
 
 /// `?token=` on the upgrade request.
@@ -332,12 +347,18 @@ async fn signaling(
         |reason: &'static str| move |_: &AppError| count(&METRICS.upgrades_refused, reason);
     let over_limit = |refusal: Refusal| {
         count(&METRICS.upgrades_refused, refusal.code());
+        crate::limits::limit_reached(refusal.code(), &refusal);
         limit_refused(refusal)
     };
     let headers = request.headers();
     check_origin(&app, headers).inspect_err(refused("origin_not_allowed"))?;
     let client_ip = limits.client_ip(peer.ip(), headers);
     let mut slot = limits.admit(client_ip).map_err(over_limit)?;
+    // From here the connection counts as a socket, not as an HTTP connection
+    // (a refusal below closes it).
+    if let Some(http) = request.extensions().get::<Arc<crate::limits::HttpSlot>>() {
+        http.release();
+    }
     let claims = authenticate(&app, headers, query.token.as_deref())
         .inspect_err(refused("invalid_token"))?;
     check_room_id(&claims.room).inspect_err(refused("invalid_room"))?;
@@ -372,8 +393,15 @@ async fn signaling(
         let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => {
-                let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
-                    hyper_util::rt::TokioIo::new(upgraded),
+                // The plain TCP stream: no boxed I/O and no HTTP bookkeeping
+                // per socket.
+                let Ok((tcp, read)) = serve::into_tcp(upgraded) else {
+                    tracing::error!("an upgraded connection was not served by onair's accept loop");
+                    return;
+                };
+                let socket = tokio_tungstenite::WebSocketStream::from_partially_read(
+                    tcp,
+                    read.to_vec(),
                     tungstenite::protocol::Role::Server,
                     Some(config),
                 )
@@ -457,12 +485,7 @@ fn check_origin(app: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
 
 /// The answer to an upgrade over a connection limit.
 fn limit_refused(refusal: Refusal) -> AppError {
-    let status = match refusal {
-        Refusal::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
-        Refusal::TooManyConnectionsFromIp => StatusCode::TOO_MANY_REQUESTS,
-        Refusal::RoomFull => StatusCode::CONFLICT,
-    };
-    AppError::new(status, refusal.code(), refusal.to_string())
+    AppError::new(refusal.status(), refusal.code(), refusal.to_string())
 }
 
 /// Finds the credential on an upgrade request: a `ticket#` subprotocol, a
@@ -592,6 +615,21 @@ fn require_admin(app: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
             "invalid_admin_key",
             "send the admin key as `Authorization: Bearer <key>`",
         )),
+    }
+}
+
+/// A caller that presented the admin key. As an extractor it runs before
+/// any body extractor, so an unauthenticated request's body is never read.
+pub(crate) struct Admin;
+
+impl axum::extract::FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        app: &Arc<AppState>,
+    ) -> Result<Self, AppError> {
+        require_admin(app, &parts.headers).map(|()| Self)
     }
 }
 
@@ -765,12 +803,11 @@ enum ReportedStatus {
 
 /// `POST /v1/rooms/{room}/recording/status`: the `manual` backend's recorder reports.
 async fn report_status(
+    _: Admin,
     State(app): App,
     Path(room): Path<String>,
-    headers: HeaderMap,
     JsonBody(report): JsonBody<StatusReport>,
 ) -> Result<Response, AppError> {
-    require_admin(&app, &headers)?;
     check_room_id(&room)?;
     let current = app
         .rooms

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::http::HeaderMap;
 use dashmap::DashMap;
@@ -176,15 +177,39 @@ pub enum Refusal {
     /// The room holds `[server] max_participants_per_room` sockets.
     #[error("the room is full ([server] max_participants_per_room)")]
     RoomFull,
+    /// `[server] max_http_connections` HTTP connections are open.
+    #[error(
+        "the server holds as many HTTP connections as it allows ([server] max_http_connections)"
+    )]
+    TooManyHttpConnections,
+    /// This peer holds `[server] max_http_connections_per_ip` HTTP connections.
+    #[error("too many HTTP connections from this address ([server] max_http_connections_per_ip)")]
+    TooManyHttpConnectionsFromIp,
 }
 
 impl Refusal {
+    /// The HTTP status it is answered with.
+    pub fn status(self) -> axum::http::StatusCode {
+        use axum::http::StatusCode;
+        match self {
+            Self::TooManyConnections | Self::TooManyHttpConnections => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::TooManyConnectionsFromIp | Self::TooManyHttpConnectionsFromIp => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Self::RoomFull => StatusCode::CONFLICT,
+        }
+    }
+
     /// The snake_case code of the JSON error and the metric label.
     pub fn code(self) -> &'static str {
         match self {
             Self::TooManyConnections => "too_many_connections",
             Self::TooManyConnectionsFromIp => "too_many_connections_from_ip",
             Self::RoomFull => "room_full",
+            Self::TooManyHttpConnections => "too_many_http_connections",
+            Self::TooManyHttpConnectionsFromIp => "too_many_http_connections_from_ip",
         }
     }
 }
@@ -212,6 +237,16 @@ pub struct Limits {
     pub max_json_depth: usize,
     /// `[server] max_body_bytes`: the REST API's JSON bodies.
     pub max_body_bytes: usize,
+    /// `[server] body_timeout_s`.
+    pub body_timeout: Duration,
+    /// Open HTTP connections (not upgraded) on this server.
+    http_total: AtomicUsize,
+    /// Open HTTP connections per peer address (addresses with none are removed).
+    http_per_ip: DashMap<IpAddr, usize>,
+    /// `[server] max_http_connections`.
+    max_http: usize,
+    /// `[server] max_http_connections_per_ip`; 0 = no limit.
+    max_http_per_ip: usize,
 }
 
 impl Limits {
@@ -228,7 +263,60 @@ impl Limits {
             trusted_proxies: config.trusted_proxies.clone(),
             max_json_depth: config.max_json_depth,
             max_body_bytes: config.max_body_bytes,
+            body_timeout: Duration::from_secs(config.body_timeout_s),
+            http_total: AtomicUsize::new(0),
+            http_per_ip: DashMap::new(),
+            max_http: config.max_http_connections,
+            max_http_per_ip: config.max_http_connections_per_ip,
         }
+    }
+
+    /// Fits the connection limits into `open_files` file descriptors: HTTP
+    /// connections and WebSockets each keep their own share, so neither can
+    /// starve the other, and [`RESERVED_FILES`] stay for the store, storage
+    /// and outbound calls. Returns the WebSocket limit now in force.
+    pub fn fit_open_files(&mut self, open_files: u64) -> usize {
+        let open_files = usize::try_from(open_files).unwrap_or(usize::MAX);
+        let room = open_files
+            .saturating_sub(RESERVED_FILES)
+            .saturating_sub(self.max_http);
+        if self.max_connections == 0 || self.max_connections > room {
+            self.max_connections = room.max(1);
+        }
+        self.max_connections
+    }
+
+    /// Takes an HTTP connection's slot for a TCP peer, before anything is
+    /// read from it. Peers in `per_ip_exempt` or `trusted_proxies` (which
+    /// carry many clients) skip the per-address count.
+    pub fn admit_http(self: &Arc<Self>, peer: IpAddr) -> Result<Arc<HttpSlot>, Refusal> {
+        let max = self.max_http;
+        self.http_total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map_err(|_| Refusal::TooManyHttpConnections)?;
+        let mut slot = HttpSlot {
+            limits: self.clone(),
+            ip: None,
+            held: std::sync::atomic::AtomicBool::new(true),
+        };
+        let peer = peer.to_canonical();
+        let counted = !self.exempt.iter().any(|r| r.contains(peer))
+            && !self.trusted_proxies.iter().any(|r| r.contains(peer));
+        if self.max_http_per_ip > 0 && counted {
+            if !increment(&self.http_per_ip, peer, self.max_http_per_ip) {
+                return Err(Refusal::TooManyHttpConnectionsFromIp);
+            }
+            slot.ip = Some(peer);
+        }
+        crate::metrics::METRICS.http_connections.inc();
+        Ok(Arc::new(slot))
+    }
+
+    /// Open HTTP connections (not upgraded) on this server.
+    pub fn http_connections(&self) -> usize {
+        self.http_total.load(Ordering::Acquire)
     }
 
     /// The client's address as these limits see it (see [`client_ip`]).
@@ -311,6 +399,131 @@ fn decrement<K: std::hash::Hash + Eq>(map: &DashMap<K, usize>, key: K) {
             entry.remove();
         }
     }
+}
+
+/// File descriptors kept out of the connection limits: the store, recording
+/// files, Redis, provider and webhook calls, logs.
+pub const RESERVED_FILES: usize = 256;
+
+/// One HTTP connection's share of the HTTP counts. It is given back when the
+/// connection closes, or earlier, when the connection becomes a WebSocket and
+/// takes a [`Slot`] instead ([`HttpSlot::release`]).
+#[derive(Debug)]
+pub struct HttpSlot {
+    /// The counts to give back to.
+    limits: Arc<Limits>,
+    /// The peer counted against `max_http_connections_per_ip`, if it was.
+    ip: Option<IpAddr>,
+    /// Whether the share is still held.
+    held: std::sync::atomic::AtomicBool,
+}
+
+impl HttpSlot {
+    /// Gives the share back (once; later calls and the drop do nothing).
+    pub fn release(&self) {
+        if !self.held.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(ip) = self.ip {
+            decrement(&self.limits.http_per_ip, ip);
+        }
+        self.limits.http_total.fetch_sub(1, Ordering::AcqRel);
+        crate::metrics::METRICS.http_connections.dec();
+    }
+}
+
+impl Drop for HttpSlot {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Counts a limit reached or a connection closed by a timeout
+/// (`onair_limits_reached_total{reason}`) and logs it, at most once per
+/// [`LOG_EVERY`] for each reason, with how many went unlogged in between.
+pub fn limit_reached(reason: &'static str, detail: &dyn std::fmt::Display) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Instant;
+    static LOGGED: Mutex<Option<HashMap<&'static str, (Instant, u64)>>> = Mutex::new(None);
+    crate::metrics::count(&crate::metrics::METRICS.limits_reached, reason);
+    let mut logged = LOGGED.lock().unwrap_or_else(|p| p.into_inner());
+    let entry = logged
+        .get_or_insert_with(HashMap::new)
+        .entry(reason)
+        .or_insert((Instant::now() - LOG_EVERY, 0));
+    entry.1 += 1;
+    if entry.0.elapsed() >= LOG_EVERY {
+        tracing::warn!(reason, times = entry.1, last = %detail, "limit reached");
+        *entry = (Instant::now(), 0);
+    }
+}
+
+/// How often [`limit_reached`] logs one reason.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Why a request body was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Its `Content-Length`, or what arrived, is over the limit.
+    #[error("a body of this request may have at most {0} bytes")]
+    TooLarge(usize),
+    /// It did not arrive within `[server] body_timeout_s`.
+    #[error("the body did not arrive within {0} s ([server] body_timeout_s)")]
+    TimedOut(u64),
+    /// The connection failed while it was read.
+    #[error("the body could not be read")]
+    Unreadable,
+}
+
+/// Whether a request declares a body longer than `limit` (`Content-Length`),
+/// so it can be refused before anything is read.
+pub fn declared_too_large(headers: &HeaderMap, limit: usize) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > limit as u64)
+}
+
+/// Reads a whole body of at most `limit` bytes within `deadline`: the
+/// declared length is checked before anything is read, the bytes as they
+/// arrive.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+    deadline: Duration,
+) -> Result<bytes::Bytes, BodyError> {
+    if declared_too_large(headers, limit) {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let limited = http_body_util::Limited::new(body, limit);
+    let read = tokio::time::timeout(deadline, http_body_util::BodyExt::collect(limited)).await;
+    let timed_out = || {
+        limit_reached("body_timeout", &"request body");
+        BodyError::TimedOut(deadline.as_secs())
+    };
+    match read {
+        Err(_) => Err(timed_out()),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge(limit)),
+        Ok(Err(e)) if stalled(e.as_ref()) => Err(timed_out()),
+        Ok(Err(_)) => Err(BodyError::Unreadable),
+    }
+}
+
+/// Whether a body error is the stall timeout every request body has
+/// (`http::router`), wherever it sits in the error's chain.
+pub fn stalled(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// One admitted socket's share of the counts; dropping it gives them back.

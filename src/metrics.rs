@@ -61,6 +61,13 @@ pub struct Metrics {
     pub http_refused: Family<HttpRefusal, Counter>,
     /// Connections closed by the server, by reason.
     pub closed_by_server: Family<Reason, Counter>,
+    /// Open HTTP connections (not upgraded to WebSockets).
+    pub http_connections: Gauge,
+    /// Limits reached and timeouts that closed an HTTP connection, by reason
+    /// (`too_many_http_connections`, `too_many_http_connections_from_ip`,
+    /// `open_files`, `header_timeout`, `idle_timeout`, `body_timeout`, and the
+    /// upgrade refusals over a connection limit).
+    pub limits_reached: Family<Reason, Counter>,
     /// Recording state transitions, by the status entered.
     pub recording_transitions: Family<Status, Counter>,
     /// Backend calls that failed, by call.
@@ -101,6 +108,8 @@ impl Metrics {
             client_errors: Family::default(),
             http_refused: Family::default(),
             closed_by_server: Family::default(),
+            http_connections: Gauge::default(),
+            limits_reached: Family::default(),
             recording_transitions: Family::default(),
             backend_errors: Family::default(),
             webhook_attempts: Family::default(),
@@ -134,6 +143,16 @@ impl Metrics {
             "frames_sent",
             "Frames queued to clients, one per recipient",
             m.frames_sent.clone(),
+        );
+        registry.register(
+            "http_connections",
+            "Open HTTP connections, not upgraded to WebSockets",
+            m.http_connections.clone(),
+        );
+        registry.register(
+            "limits_reached",
+            "Limits reached and timeouts that closed an HTTP connection, by reason",
+            m.limits_reached.clone(),
         );
         registry.register(
             "upgrades_refused",

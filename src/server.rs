@@ -43,6 +43,8 @@ pub struct AppState {
     pub media_key: [u8; 32],
     /// Whether onair runs without a configured secret (SPEC §1).
     pub dev_mode: bool,
+    /// Open connections per server, client IP and room, and the body limits.
+    pub limits: Arc<crate::limits::Limits>,
     /// Cancelled when the server begins to shut down.
     pub shutdown: CancellationToken,
     /// Tracks socket sessions so shutdown can wait for them to close.
@@ -127,7 +129,17 @@ impl AppState {
             sha2::Sha256::digest(format!("onair media URLs\n{base}")).into()
         };
         let notifications = Arc::new(Notifications::new(&config, store.clone()));
+        let mut limits = crate::limits::Limits::new(&config.server);
+        let open_files = raise_open_files();
+        let websockets = limits.fit_open_files(open_files);
+        tracing::info!(
+            open_files,
+            max_connections = websockets,
+            max_http_connections = config.server.max_http_connections,
+            "connection limits (WebSockets and HTTP connections fit in the open-file limit)"
+        );
         Ok(Self {
+            limits: Arc::new(limits),
             media_key,
             // HS256 with the configured secret (or development mode's); public
             // keys only, when only those are configured.
@@ -157,6 +169,22 @@ impl AppState {
             sessions: TaskTracker::new(),
             config,
         })
+    }
+}
+
+/// Raises this process's open-file limit to its hard limit, logs what it
+/// got, and returns it.
+fn raise_open_files() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            tracing::info!(open_files = limit, "open-file limit");
+            limit
+        }
+        Err(e) => {
+            let limit = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+            tracing::warn!(error = %e, open_files = limit, "could not raise the open-file limit");
+            limit
+        }
     }
 }
 
@@ -225,18 +253,14 @@ pub async fn run(
         shutdown.await;
         token.cancel();
     });
-    let stopped = app.shutdown.clone();
-    // Each recording command is two small frames written back to back: do not
-    // let Nagle hold the second one until the first is acknowledged.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let served = axum::serve(
+    let served = crate::http::serve(
         listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { stopped.cancelled().await });
-    let mut serving = tokio::spawn(async move { served.await });
+        router,
+        app.limits.clone(),
+        app.config.server.clone(),
+        app.shutdown.clone(),
+    );
+    let mut serving = tokio::spawn(served);
     tokio::select! {
         // Shutdown first: graceful serving ends right after it, and the
         // sockets still have to be closed.
@@ -244,7 +268,8 @@ pub async fn run(
         _ = app.shutdown.cancelled() => {}
         result = &mut serving => {
             sweeper.abort();
-            return Ok(result.map_err(std::io::Error::other)??);
+            result.map_err(std::io::Error::other)?;
+            return Ok(());
         }
     }
     tracing::info!("shutting down: closing sockets with 1001");

@@ -55,8 +55,7 @@ const WRITE_BATCH: usize = 64;
 const FRAGMENT_BYTES: usize = 512;
 
 /// The socket of one participant.
-pub type WebSocket =
-    tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+pub type WebSocket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 /// Serves one upgraded socket until it closes.
 pub async fn serve(socket: WebSocket, claims: Claims, app: Arc<AppState>) {
@@ -202,7 +201,7 @@ async fn close(mut socket: WebSocket, flow: Flow) {
 
 /// Reads and discards what the client still sends, until it closes (the
 /// caller bounds the time; this bounds the bytes).
-async fn drain(raw: &mut hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>) {
+async fn drain(raw: &mut tokio::net::TcpStream) {
     use tokio::io::AsyncReadExt;
     const MAX_DRAINED: usize = 1 << 20;
     let mut buf = vec![0u8; 4096];

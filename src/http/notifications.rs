@@ -16,8 +16,8 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -198,9 +198,20 @@ fn owner(
     }
 }
 
-/// The JSON body, with its `username` (if any) apart.
-fn parse(body: Result<Bytes, BytesRejection>) -> Result<(Value, Option<String>), Failure> {
-    let bytes = body.map_err(|e| Failure::failed(e.status(), "invalid_body", e.body_text()))?;
+/// The JSON body (read only now, after the caller was authenticated), with
+/// its `username` (if any) apart.
+async fn parse(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Value, Option<String>), Failure> {
+    let limits = &app.limits;
+    let bytes = crate::limits::read_body(headers, body, limits.max_body_bytes, limits.body_timeout)
+        .await
+        .map_err(|e| {
+            let e = super::AppError::from(e);
+            Failure::failed(e.status, e.code, e.message)
+        })?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
         Failure::failed(
             StatusCode::BAD_REQUEST,
@@ -261,10 +272,10 @@ async fn create(
     State(app): App,
     headers: HeaderMap,
     query: Result<Query<OwnerQuery>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, Failure> {
     let caller = authenticate(&app, &headers)?;
-    let (body, username) = parse(body)?;
+    let (body, username) = parse(&app, &headers, body).await?;
     let owner = owner(caller, query, username.as_deref(), Access::Write)?;
     if load(&app, &owner)?.is_some() {
         return Err(Failure::failed(
@@ -283,10 +294,10 @@ async fn update(
     State(app): App,
     headers: HeaderMap,
     query: Result<Query<OwnerQuery>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, Failure> {
     let caller = authenticate(&app, &headers)?;
-    let (body, username) = parse(body)?;
+    let (body, username) = parse(&app, &headers, body).await?;
     let owner = owner(caller, query, username.as_deref(), Access::Write)?;
     let existing = load(&app, &owner)?.ok_or_else(|| none_yet(&owner))?;
     let settings = Settings::from_request(&body, Some(&existing))?;

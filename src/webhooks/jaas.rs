@@ -60,9 +60,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -72,7 +71,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
 
-use super::{Outcome, bad_signature, parse_event, read_body, rejected};
+use super::{Outcome, bad_signature, parse_event, read_signed_body, rejected};
 use crate::backends::Backend;
 use crate::backends::jaas::{self, DownloadError, Jaas};
 use crate::catalog::{Location, Recording};
@@ -99,7 +98,7 @@ pub fn routes() -> Router<Arc<AppState>> {
 async fn receive(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<Value>, AppError> {
     let Backend::Jaas(jaas) = app.rooms.backend().as_ref() else {
         return Err(AppError::new(
@@ -110,19 +109,27 @@ async fn receive(
     };
     // Until `server::run` calls `resume` at start-up, the first webhook does.
     resume(&app);
-    let event = accept(&app, jaas, &headers, body).inspect_err(rejected)?;
+    let event = accept(&app, jaas, &headers, body)
+        .await
+        .inspect_err(rejected)?;
     // A store failure while applying is answered 503 (8x8 retries), not counted.
     Ok(handle(&app, jaas, event).await?.answer())
 }
 
 /// Reads and verifies one webhook.
-fn accept(
+async fn accept(
     app: &AppState,
     jaas: &Jaas,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Event, AppError> {
-    let body = read_body(app, body)?;
+    let body = read_signed_body(
+        app,
+        headers,
+        body,
+        axum::http::HeaderName::from_static(SIGNATURE_HEADER),
+    )
+    .await?;
     let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     if let Err(e) = verify(jaas.webhook_secret(), signature, &body, SystemTime::now()) {
         tracing::warn!(error = %e, "jaas webhook refused");

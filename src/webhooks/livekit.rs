@@ -49,9 +49,8 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -61,7 +60,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{Outcome, bad_signature, parse_event, read_body, rejected};
+use super::{Outcome, bad_signature, parse_event, read_signed_body, rejected};
 use crate::backends::Backend;
 use crate::backends::livekit::{Admission, EgressRef, EgressStatus, Livekit};
 use crate::catalog::{Location, Recording};
@@ -86,7 +85,7 @@ pub fn routes() -> Router<Arc<AppState>> {
 async fn receive(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<Value>, AppError> {
     let Backend::Livekit(livekit) = app.rooms.backend().as_ref() else {
         return Err(AppError::new(
@@ -106,9 +105,9 @@ async fn accept(
     app: &Arc<AppState>,
     livekit: &Livekit,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Outcome, AppError> {
-    let body = read_body(app, body)?;
+    let body = read_signed_body(app, headers, body, header::AUTHORIZATION).await?;
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());

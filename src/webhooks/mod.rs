@@ -10,9 +10,8 @@ pub mod outbound;
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -71,23 +70,30 @@ fn rejected(_: &AppError) {
     count(&METRICS.inbound_webhooks, "rejected");
 }
 
-/// A webhook's raw body, or the answer to one that could not be read (413
-/// over `[server] max_webhook_body_bytes`).
-fn read_body(app: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, AppError> {
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::new(
+/// A webhook's raw body. Refused before anything is read when the
+/// provider's signature header is missing (401) or the declared length is
+/// over `[server] max_webhook_body_bytes` (413); then read within
+/// `[server] body_timeout_s` (408).
+async fn read_signed_body(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    signature: HeaderName,
+) -> Result<Bytes, AppError> {
+    if !headers.contains_key(&signature) {
+        return Err(bad_signature(format!("the {signature} header is missing")));
+    }
+    let limit = app.config.server.max_webhook_body_bytes;
+    crate::limits::read_body(headers, body, limit, app.limits.body_timeout)
+        .await
+        .map_err(|e| match e {
+            crate::limits::BodyError::TooLarge(_) => AppError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
-                format!(
-                    "a webhook body may have at most {} bytes",
-                    app.config.server.max_webhook_body_bytes
-                ),
-            )
-        } else {
-            AppError::new(rejection.status(), "invalid_body", rejection.body_text())
-        }
-    })
+                format!("a webhook body may have at most {limit} bytes"),
+            ),
+            other => other.into(),
+        })
 }
 
 /// The answer to a webhook whose signature did not verify.

@@ -280,15 +280,34 @@ async fn backend(
     let Some(nc) = nextcloud(&app) else {
         return Ocs::no_room(format);
     };
+    // Without the checksum headers nothing is read.
+    if header_str(&headers, RANDOM_HEADER).is_none()
+        || header_str(&headers, CHECKSUM_HEADER).is_none()
+    {
+        tracing::warn!("recording server request without its checksum headers");
+        return Ocs::forbidden(format, StatusCode::FORBIDDEN);
+    }
     // State reports are a few hundred bytes; the limit is `[server] max_webhook_body_bytes`.
     let limit = app.config.server.max_webhook_body_bytes;
-    let Ok(body) = axum::body::to_bytes(body, limit).await else {
-        return Ocs::error(
-            format,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request",
-            &format!("The body is larger than {limit} bytes."),
-        );
+    let body = match crate::limits::read_body(&headers, body, limit, app.limits.body_timeout).await
+    {
+        Ok(body) => body,
+        Err(crate::limits::BodyError::TooLarge(_)) => {
+            return Ocs::error(
+                format,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                &format!("The body is larger than {limit} bytes."),
+            );
+        }
+        Err(e) => {
+            return Ocs::error(
+                format,
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request",
+                &e.to_string(),
+            );
+        }
     };
     let random = header_str(&headers, RANDOM_HEADER);
     if !nc.verify(random, header_str(&headers, CHECKSUM_HEADER), &body) {
@@ -493,6 +512,10 @@ async fn store(
         tracing::warn!(room = %token, "recording upload with a bad or missing checksum");
         return Ocs::forbidden(format, StatusCode::UNAUTHORIZED);
     }
+    if crate::limits::declared_too_large(&headers, limit_of_uploads(&app)) {
+        tracing::warn!(room = %token, limit = app.config.storage.max_upload_bytes, "recording upload too large");
+        return Ocs::store_error(format, StatusCode::PAYLOAD_TOO_LARGE, "size");
+    }
     let random = random.unwrap_or_default();
     if !claim(&app, nc, random) {
         tracing::info!(room = %token, "recording upload replayed or retried: acknowledged, ignored");
@@ -517,6 +540,14 @@ async fn store(
         release(&app, nc, random);
     }
     answer
+}
+
+/// `[storage] max_upload_bytes` as a body length, with room for the
+/// multipart framing around the file.
+fn limit_of_uploads(app: &AppState) -> usize {
+    usize::try_from(app.config.storage.max_upload_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(64 * 1024)
 }
 
 /// Why an upload was not stored.

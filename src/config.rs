@@ -253,7 +253,7 @@ impl Default for AuthConfig {
 }
 
 /// The recording backends onair can drive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackendKind {
     /// The application's own recorder, driven by the REST API.

@@ -58,6 +58,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         )
         .route("/v1/rooms/{room}/recording/status", post(report_status))
         .route("/healthz", get(healthz))
+        .route("/v1/server", get(server_info))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(recordings::routes())
@@ -867,6 +868,19 @@ async fn metrics(
         text,
     )
         .into_response())
+}
+
+/// `GET /v1/server`: what this server offers, for pages and clients to adapt
+/// to (no credentials needed; nothing secret).
+async fn server_info(State(app): App) -> Json<serde_json::Value> {
+    let backend = serde_json::to_value(app.config.recording.backend).unwrap_or_default();
+    Json(json!({
+        "name": "onair",
+        "version": env!("CARGO_PKG_VERSION"),
+        "dev_mode": app.dev_mode,
+        "backend": backend,
+        "recording_enabled": app.config.recording.enabled,
+    }))
 }
 
 /// `GET /healthz`: the process is alive.

@@ -371,3 +371,30 @@ async fn metrics_are_served_to_allowed_addresses_only() {
     let response = http().get(server.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 403);
 }
+
+#[tokio::test]
+async fn the_server_says_what_it_offers_without_credentials() {
+    let server = Server::start().await;
+    let response = http().get(server.url("/v1/server")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["name"], "onair");
+    assert_eq!(body["dev_mode"], false);
+    assert_eq!(body["backend"], "manual");
+    assert_eq!(body["recording_enabled"], true);
+    assert!(body["version"].is_string());
+    // Development mode says so, and the page uses this instead of probing.
+    let mut dev = config();
+    dev.auth.jwt_secret = None;
+    dev.auth.admin_key = None;
+    let server = Server::with(dev).await;
+    let body: Value = http()
+        .get(server.url("/v1/server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["dev_mode"], true);
+}

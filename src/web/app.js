@@ -52,15 +52,13 @@ async function init() {
   }
 }
 
-/** Development mode serves `POST /v1/dev/token`; elsewhere it is 404. */
+/** Whether the server runs in development mode (and so serves `POST /v1/dev/token`). */
 async function isDevMode() {
   try {
-    const response = await fetch("/v1/dev/token", {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: "{}",
-    });
-    return response.status !== 404;
+    const response = await fetch("/v1/server");
+    if (!response.ok) return false;
+    const server = await response.json();
+    return server.dev_mode === true;
   } catch {
     return false;
   }

@@ -246,10 +246,11 @@ where
         }
         match Json::<T>::from_bytes(&bytes) {
             Ok(Json(value)) => Ok(Self(value)),
+            // serde's text may quote the body: a few characters of it, no more.
             Err(rejection) => Err(AppError::new(
                 rejection.status(),
                 "invalid_body",
-                rejection.body_text(),
+                crate::protocol::short_detail(&rejection.body_text()),
             )),
         }
     }
@@ -557,11 +558,11 @@ async fn dev_token(
 ) -> Result<Json<serde_json::Value>, AppError> {
     check_room_id(&req.room)?;
     let name = req.name.trim();
-    if name.is_empty() || name.chars().count() > crate::session::MAX_DISPLAY_NAME {
+    if name.is_empty() || crate::protocol::check_display_name(name).is_err() {
         return Err(AppError::new(
             StatusCode::BAD_REQUEST,
             "invalid_name",
-            "name must be 1-100 characters",
+            "name must be 1-100 characters, without control or bidirectional formatting characters",
         ));
     }
     let ttl = Duration::from_secs(req.ttl_s.unwrap_or(3600).clamp(1, 24 * 3600));

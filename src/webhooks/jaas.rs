@@ -258,7 +258,7 @@ async fn uploaded(
         AppError::new(
             StatusCode::BAD_REQUEST,
             "invalid_body",
-            format!("not a RECORDING_UPLOADED payload: {e}"),
+            crate::protocol::short_detail(&format!("not a RECORDING_UPLOADED payload: {e}")),
         )
     })?;
     let link = data.pre_authenticated_link.trim();

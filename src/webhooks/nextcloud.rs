@@ -397,7 +397,8 @@ fn report(app: &AppState, nc: &Nextcloud, body: &[u8], format: Format) -> Ocs {
                 ReportError::UnknownType(_) => "unknown_type",
                 _ => "invalid_body",
             };
-            return Ocs::error(format, StatusCode::BAD_REQUEST, code, &e.to_string());
+            let message = crate::protocol::short_detail(&e.to_string());
+            return Ocs::error(format, StatusCode::BAD_REQUEST, code, &message);
         }
     };
     let token = token.as_str();

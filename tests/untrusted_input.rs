@@ -1,16 +1,74 @@
-//! What a client cannot talk onair into: error texts that repeat the
-//! input, display names that reorder the text around them, and socket
-//! protocol errors closed without a status code.
+//! What a client, a proxy or a header cannot talk onair into: `/metrics`
+//! from behind a proxy, error texts that repeat the input, display names
+//! that reorder the text around them, and socket protocol errors closed
+//! without a status code.
 
 mod support;
 
 use onair::protocol::Role;
 use serde_json::{Value, json};
-use support::harness::{ADMIN_KEY, Client, Server, http, refused};
+use support::harness::{ADMIN_KEY, Client, Server, config, http, refused};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+async fn metrics_status(server: &Server, headers: &[(&str, &str)]) -> u16 {
+    let mut request = http().get(server.url("/metrics"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn metrics_check_the_peer_never_a_forwarded_address() {
+    // Behind a reverse proxy on the same host (a trusted one), every client's
+    // peer address is loopback: a forwarded request is not the operator's.
+    let mut behind_proxy = config();
+    behind_proxy.server.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    let server = Server::with(behind_proxy.clone()).await;
+    assert_eq!(metrics_status(&server, &[]).await, 200);
+    for header in ["x-forwarded-for", "forwarded", "x-real-ip"] {
+        let value = if header == "forwarded" {
+            "for=203.0.113.9"
+        } else {
+            "203.0.113.9"
+        };
+        assert_eq!(
+            metrics_status(&server, &[(header, value)]).await,
+            403,
+            "{header}"
+        );
+    }
+    // Even naming an allowed address.
+    assert_eq!(
+        metrics_status(&server, &[("x-forwarded-for", "127.0.0.1")]).await,
+        403
+    );
+    server.stop().await;
+
+    // A forwarded address from an allowed range does not pass when the peer
+    // is not allowed.
+    let mut config_10 = behind_proxy;
+    config_10.metrics.allowed_ips = vec!["10.0.0.0/8".parse().unwrap()];
+    let server = Server::with(config_10).await;
+    assert_eq!(
+        metrics_status(&server, &[("x-forwarded-for", "10.1.2.3")]).await,
+        403
+    );
+    assert_eq!(metrics_status(&server, &[]).await, 403);
+    server.stop().await;
+
+    // A CIDR block in allowed_ips admits its peers; a plain address still works.
+    for allowed in ["127.0.0.0/8", "127.0.0.1"] {
+        let mut cidr = config();
+        cidr.metrics.allowed_ips = vec![allowed.parse().unwrap()];
+        let server = Server::with(cidr).await;
+        assert_eq!(metrics_status(&server, &[]).await, 200, "{allowed}");
+        server.stop().await;
+    }
+}
 
 #[tokio::test]
 async fn protocol_errors_close_with_1002_and_bad_utf8_with_1007() {

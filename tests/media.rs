@@ -288,4 +288,16 @@ async fn ranges_follow_rfc_9110() {
         assert!(response.headers().get("content-range").is_none(), "{range}");
         assert_eq!(response.bytes().await.unwrap().to_vec(), bytes, "{range}");
     }
+
+    // An If-Range onair cannot match (it sends no validators): the whole file.
+    let response = http()
+        .get(server.url(media))
+        .bearer_auth(ADMIN_KEY)
+        .header("range", "bytes=0-9")
+        .header("if-range", "\"some-etag\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await.unwrap().to_vec(), bytes);
 }

@@ -341,7 +341,12 @@ async fn media(
     if !signed && !Caller::identify(&app, &headers)?.may_see(&recording.room) {
         return Err(forbidden());
     }
-    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    // onair sends no validators (ETag, Last-Modified), so an `If-Range` can
+    // never be seen to match: RFC 9110 §13.1.5 then wants the whole file.
+    let range = headers
+        .get(header::RANGE)
+        .filter(|_| !headers.contains_key(header::IF_RANGE))
+        .and_then(|v| v.to_str().ok());
     match recording.location.clone() {
         Location::File(path) => match serve_file(&recording, &path, range).await? {
             Some(response) => Ok(response),

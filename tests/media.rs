@@ -139,6 +139,17 @@ async fn only_audio_and_video_are_served_inline_and_every_media_answer_is_locked
     let response = get(&server, "/v1/recordings/nothing/media", None).await;
     assert_eq!(response.status(), 404);
     assert_locked_down(&response);
+    // An unknown id is named, briefly.
+    let unknown = "z".repeat(2000);
+    let response = get(&server, &format!("/v1/recordings/{unknown}/media"), None).await;
+    assert_eq!(response.status(), 404);
+    assert_locked_down(&response);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "recording_not_found");
+    assert!(
+        !body["message"].as_str().unwrap().contains(&"z".repeat(17)),
+        "{body}"
+    );
     let response = http()
         .get(server.url("/v1/recordings/page/media?expires=1&signature=00"))
         .send()

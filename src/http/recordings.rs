@@ -127,10 +127,11 @@ fn permitted(
 }
 
 fn not_found(id: &str) -> AppError {
+    // The id comes from the URL, unchecked: a few characters of it.
     AppError::new(
         StatusCode::NOT_FOUND,
         "recording_not_found",
-        format!("no recording `{id}`"),
+        short_detail(&format!("no recording `{id}`")),
     )
 }
 

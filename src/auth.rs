@@ -131,6 +131,8 @@ enum Refusal {
     MissingClaim(String),
     #[error("claim `sub` must not be empty")]
     EmptySubject,
+    #[error("claim `name` {0}")]
+    BadName(crate::protocol::DisplayNameError),
     #[error("malformed token")]
     Malformed,
     #[error("invalid token")]
@@ -148,6 +150,7 @@ impl Refusal {
             Self::WrongIssuer => "wrong_issuer",
             Self::WrongAudience => "wrong_audience",
             Self::MissingClaim(_) | Self::EmptySubject => "missing_claim",
+            Self::BadName(_) => "invalid_name",
             Self::Malformed => "malformed",
             Self::Other => "invalid",
         }
@@ -329,7 +332,7 @@ impl Verifier {
             validation.algorithms = vec![key.algorithm];
             match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
                 Ok(data) if data.claims.sub.is_empty() => return Err(Refusal::EmptySubject),
-                Ok(data) => return Ok(data.claims),
+                Ok(data) => return name_fits(data.claims),
                 Err(e) => match Refusal::from(e) {
                     // Another key of the same algorithm may have signed it.
                     Refusal::BadSignature => continue,
@@ -392,6 +395,18 @@ impl Verifier {
             .expect("minting needs the HS256 secret; check can_mint()");
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, key)
             .expect("HS256 signing of plain claims cannot fail")
+    }
+}
+
+/// The claims, unless their `name` (which others see as this participant's
+/// display name) holds control or bidirectional formatting characters. A
+/// name too long to show is left to `join`, which a `display_name` can
+/// still satisfy.
+fn name_fits(claims: Claims) -> Result<Claims, Refusal> {
+    use crate::protocol::{DisplayNameError, check_display_name};
+    match claims.name.as_deref().map(check_display_name) {
+        None | Some(Ok(()) | Err(DisplayNameError::TooLong)) => Ok(claims),
+        Some(Err(e)) => Err(Refusal::BadName(e)),
     }
 }
 

@@ -475,16 +475,17 @@ impl StorageConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// Client addresses allowed to read `GET /metrics`.
-    pub allowed_ips: Vec<std::net::IpAddr>,
+    /// Peer addresses (IPs or CIDR blocks) allowed to read `GET /metrics`.
+    /// Only the TCP peer counts, never `X-Forwarded-For`.
+    pub allowed_ips: Vec<crate::limits::IpRange>,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             allowed_ips: vec![
-                std::net::IpAddr::from([127, 0, 0, 1]),
-                std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+                "127.0.0.1".parse().expect("an address"),
+                "::1".parse().expect("an address"),
             ],
         }
     }
@@ -986,6 +987,16 @@ mod tests {
             err.contains("trusted_proxies") && err.contains("10.0.0.0/33"),
             "{err}"
         );
+        // Plain addresses (as configs before CIDR support had them) and blocks.
+        let f = file("[metrics]\nallowed_ips = [\"192.0.2.7\", \"10.0.0.0/8\"]\n");
+        let c = Config::load_from(Some(f.path()), no_env()).unwrap();
+        assert_eq!(c.metrics.allowed_ips.len(), 2);
+        assert!(c.metrics.allowed_ips[1].contains("10.1.2.3".parse().unwrap()));
+        let f = file("[metrics]\nallowed_ips = [\"10.0.0.0/40\"]\n");
+        let err = Config::load_from(Some(f.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metrics.allowed_ips"), "{err}");
         let f = file("[server]\nmax_json_depth = 0\n");
         let err = Config::load_from(Some(f.path()), no_env())
             .unwrap_err()

@@ -268,10 +268,11 @@ where
         }
         match Json::<T>::from_bytes(&bytes) {
             Ok(Json(value)) => Ok(Self(value)),
+            // serde's text may quote the body: a few characters of it, no more.
             Err(rejection) => Err(AppError::new(
                 rejection.status(),
                 "invalid_body",
-                rejection.body_text(),
+                crate::protocol::short_detail(&rejection.body_text()),
             )),
         }
     }
@@ -581,11 +582,11 @@ async fn dev_token(
 ) -> Result<Json<serde_json::Value>, AppError> {
     check_room_id(&req.room)?;
     let name = req.name.trim();
-    if name.is_empty() || name.chars().count() > crate::session::MAX_DISPLAY_NAME {
+    if name.is_empty() || crate::protocol::check_display_name(name).is_err() {
         return Err(AppError::new(
             StatusCode::BAD_REQUEST,
             "invalid_name",
-            "name must be 1-100 characters",
+            "name must be 1-100 characters, without control or bidirectional formatting characters",
         ));
     }
     let ttl = Duration::from_secs(req.ttl_s.unwrap_or(3600).clamp(1, 24 * 3600));
@@ -839,16 +840,40 @@ async fn report_status(
 }
 
 /// `GET /metrics`: Prometheus text format, from `[metrics] allowed_ips` only.
+///
+/// Only the TCP peer is checked, never `X-Forwarded-For` (even from a
+/// `trusted_proxies` peer): an address a header names proves nothing. And a
+/// request that came through a proxy at all is refused, whoever the proxy
+/// is: behind a reverse proxy on the same host every client's peer address
+/// is the proxy's (loopback, allowed by default), so admitting it would
+/// admit everyone. Scrapers connect to onair directly.
 async fn metrics(
     State(app): App,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let ip = peer.ip().to_canonical();
-    if !app.config.metrics.allowed_ips.contains(&ip) {
+    if !app
+        .config
+        .metrics
+        .allowed_ips
+        .iter()
+        .any(|r| r.contains(ip))
+    {
         return Err(AppError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             "this address may not read metrics ([metrics] allowed_ips)",
+        ));
+    }
+    let forwarded = ["forwarded", "x-forwarded-for", "x-real-ip"]
+        .iter()
+        .any(|name| headers.contains_key(*name));
+    if forwarded {
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "metrics are not served through a proxy: scrape onair directly from an address in [metrics] allowed_ips",
         ));
     }
     let mut text = crate::metrics::METRICS.encode();

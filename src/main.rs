@@ -167,6 +167,9 @@ fn token(config: &Config, args: TokenArgs) -> anyhow::Result<()> {
         valid_room_id(&args.room),
         "--room must be 1-128 characters of A-Z a-z 0-9 . _ -"
     );
+    if let Err(e) = onair::protocol::check_display_name(&args.name) {
+        anyhow::bail!("--name {e}");
+    }
     let mut claims = claims_for(
         &args.room,
         &args.name,

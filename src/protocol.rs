@@ -281,6 +281,10 @@ pub enum ControlError {
     NotYetJoined,
     /// `join` came twice.
     AlreadyJoined,
+    /// The `display_name` of `join` (or the token's `name`, or `sub`, that
+    /// stands in for it) is too long or holds control or bidirectional
+    /// formatting characters; `detail` says which.
+    InvalidDisplayName,
     /// The payload does not fit its action (`detail` names it).
     InvalidPayload,
     /// The connection sent more messages per second than allowed.
@@ -408,11 +412,110 @@ impl ControlError {
             Self::InvalidNamespace => "invalid_namespace",
             Self::NotYetJoined => "not_yet_joined",
             Self::AlreadyJoined => "already_joined",
+            Self::InvalidDisplayName => "invalid_display_name",
             Self::InvalidPayload => "invalid_payload",
             Self::RateLimited => "rate_limited",
             Self::ClusterUnavailable => "cluster_unavailable",
         }
     }
+}
+
+/// Longest display name accepted, in characters.
+pub const MAX_DISPLAY_NAME: usize = 100;
+
+/// Why a display name is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DisplayNameError {
+    /// More than [`MAX_DISPLAY_NAME`] characters.
+    #[error("is longer than {MAX_DISPLAY_NAME} characters")]
+    TooLong,
+    /// A control character (C0, DEL, C1): line breaks, escapes, NUL.
+    #[error("contains a control character")]
+    Control,
+    /// A character that reorders the text around it, so a name can make the
+    /// names or words next to it read differently (a "Trojan Source" name).
+    #[error(
+        "contains a bidirectional formatting character (U+202A-U+202E, U+2066-U+2069, U+200E, U+200F, U+061C)"
+    )]
+    Bidi,
+}
+
+/// Whether `c` is a bidirectional formatting character: the embeddings and
+/// overrides U+202A–U+202E, the isolates U+2066–U+2069, and the marks
+/// U+200E, U+200F and U+061C.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
+/// Checks a display name as others will see it: `join`'s `display_name`, a
+/// token's `name` claim, the development token endpoint's `name`.
+pub fn check_display_name(name: &str) -> Result<(), DisplayNameError> {
+    if name.chars().any(char::is_control) {
+        return Err(DisplayNameError::Control);
+    }
+    if name.chars().any(is_bidi_control) {
+        return Err(DisplayNameError::Bidi);
+    }
+    if name.chars().count() > MAX_DISPLAY_NAME {
+        return Err(DisplayNameError::TooLong);
+    }
+    Ok(())
+}
+
+/// Longest error text sent back for something a client sent, in characters.
+pub const MAX_DETAIL_CHARS: usize = 200;
+
+/// How many characters of a quoted piece of input an error text keeps.
+const QUOTED_CHARS: usize = 16;
+
+/// An error text that may quote the input (serde's `invalid type: string
+/// "…"`, `unknown variant `…``, multer's field names) made fit to send back:
+/// every quoted run (`"…"` or `` `…` ``) keeps its first few characters, and
+/// the whole at most [`MAX_DETAIL_CHARS`]. It still says what was wrong, but
+/// a client never gets its own 64 KiB frame back.
+pub fn short_detail(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_DETAIL_CHARS * 2));
+    let mut written = 0;
+    // The quote character of the run we are in, how much of it was seen,
+    // and whether the last character was a backslash inside `"…"`.
+    let mut quote: Option<char> = None;
+    let mut seen = 0;
+    let mut escaped = false;
+    for c in text.chars() {
+        if written >= MAX_DETAIL_CHARS {
+            out.push('…');
+            break;
+        }
+        let keep = match quote {
+            None => {
+                if c == '"' || c == '`' {
+                    (quote, seen, escaped) = (Some(c), 0, false);
+                }
+                true
+            }
+            Some(q) if c == q && !escaped => {
+                if seen > QUOTED_CHARS {
+                    out.push('…');
+                    written += 1;
+                }
+                quote = None;
+                true
+            }
+            Some(q) => {
+                escaped = q == '"' && c == '\\' && !escaped;
+                seen += 1;
+                seen <= QUOTED_CHARS
+            }
+        };
+        if keep {
+            out.push(c);
+            written += 1;
+        }
+    }
+    if quote.is_some() && seen > QUOTED_CHARS && !out.ends_with('…') {
+        out.push('…');
+    }
+    out
 }
 
 /// What a client frame turned out to be.
@@ -437,7 +540,7 @@ pub enum Parsed {
 pub fn parse_client_frame(text: &str) -> Parsed {
     let raw: RawClientFrame<'_> = match serde_json::from_str(text) {
         Ok(raw) => raw,
-        Err(e) => return Parsed::InvalidJson(e.to_string()),
+        Err(e) => return Parsed::InvalidJson(short_detail(&e.to_string())),
     };
     let Some(namespace) = Namespace::from_wire(&raw.namespace) else {
         return Parsed::InvalidNamespace(raw.namespace.chars().take(64).collect());
@@ -455,7 +558,7 @@ pub fn parse_client_frame(text: &str) -> Parsed {
         Ok(message) => Parsed::Command(message),
         Err(e) => Parsed::InvalidPayload {
             namespace,
-            detail: e.to_string(),
+            detail: short_detail(&e.to_string()),
         },
     }
 }
@@ -523,6 +626,75 @@ mod tests {
             parse_client_frame(r#"{"namespace":"recording","payload":{"action":"dance"}}"#),
             Parsed::InvalidPayload { .. }
         ));
+    }
+
+    #[test]
+    fn error_details_do_not_echo_the_input() {
+        let big = format!("\"{}\"", "A".repeat(65_000));
+        let Parsed::InvalidJson(detail) = parse_client_frame(&big) else {
+            panic!("a bare string is no envelope");
+        };
+        assert!(detail.chars().count() <= MAX_DETAIL_CHARS + 1, "{detail}");
+        assert!(!detail.contains(&"A".repeat(QUOTED_CHARS + 1)), "{detail}");
+        assert!(detail.starts_with("invalid type: string"), "{detail}");
+
+        let variant = format!(
+            r#"{{"namespace":"recording","payload":{{"action":"{}"}}}}"#,
+            "dance".repeat(10_000)
+        );
+        let Parsed::InvalidPayload { detail, .. } = parse_client_frame(&variant) else {
+            panic!("an unknown action is an invalid payload");
+        };
+        assert!(detail.contains("unknown variant `dancedance"), "{detail}");
+        assert!(detail.chars().count() <= MAX_DETAIL_CHARS + 1, "{detail}");
+        assert!(!detail.contains(&"dance".repeat(4)), "{detail}");
+
+        // Short quotes (the expected values) stay whole; escapes do not end a quote.
+        assert_eq!(
+            short_detail("unknown variant `x`, expected one of `start`, `stop`"),
+            "unknown variant `x`, expected one of `start`, `stop`"
+        );
+        assert_eq!(
+            short_detail(r#"invalid type: string "a\"bcdefghijklmnopqrstuvwxyz", expected x"#),
+            r#"invalid type: string "a\"bcdefghijklmn…", expected x"#
+        );
+        // A quote that never closes is still cut.
+        assert_eq!(
+            short_detail("oops `0123456789abcdefXYZ"),
+            "oops `0123456789abcdef…"
+        );
+    }
+
+    #[test]
+    fn display_names_without_control_or_bidi_characters_pass() {
+        assert_eq!(check_display_name("Ada Lovelace"), Ok(()));
+        assert_eq!(check_display_name("Zoë 李 محمد"), Ok(()));
+        assert_eq!(check_display_name(&"x".repeat(MAX_DISPLAY_NAME)), Ok(()));
+        assert_eq!(
+            check_display_name(&"x".repeat(MAX_DISPLAY_NAME + 1)),
+            Err(DisplayNameError::TooLong)
+        );
+        for bad in ["a\nb", "a\u{0}", "a\u{1b}[31m", "a\u{7f}", "a\u{85}"] {
+            assert_eq!(
+                check_display_name(bad),
+                Err(DisplayNameError::Control),
+                "{bad:?}"
+            );
+        }
+        for bad in [
+            "\u{202E}gpj.exe",
+            "a\u{202A}",
+            "a\u{2066}b\u{2069}",
+            "a\u{200E}",
+            "a\u{200F}",
+            "a\u{061C}",
+        ] {
+            assert_eq!(
+                check_display_name(bad),
+                Err(DisplayNameError::Bidi),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::metrics::{METRICS, count};
 use crate::protocol::{
     ClientMessage, ControlCommand, ControlError, ControlEvent, Namespace, Parsed, Participant,
     ParticipantControl, ParticipantRecording, RecordingCommand, RecordingError, RecordingEvent,
-    ServerFrame, now_rfc3339, parse_client_frame,
+    ServerFrame, check_display_name, now_rfc3339, parse_client_frame, short_detail,
 };
 use crate::recording::{Actor, Input, StartOptions};
 use crate::room::{Frame, Outlet, Queue, Room, encode};
@@ -35,14 +35,19 @@ use crate::server::AppState;
 pub mod close_code {
     /// The server is shutting down.
     pub const GOING_AWAY: u16 = 1001;
+    /// The client broke the WebSocket protocol (an unmasked or reserved
+    /// frame, a fragmented control frame, a continuation with nothing to
+    /// continue…).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame (or a Close reason) that is not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// Policy violation: the client stopped reading, or never joined.
     pub const POLICY: u16 = 1008;
     /// A frame was too large, or binary.
     pub const TOO_BIG: u16 = 1009;
 }
 
-/// Longest display name accepted, in characters.
-pub const MAX_DISPLAY_NAME: usize = 100;
+pub use crate::protocol::MAX_DISPLAY_NAME;
 
 /// Frames written to the socket before one flush, when several are queued.
 const WRITE_BATCH: usize = 64;
@@ -263,7 +268,7 @@ impl Session {
             }
             Parsed::InvalidNamespace(namespace) => self.reply(control_error(
                 ControlError::InvalidNamespace,
-                Some(format!("unknown namespace `{namespace}`")),
+                Some(short_detail(&format!("unknown namespace `{namespace}`"))),
             )),
             Parsed::InvalidPayload { namespace, detail } => {
                 self.reply(invalid_payload(namespace, detail));
@@ -291,10 +296,16 @@ impl Session {
                 .map(str::trim)
                 .filter(|n| !n.is_empty()))
             .unwrap_or(&self.claims.sub);
-        if name.chars().count() > MAX_DISPLAY_NAME {
-            return self.reply(invalid_payload(
-                Namespace::Control,
-                format!("join: display_name is longer than {MAX_DISPLAY_NAME} characters"),
+        if let Err(e) = check_display_name(name) {
+            // Whichever stood in for it: the token's `name`, or its `sub`.
+            let field = if requested.is_some() {
+                "display_name"
+            } else {
+                "the name from the token"
+            };
+            return self.reply(control_error(
+                ControlError::InvalidDisplayName,
+                Some(format!("join: {field} {e}")),
             ));
         }
         let participant = Participant {
@@ -399,12 +410,26 @@ async fn feed_text(socket: &mut WebSocket, text: Frame) -> Result<(), tungstenit
     Ok(())
 }
 
-/// A frame over the size limit is a capacity error: close with 1009. Any other
-/// read error means the connection is already broken.
+/// A frame over the size limit is a capacity error: close with 1009; text
+/// that is not UTF-8 with 1007; a broken WebSocket protocol with 1002
+/// (RFC 6455 §7.4.1). Any other read error means the connection is already
+/// gone, and nothing can be sent on it.
 fn close_for_read_error(error: tungstenite::Error) -> Flow {
+    use tungstenite::error::ProtocolError;
     match error {
         tungstenite::Error::Capacity(_) => {
             Flow::Close(close_code::TOO_BIG, "frame larger than the server accepts")
+        }
+        tungstenite::Error::Utf8(_) => {
+            Flow::Close(close_code::INVALID_PAYLOAD, "text frame is not valid UTF-8")
+        }
+        // The peer closed the TCP connection (with or without its Close).
+        tungstenite::Error::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake | ProtocolError::ReceivedAfterClosing,
+        ) => Flow::Gone,
+        tungstenite::Error::Protocol(e) => {
+            tracing::debug!(error = %e, "protocol error");
+            Flow::Close(close_code::PROTOCOL_ERROR, "WebSocket protocol error")
         }
         other => {
             tracing::debug!(error = %other, "read error");
@@ -419,6 +444,8 @@ fn close_reason(code: u16, reason: &str) -> &'static str {
         close_code::GOING_AWAY => "shutdown",
         close_code::TOO_BIG if reason.starts_with("binary") => "binary_frame",
         close_code::TOO_BIG => "frame_too_large",
+        close_code::PROTOCOL_ERROR => "protocol_error",
+        close_code::INVALID_PAYLOAD => "invalid_utf8",
         _ if reason.starts_with("join timeout") => "join_timeout",
         _ => "slow_reader",
     }

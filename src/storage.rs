@@ -544,6 +544,76 @@ pub fn content_type(name: &str) -> &'static str {
     }
 }
 
+/// How a recording's file is served: its type, and whether a browser may
+/// show it in the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Served {
+    /// The `Content-Type` of the answer.
+    pub content_type: &'static str,
+    /// `Content-Disposition: inline` (audio and video) or `attachment`.
+    pub inline: bool,
+}
+
+/// Only audio and video are served as what they are, inline: anything else
+/// handed in (a `rec.html`, a `.svg`, a `.json`) leaves as an
+/// `application/octet-stream` attachment, so no file onair stores can run as
+/// a page on onair's origin.
+pub fn served_as(name: &str) -> Served {
+    match content_type(name) {
+        media if media.starts_with("audio/") || media.starts_with("video/") => Served {
+            content_type: media,
+            inline: true,
+        },
+        _ => Served {
+            content_type: "application/octet-stream",
+            inline: false,
+        },
+    }
+}
+
+/// The longest file name the common file systems take (ext4, XFS, btrfs,
+/// ZFS, APFS), in bytes, and the longest segment of an object key that a
+/// file-backed S3 server (MinIO) takes.
+pub const MAX_FILE_NAME_BYTES: usize = 255;
+
+/// An extension kept when a name is cut is at most this long (`.webm`); a
+/// longer "extension" is just more of the name.
+const MAX_KEPT_EXTENSION_BYTES: usize = 16;
+
+/// `name` cut to at most `max_bytes` bytes, on a UTF-8 character boundary,
+/// keeping its extension (`.mp4`) so the file still says what it is.
+///
+/// Names come from outside (a hand-in, Talk's upload, a JaaS link) and are
+/// measured in characters there, but file systems count bytes: 200 CJK
+/// characters are 600 bytes. Cutting when the name arrives, rather than
+/// failing when the file is moved into place, means a long name never costs
+/// a whole upload.
+pub fn fit_name(name: &str, max_bytes: usize) -> String {
+    if name.len() <= max_bytes {
+        return name.to_owned();
+    }
+    let extension = name
+        .rfind('.')
+        .filter(|&dot| dot > 0)
+        .map(|dot| &name[dot..])
+        .filter(|e| e.len() > 1 && e.len() <= MAX_KEPT_EXTENSION_BYTES && e.len() < max_bytes)
+        .unwrap_or("");
+    let stem = &name[..name.len() - extension.len()];
+    let mut end = (max_bytes - extension.len()).min(stem.len());
+    while !stem.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{extension}", &stem[..end])
+}
+
+/// The file name `prefix` + `name`, with `name` cut by [`fit_name`] so the
+/// whole fits in [`MAX_FILE_NAME_BYTES`]. Every file name onair makes from a
+/// recording's name goes through here.
+pub fn file_name(prefix: &str, name: &str) -> String {
+    let room = MAX_FILE_NAME_BYTES.saturating_sub(prefix.len());
+    format!("{prefix}{}", fit_name(name, room))
+}
+
 /// What a `Range` header asks of a file of `size` bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RangeRequest {
@@ -551,48 +621,98 @@ pub enum RangeRequest {
     Full,
     /// One range of bytes, end exclusive: `206`.
     Partial(Range<u64>),
-    /// A range that does not overlap the file: `416`.
+    /// No range overlaps the file: `416` with `Content-Range: bytes */size`.
     Unsatisfiable,
 }
 
-/// Parses a `Range` header (RFC 9110 §14.1.2). Only a single range is
-/// honoured: several, or a header that does not parse, get the whole file,
-/// which the RFC allows.
+/// One `range-spec` of a `Range` header, as far as it overlaps a file.
+enum Spec {
+    /// The bytes it asks for that exist, end exclusive.
+    Satisfiable(Range<u64>),
+    /// Valid, but past the end of the file (or a suffix of zero bytes).
+    Unsatisfiable,
+}
+
+/// Parses a `Range` header as RFC 9110 §14.2 says a server may:
+///
+/// * a header that does not parse (another unit, `bytes=5-1`, `bytes=x-`) is
+///   ignored: `Full`;
+/// * `bytes=A-B` and `bytes=A-` are cut to the end of the file, and are
+///   unsatisfiable when `A` is at or past it;
+/// * `bytes=-N` is the last `N` bytes, the whole file when `N` is larger;
+/// * of several ranges, one that is satisfiable is served alone; more than
+///   one get the whole file (no `multipart/byteranges`), none get `416`.
 pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
-    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+    let Some(header) = header else {
         return RangeRequest::Full;
     };
-    if spec.contains(',') {
+    let Some((unit, set)) = header.trim().split_once('=') else {
+        return RangeRequest::Full;
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") {
         return RangeRequest::Full;
     }
-    let Some((first, last)) = spec.trim().split_once('-') else {
-        return RangeRequest::Full;
-    };
-    let (first, last) = (first.trim(), last.trim());
-    let number = |s: &str| s.parse::<u64>().ok();
+    let mut satisfiable = Vec::new();
+    let mut any = false;
+    // A list: empty elements are allowed and skipped (RFC 9110 §5.6.1.2).
+    for spec in set.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        any = true;
+        match range_spec(spec, size) {
+            None => return RangeRequest::Full,
+            Some(Spec::Satisfiable(range)) => satisfiable.push(range),
+            Some(Spec::Unsatisfiable) => {}
+        }
+    }
+    match satisfiable.len() {
+        _ if !any => RangeRequest::Full,
+        0 => RangeRequest::Unsatisfiable,
+        1 => RangeRequest::Partial(satisfiable.swap_remove(0)),
+        _ => RangeRequest::Full,
+    }
+}
+
+/// One `int-range` or `suffix-range`; `None` when it does not parse.
+fn range_spec(spec: &str, size: u64) -> Option<Spec> {
+    let (first, last) = spec.split_once('-')?;
     match (first.is_empty(), last.is_empty()) {
-        // `bytes=-N`: the last N bytes.
-        (true, false) => match number(last) {
-            Some(0) => RangeRequest::Unsatisfiable,
-            Some(_) if size == 0 => RangeRequest::Unsatisfiable,
-            Some(n) => RangeRequest::Partial(size.saturating_sub(n)..size),
-            None => RangeRequest::Full,
+        // `-N`: the last N bytes (RFC 9110 §14.1.1).
+        (true, false) => match position(last)? {
+            0 => Some(Spec::Unsatisfiable),
+            // A zero-length file has no bytes to send; the whole (empty) file then.
+            _ if size == 0 => None,
+            n => Some(Spec::Satisfiable(size.saturating_sub(n)..size)),
         },
-        // `bytes=A-`: from A to the end.
-        (false, true) => match number(first) {
-            Some(a) if a >= size => RangeRequest::Unsatisfiable,
-            Some(a) => RangeRequest::Partial(a..size),
-            None => RangeRequest::Full,
-        },
-        // `bytes=A-B`, inclusive.
-        (false, false) => match (number(first), number(last)) {
-            (Some(a), Some(b)) if a > b => RangeRequest::Full,
-            (Some(a), Some(_)) if a >= size => RangeRequest::Unsatisfiable,
-            (Some(a), Some(b)) => RangeRequest::Partial(a..b.saturating_add(1).min(size)),
-            _ => RangeRequest::Full,
-        },
-        (true, true) => RangeRequest::Full,
+        // `A-`: from A to the end.
+        (false, true) => {
+            let first = position(first)?;
+            Some(if first >= size {
+                Spec::Unsatisfiable
+            } else {
+                Spec::Satisfiable(first..size)
+            })
+        }
+        // `A-B`, inclusive; `B < A` makes the header invalid.
+        (false, false) => {
+            let (first, last) = (position(first)?, position(last)?);
+            if last < first {
+                return None;
+            }
+            Some(if first >= size {
+                Spec::Unsatisfiable
+            } else {
+                Spec::Satisfiable(first..last.saturating_add(1).min(size))
+            })
+        }
+        (true, true) => None,
     }
+}
+
+/// `1*DIGIT` (no sign, no spaces); a number too large for `u64` is past any file.
+fn position(digits: &str) -> Option<u64> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(digits.parse().unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -607,16 +727,83 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=0-9"), size), Partial(0..10));
         assert_eq!(parse_range(Some("bytes=90-"), size), Partial(90..100));
         assert_eq!(parse_range(Some("bytes=-10"), size), Partial(90..100));
+        // A suffix longer than the file is the whole file, as a range.
         assert_eq!(parse_range(Some("bytes=-500"), size), Partial(0..100));
+        assert_eq!(parse_range(Some("bytes=-100"), size), Partial(0..100));
         assert_eq!(parse_range(Some("bytes=50-500"), size), Partial(50..100));
+        assert_eq!(parse_range(Some("bytes=99-99"), size), Partial(99..100));
+        assert_eq!(parse_range(Some("BYTES = 0-9"), size), Partial(0..10));
         assert_eq!(parse_range(Some("bytes=100-"), size), Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=100-200"), size), Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=-0"), size), Unsatisfiable);
-        assert_eq!(parse_range(Some("bytes=9-0"), size), Full);
+        assert_eq!(
+            parse_range(Some("bytes=99999999999999999999999-"), size),
+            Unsatisfiable
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-99999999999999999999999"), size),
+            Partial(0..100)
+        );
+        // Several ranges: one that overlaps is served alone; two or more get
+        // the whole file; none is unsatisfiable.
         assert_eq!(parse_range(Some("bytes=0-1,5-6"), size), Full);
+        assert_eq!(parse_range(Some("bytes=0-1, 200-300"), size), Partial(0..2));
+        assert_eq!(parse_range(Some("bytes=200-,300-400"), size), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=0-1,,"), size), Partial(0..2));
+        // Anything malformed is ignored.
+        assert_eq!(parse_range(Some("bytes=9-0"), size), Full);
+        assert_eq!(parse_range(Some("bytes=0-1,9-0"), size), Full);
         assert_eq!(parse_range(Some("items=0-1"), size), Full);
         assert_eq!(parse_range(Some("bytes=x-1"), size), Full);
+        assert_eq!(parse_range(Some("bytes=+1-2"), size), Full);
+        assert_eq!(parse_range(Some("bytes=1 -2"), size), Full);
         assert_eq!(parse_range(Some("bytes=-"), size), Full);
+        assert_eq!(parse_range(Some("bytes="), size), Full);
+        assert_eq!(parse_range(Some("bytes"), size), Full);
+        assert_eq!(parse_range(Some("bytes=,"), size), Full);
+        // An empty file: nothing to cut a suffix from.
+        assert_eq!(parse_range(Some("bytes=-5"), 0), Full);
+        assert_eq!(parse_range(Some("bytes=0-"), 0), Unsatisfiable);
+    }
+
+    #[test]
+    fn long_names_are_cut_on_a_character_boundary_keeping_the_extension() {
+        let short = "standup.mp4";
+        assert_eq!(fit_name(short, 255), short);
+        let long = format!("{}.mp4", "録".repeat(200));
+        let cut = fit_name(&long, 255);
+        assert!(cut.len() <= 255, "{}", cut.len());
+        assert!(cut.ends_with(".mp4"), "{cut}");
+        assert_eq!(cut, format!("{}.mp4", "録".repeat(83)));
+        // No extension, or one too long to be one: just the first bytes.
+        assert_eq!(fit_name(&"é".repeat(10), 5), "éé");
+        assert_eq!(fit_name("abcdef.0123456789abcdefghij", 5), "abcde");
+        let named = file_name("rec-1-", &long);
+        assert!(named.len() <= MAX_FILE_NAME_BYTES);
+        assert!(named.starts_with("rec-1-録") && named.ends_with(".mp4"));
+        assert_eq!(file_name("rec-1-", short), "rec-1-standup.mp4");
+    }
+
+    #[test]
+    fn only_audio_and_video_are_served_inline() {
+        assert_eq!(
+            served_as("a.webm"),
+            Served {
+                content_type: "video/webm",
+                inline: true
+            }
+        );
+        assert!(served_as("a.opus").inline);
+        for name in ["rec.html", "a.svg", "a.json", "a.txt", "noext"] {
+            assert_eq!(
+                served_as(name),
+                Served {
+                    content_type: "application/octet-stream",
+                    inline: false
+                },
+                "{name}"
+            );
+        }
     }
 
     #[test]

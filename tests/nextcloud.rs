@@ -789,3 +789,26 @@ async fn the_file_arrives_after_everyone_left() {
         .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn a_file_name_too_long_for_a_file_system_is_cut_not_refused() {
+    let onair = setup().await;
+    // 200 characters of 3 bytes each.
+    let long = format!("{}.webm", "録".repeat(200));
+    let spec = json!({"token": "archive", "owner": "ada", "name": long, "content": "webm"});
+    let (status, body) = onair.fake.upload(spec).await;
+    assert_eq!(status, 200, "{body}");
+    let list: Value = http()
+        .get(onair.server.url("/v1/recordings?room=archive"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let name = list["recordings"][0]["name"].as_str().unwrap();
+    assert!(name.len() <= 255, "{} bytes", name.len());
+    assert!(name.ends_with(".webm") && long.starts_with(name.trim_end_matches(".webm")));
+    assert_eq!(onair.stored_files().len(), 1);
+}

@@ -226,17 +226,18 @@ fn wire_names<T: serde::Serialize>(values: &[T]) -> BTreeSet<String> {
 
 /// Every value of each Rust enum. The `match`es do not compile when a variant
 /// is added, which points here; the arrays must then list it too.
-fn all_control_errors() -> [ControlError; 7] {
+fn all_control_errors() -> [ControlError; 8] {
     use ControlError::*;
     let _exhaustive = |e: ControlError| match e {
-        InvalidJson | InvalidNamespace | NotYetJoined | AlreadyJoined | InvalidPayload
-        | RateLimited | ClusterUnavailable => (),
+        InvalidJson | InvalidNamespace | NotYetJoined | AlreadyJoined | InvalidDisplayName
+        | InvalidPayload | RateLimited | ClusterUnavailable => (),
     };
     [
         InvalidJson,
         InvalidNamespace,
         NotYetJoined,
         AlreadyJoined,
+        InvalidDisplayName,
         InvalidPayload,
         RateLimited,
         ClusterUnavailable,

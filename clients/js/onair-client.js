@@ -84,6 +84,7 @@ const ERROR_TEXT = {
   invalid_namespace: "The server did not understand a message from this page.",
   not_yet_joined: "You are not in the room yet.",
   already_joined: "You are already in the room.",
+  invalid_display_name: "That name cannot be used: it is too long or contains invisible control characters.",
   rate_limited: "Too many actions at once; slow down for a moment.",
   // the client's own (namespace "connection")
   invalid_token: "Your access token is not valid (it may have expired). Get a new one and join again.",

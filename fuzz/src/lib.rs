@@ -125,12 +125,19 @@ fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
 /// The `client_frame` target: one WebSocket text frame, as the session reads it.
 ///
 /// Checks: a command serializes back to a frame that parses to the same
-/// command; an unknown namespace is echoed at most 64 characters long; the
+/// command; an unknown namespace is echoed at most 64 characters long; an
+/// error's detail is at most `MAX_DETAIL_CHARS` (and an ellipsis) long; the
 /// error the session would send back is valid JSON.
 pub fn client_frame(data: &[u8]) -> Reached {
     // A text frame is UTF-8 by the time the session sees it.
     let Ok(text) = std::str::from_utf8(data) else {
         return Reached::Refused;
+    };
+    let bounded = |detail: &str| {
+        assert!(
+            detail.chars().count() <= onair::protocol::MAX_DETAIL_CHARS + 1,
+            "error details are bounded: {detail}"
+        );
     };
     let reply = match parse_client_frame(text) {
         Parsed::Command(message) => {
@@ -142,10 +149,13 @@ pub fn client_frame(data: &[u8]) -> Reached {
             );
             return Reached::Accepted;
         }
-        Parsed::InvalidJson(detail) => ServerFrame::control(ControlEvent::Error {
-            error: ControlError::InvalidJson,
-            detail: Some(detail),
-        }),
+        Parsed::InvalidJson(detail) => {
+            bounded(&detail);
+            ServerFrame::control(ControlEvent::Error {
+                error: ControlError::InvalidJson,
+                detail: Some(detail),
+            })
+        }
         Parsed::InvalidNamespace(namespace) => {
             assert!(namespace.chars().count() <= 64, "namespace echo is bounded");
             ServerFrame::control(ControlEvent::Error {
@@ -153,16 +163,19 @@ pub fn client_frame(data: &[u8]) -> Reached {
                 detail: Some(format!("unknown namespace `{namespace}`")),
             })
         }
-        Parsed::InvalidPayload { namespace, detail } => match namespace {
-            Namespace::Control => ServerFrame::control(ControlEvent::Error {
-                error: ControlError::InvalidPayload,
-                detail: Some(detail),
-            }),
-            Namespace::Recording => ServerFrame::recording(RecordingEvent::Error {
-                error: RecordingError::InvalidPayload,
-                detail: Some(detail),
-            }),
-        },
+        Parsed::InvalidPayload { namespace, detail } => {
+            bounded(&detail);
+            match namespace {
+                Namespace::Control => ServerFrame::control(ControlEvent::Error {
+                    error: ControlError::InvalidPayload,
+                    detail: Some(detail),
+                }),
+                Namespace::Recording => ServerFrame::recording(RecordingEvent::Error {
+                    error: RecordingError::InvalidPayload,
+                    detail: Some(detail),
+                }),
+            }
+        }
     };
     let json = reply.to_json();
     assert!(

@@ -239,8 +239,8 @@ pub fn jittered(delay: Duration) -> Duration {
 }
 
 /// A file name for the recording: the last segment of the link's path
-/// (8x8 names them `<room>_<date>.mp4`), reduced to safe characters, or
-/// `fallback` when the link has none.
+/// (8x8 names them `<room>_<date>.mp4`), reduced to safe characters and to
+/// 200 bytes (keeping its extension), or `fallback` when the link has none.
 pub fn file_name(link: &str, fallback: &str) -> String {
     let segment = reqwest::Url::parse(link)
         .ok()
@@ -258,13 +258,12 @@ pub fn file_name(link: &str, fallback: &str) -> String {
                 '_'
             }
         })
-        .take(200)
         .collect();
-    let cleaned = cleaned.trim_start_matches('.');
+    let cleaned = crate::storage::fit_name(cleaned.trim_start_matches('.'), 200);
     if cleaned.is_empty() || !cleaned.contains('.') {
         return fallback.to_owned();
     }
-    cleaned.to_owned()
+    cleaned
 }
 
 #[cfg(test)]
@@ -362,6 +361,12 @@ mod tests {
             "my_20talk.mp4"
         );
         assert_eq!(file_name("https://h/", "f.mp4"), "f.mp4");
+        let long = file_name(&format!("https://h/a.b{}.mp4", "x".repeat(300)), "f.mp4");
+        assert_eq!(long.len(), 200);
+        assert!(
+            long.starts_with("a.bxx") && long.ends_with("x.mp4"),
+            "{long}"
+        );
         assert_eq!(file_name("https://h/noext", "f.mp4"), "f.mp4");
         assert_eq!(file_name("https://h/..", "f.mp4"), "f.mp4");
         assert_eq!(file_name("not a url", "f.mp4"), "f.mp4");

@@ -80,7 +80,12 @@ impl Failure {
 
 impl From<Invalid> for Failure {
     fn from(e: Invalid) -> Self {
-        Self::failed(StatusCode::BAD_REQUEST, e.code(), e.to_string())
+        // The message may quote a field or value: a few characters of it.
+        Self::failed(
+            StatusCode::BAD_REQUEST,
+            e.code(),
+            crate::protocol::short_detail(&e.to_string()),
+        )
     }
 }
 

@@ -13,7 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -21,14 +22,14 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::Sha256;
-use tokio::io::AsyncWriteExt;
-use tower::ServiceExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::{AppError, JsonBody, bearer, check_room_id};
 use crate::auth::{Claims, admin_key_matches};
 use crate::catalog::{Location, Recording};
-use crate::protocol::{RecordingEvent, Role};
+use crate::protocol::{RecordingEvent, Role, short_detail};
 use crate::server::AppState;
+use crate::storage::{MAX_FILE_NAME_BYTES, RangeRequest, fit_name, parse_range, served_as};
 
 type App = State<Arc<AppState>>;
 
@@ -42,8 +43,31 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/v1/recordings", get(list))
         .route("/v1/recordings/{id}", get(show).delete(delete))
-        .route("/v1/recordings/{id}/media", get(media))
-        .route("/v1/recordings/{id}/url", get(signed_url))
+        .route(
+            "/v1/recordings/{id}/media",
+            get(media).layer(middleware::map_response(media_headers)),
+        )
+        .route(
+            "/v1/recordings/{id}/url",
+            get(signed_url).layer(middleware::map_response(media_headers)),
+        )
+}
+
+/// On every answer of the media routes, whatever it is (the file, a range,
+/// a 416, a redirect, an error): the browser must not guess another type
+/// than the one sent, and a CSP that allows nothing means even a file a
+/// browser is talked into rendering runs no script and loads nothing.
+async fn media_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'"),
+    );
+    response
 }
 
 /// Who is asking.
@@ -103,10 +127,11 @@ fn permitted(
 }
 
 fn not_found(id: &str) -> AppError {
+    // The id comes from the URL, unchecked: a few characters of it.
     AppError::new(
         StatusCode::NOT_FOUND,
         "recording_not_found",
-        format!("no recording `{id}`"),
+        short_detail(&format!("no recording `{id}`")),
     )
 }
 
@@ -291,13 +316,14 @@ async fn signed_url(
 /// A file in the bucket is streamed through onair rather than redirected to
 /// a presigned URL: the bucket can stay private (no S3 endpoint exposed to
 /// browsers, no bucket CORS), and the URL clients hold — plain or signed —
-/// behaves the same wherever the file is.
+/// behaves the same wherever the file is. Local files and objects go through
+/// the same `Range` parser ([`parse_range`]) and the same headers
+/// ([`media_response`]).
 async fn media(
     State(app): App,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(query): Query<MediaQuery>,
-    request: Request,
 ) -> Result<Response, AppError> {
     let signed = match (query.expires, query.signature.as_deref()) {
         (Some(expires), Some(signature)) => {
@@ -316,30 +342,22 @@ async fn media(
     if !signed && !Caller::identify(&app, &headers)?.may_see(&recording.room) {
         return Err(forbidden());
     }
+    // onair sends no validators (ETag, Last-Modified), so an `If-Range` can
+    // never be seen to match: RFC 9110 §13.1.5 then wants the whole file.
     let range = headers
         .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+        .filter(|_| !headers.contains_key(header::IF_RANGE))
+        .and_then(|v| v.to_str().ok());
     match recording.location.clone() {
-        Location::File(path) => {
-            let mut response = tower_http::services::ServeFile::new(&path)
-                .oneshot(request)
-                .await
-                .map_err(|e| {
-                    AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "io_error", e.to_string())
-                })?
-                .map(Body::new);
-            if response.status() == StatusCode::NOT_FOUND {
-                // Moved to the bucket since the catalog was read?
-                if let Some(Location::Object { key }) = app.catalog.get(&id).map(|r| r.location) {
-                    return serve_object(&app, &recording, &key, range.as_deref()).await;
-                }
-                return Err(media_missing());
-            }
-            add_disposition(&mut response, &recording.name);
-            Ok(response)
-        }
-        Location::Object { key } => serve_object(&app, &recording, &key, range.as_deref()).await,
+        Location::File(path) => match serve_file(&recording, &path, range).await? {
+            Some(response) => Ok(response),
+            // Moved to the bucket since the catalog was read?
+            None => match app.catalog.get(&id).map(|r| r.location) {
+                Some(Location::Object { key }) => serve_object(&app, &recording, &key, range).await,
+                _ => Err(media_missing()),
+            },
+        },
+        Location::Object { key } => serve_object(&app, &recording, &key, range).await,
         Location::External(url) if url.starts_with("https://") || url.starts_with("http://") => {
             Ok(Redirect::temporary(&url).into_response())
         }
@@ -359,23 +377,132 @@ fn media_missing() -> AppError {
     )
 }
 
-fn add_disposition(response: &mut Response, name: &str) {
-    let disposition = format!("inline; filename=\"{}\"", name.replace('"', ""));
-    if let Ok(value) = header::HeaderValue::from_str(&disposition) {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_DISPOSITION, value);
-    }
+fn read_error(e: std::io::Error) -> AppError {
+    tracing::error!(error = %e, "cannot read a recording's file");
+    AppError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "io_error",
+        "the recording's file could not be read",
+    )
 }
 
-/// Streams an object from the bucket, honouring a single-range `Range`.
+/// Streams a local file, honouring `Range`; `None` when the file is not there.
+async fn serve_file(
+    recording: &Recording,
+    path: &FsPath,
+    range: Option<&str>,
+) -> Result<Option<Response>, AppError> {
+    let mut file = match tokio::fs::File::open(path).await {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_error(e)),
+    };
+    let size = file.metadata().await.map_err(read_error)?.len();
+    let (status, wanted) = match parse_range(range, size) {
+        RangeRequest::Full => (StatusCode::OK, 0..size),
+        RangeRequest::Partial(bytes) => (StatusCode::PARTIAL_CONTENT, bytes),
+        RangeRequest::Unsatisfiable => return Ok(Some(unsatisfiable(size))),
+    };
+    if wanted.start > 0 {
+        file.seek(std::io::SeekFrom::Start(wanted.start))
+            .await
+            .map_err(read_error)?;
+    }
+    let body = tokio_util::io::ReaderStream::with_capacity(
+        file.take(wanted.end - wanted.start),
+        64 * 1024,
+    );
+    media_response(recording, status, wanted, size, Body::from_stream(body)).map(Some)
+}
+
+/// `416` with the size, as RFC 9110 §15.5.17 asks.
+fn unsatisfiable(size: u64) -> Response {
+    (
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        [
+            (header::CONTENT_RANGE, format!("bytes */{size}")),
+            (header::ACCEPT_RANGES, "bytes".to_owned()),
+        ],
+    )
+        .into_response()
+}
+
+/// The answer carrying `served` bytes of a recording of `size` bytes: the
+/// type and disposition of [`served_as`], and the range headers.
+fn media_response(
+    recording: &Recording,
+    status: StatusCode,
+    served: std::ops::Range<u64>,
+    size: u64,
+    body: Body,
+) -> Result<Response, AppError> {
+    let kind = served_as(&recording.name);
+    let mut response = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, kind.content_type)
+        .header(
+            header::CONTENT_DISPOSITION,
+            disposition(&recording.name, kind.inline),
+        )
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_LENGTH, served.end - served.start);
+    if status == StatusCode::PARTIAL_CONTENT {
+        response = response.header(
+            header::CONTENT_RANGE,
+            format!(
+                "bytes {}-{}/{size}",
+                served.start,
+                served.end.saturating_sub(1)
+            ),
+        );
+    }
+    response.body(body).map_err(|e| {
+        tracing::error!(error = %e, "cannot build a media response");
+        AppError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "io_error",
+            "the recording could not be served",
+        )
+    })
+}
+
+/// `Content-Disposition` for a recording: `inline` or `attachment`, with the
+/// name both as a plain ASCII fallback and as UTF-8 (RFC 6266, RFC 8187), so
+/// any name can be sent and the disposition itself is never dropped.
+fn disposition(name: &str, inline: bool) -> HeaderValue {
+    let kind = if inline { "inline" } else { "attachment" };
+    let fallback: String = name
+        .chars()
+        .map(|c| match c {
+            ' ' => ' ',
+            '"' | '\\' | '%' => '_',
+            c if c.is_ascii_graphic() => c,
+            _ => '_',
+        })
+        .collect();
+    let mut encoded = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        // RFC 8187 attr-char.
+        if byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    HeaderValue::from_str(&format!(
+        "{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
+    ))
+    .unwrap_or(HeaderValue::from_static(kind))
+}
+
+/// Streams an object from the bucket, honouring `Range`.
 async fn serve_object(
     app: &AppState,
     recording: &Recording,
     key: &str,
     range: Option<&str>,
 ) -> Result<Response, AppError> {
-    use crate::storage::{ObjectError, RangeRequest, content_type, parse_range};
+    use crate::storage::ObjectError;
     let unavailable = |e: ObjectError| {
         if e.is_not_found() {
             return media_missing();
@@ -395,36 +522,17 @@ async fn serve_object(
     let (status, wanted) = match parse_range(range, size) {
         RangeRequest::Full => (StatusCode::OK, None),
         RangeRequest::Partial(bytes) => (StatusCode::PARTIAL_CONTENT, Some(bytes)),
-        RangeRequest::Unsatisfiable => {
-            return Ok((
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                [(header::CONTENT_RANGE, format!("bytes */{size}"))],
-            )
-                .into_response());
-        }
+        RangeRequest::Unsatisfiable => return Ok(unsatisfiable(size)),
     };
     let object = storage.get(key, wanted).await.map_err(unavailable)?;
     let served = object.range.clone();
-    let mut response = Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, content_type(&recording.name))
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::CONTENT_LENGTH, served.end - served.start);
-    if status == StatusCode::PARTIAL_CONTENT {
-        response = response.header(
-            header::CONTENT_RANGE,
-            format!(
-                "bytes {}-{}/{size}",
-                served.start,
-                served.end.saturating_sub(1)
-            ),
-        );
-    }
-    let mut response = response
-        .body(Body::from_stream(object.into_stream()))
-        .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "io_error", e.to_string()))?;
-    add_disposition(&mut response, &recording.name);
-    Ok(response)
+    media_response(
+        recording,
+        status,
+        served,
+        size,
+        Body::from_stream(object.into_stream()),
+    )
 }
 
 /// The JSON form of a hand-in: a recording that lives elsewhere.
@@ -462,9 +570,13 @@ async fn hand_in(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let recording = if content_type.starts_with("multipart/form-data") {
-        let multipart = Multipart::from_request(request, &())
-            .await
-            .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
+        let multipart = Multipart::from_request(request, &()).await.map_err(|e| {
+            AppError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                short_detail(&e.body_text()),
+            )
+        })?;
         receive_file(&app, &room, multipart).await?
     } else {
         let JsonBody(external) = JsonBody::<ExternalRecording>::from_request(request, &()).await?;
@@ -539,10 +651,12 @@ fn recording_id(given: Option<String>) -> Result<String, AppError> {
     }
 }
 
-/// A file name safe to show and to store: no paths, no control characters.
+/// A file name safe to show and to store: no paths, no control characters,
+/// at most [`MAX_FILE_NAME_BYTES`] bytes (cut, keeping the extension).
 fn clean_name(name: &str) -> Result<String, AppError> {
     let base = name.rsplit(['/', '\\']).next().unwrap_or_default().trim();
-    let cleaned: String = base.chars().filter(|c| !c.is_control()).take(200).collect();
+    let cleaned: String = base.chars().filter(|c| !c.is_control()).collect();
+    let cleaned = fit_name(&cleaned, MAX_FILE_NAME_BYTES);
     if cleaned.is_empty() || cleaned == "." || cleaned == ".." {
         return Err(AppError::new(
             StatusCode::BAD_REQUEST,
@@ -576,7 +690,7 @@ async fn receive_file(
     while let Some(mut field) = multipart
         .next_field()
         .await
-        .map_err(|e| bad("invalid_body", e.body_text()))?
+        .map_err(|e| bad("invalid_body", short_detail(&e.body_text())))?
     {
         match field.name().unwrap_or_default() {
             "file" => {
@@ -584,14 +698,15 @@ async fn receive_file(
                     return Err(bad("invalid_body", "only one `file` per request".into()));
                 }
                 got_file = true;
+                // The name is checked (and cut to fit) before the content is read.
                 if name.is_none() {
-                    name = field.file_name().map(str::to_owned);
+                    name = field.file_name().map(clean_name).transpose()?;
                 }
                 let mut out = tokio::fs::File::create(&temp.0).await.map_err(io_error)?;
                 while let Some(chunk) = field
                     .chunk()
                     .await
-                    .map_err(|e| bad("invalid_body", e.body_text()))?
+                    .map_err(|e| bad("invalid_body", short_detail(&e.body_text())))?
                 {
                     size += chunk.len() as u64;
                     if size > storage.max_upload_bytes {
@@ -611,22 +726,21 @@ async fn receive_file(
                     field
                         .text()
                         .await
-                        .map_err(|e| bad("invalid_body", e.body_text()))?,
+                        .map_err(|e| bad("invalid_body", short_detail(&e.body_text())))?,
                 )
             }
             "name" => {
-                name = Some(
-                    field
-                        .text()
-                        .await
-                        .map_err(|e| bad("invalid_body", e.body_text()))?,
-                )
+                let text = field
+                    .text()
+                    .await
+                    .map_err(|e| bad("invalid_body", short_detail(&e.body_text())))?;
+                name = Some(clean_name(&text)?);
             }
             "duration_s" => {
                 let text = field
                     .text()
                     .await
-                    .map_err(|e| bad("invalid_body", e.body_text()))?;
+                    .map_err(|e| bad("invalid_body", short_detail(&e.body_text())))?;
                 duration_s = text
                     .trim()
                     .parse::<f64>()
@@ -644,7 +758,7 @@ async fn receive_file(
                 while field
                     .chunk()
                     .await
-                    .map_err(|e| bad("invalid_body", e.body_text()))?
+                    .map_err(|e| bad("invalid_body", short_detail(&e.body_text())))?
                     .is_some()
                 {}
             }
@@ -663,13 +777,14 @@ async fn receive_file(
     if app.catalog.get(&id).is_some() {
         return Err(already_exists(&id));
     }
-    let name = clean_name(name.as_deref().unwrap_or("recording"))?;
+    let name = name.unwrap_or_else(|| "recording".to_owned());
     let dir = storage.path.join(room);
     tokio::fs::create_dir_all(&dir).await.map_err(io_error)?;
     // Never move over another file, whatever raced us here.
-    let mut path = dir.join(format!("{id}-{name}"));
+    let mut path = dir.join(crate::storage::file_name(&format!("{id}-"), &name));
     if tokio::fs::try_exists(&path).await.unwrap_or(true) {
-        path = dir.join(format!("{id}-{}-{name}", uuid::Uuid::new_v4().simple()));
+        let prefix = format!("{id}-{}-", uuid::Uuid::new_v4().simple());
+        path = dir.join(crate::storage::file_name(&prefix, &name));
     }
     let path = std::path::absolute(&path).unwrap_or(path);
     temp.persist(&path).await?;

@@ -265,7 +265,7 @@ async fn uploaded(
         AppError::new(
             StatusCode::BAD_REQUEST,
             "invalid_body",
-            format!("not a RECORDING_UPLOADED payload: {e}"),
+            crate::protocol::short_detail(&format!("not a RECORDING_UPLOADED payload: {e}")),
         )
     })?;
     let link = data.pre_authenticated_link.trim();
@@ -457,14 +457,14 @@ async fn fetch(app: &AppState, jaas: &Jaas, job: &Job) -> Result<Recording, Down
     };
     tokio::fs::create_dir_all(&dir).await?;
     let name = jaas::file_name(&job.link, &format!("{}-{}.mp4", job.room, job.recording_id));
-    let mut path = dir.join(format!("{}-{name}", job.recording_id));
+    let mut path = dir.join(crate::storage::file_name(
+        &format!("{}-", job.recording_id),
+        &name,
+    ));
     // Never move over another file.
     if tokio::fs::try_exists(&path).await.unwrap_or(true) {
-        path = dir.join(format!(
-            "{}-{}-{name}",
-            job.recording_id,
-            uuid::Uuid::new_v4().simple()
-        ));
+        let prefix = format!("{}-{}-", job.recording_id, uuid::Uuid::new_v4().simple());
+        path = dir.join(crate::storage::file_name(&prefix, &name));
     }
     let path = std::path::absolute(&path).unwrap_or(path);
     temp.persist(&path).await?;

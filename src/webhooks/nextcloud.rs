@@ -39,6 +39,7 @@ use crate::catalog::{Location, Recording};
 use crate::protocol::{RecordingEvent, now_rfc3339};
 use crate::recording::{Input, State as RecordingState};
 use crate::server::AppState;
+use crate::storage::{MAX_FILE_NAME_BYTES, fit_name};
 
 /// Where the recording server reports recording state changes.
 pub const BACKEND_PATH: &str = "/ocs/v2.php/apps/spreed/api/v1/recording/backend";
@@ -416,7 +417,8 @@ fn report(app: &AppState, nc: &Nextcloud, body: &[u8], format: Format) -> Ocs {
                 ReportError::UnknownType(_) => "unknown_type",
                 _ => "invalid_body",
             };
-            return Ocs::error(format, StatusCode::BAD_REQUEST, code, &e.to_string());
+            let message = crate::protocol::short_detail(&e.to_string());
+            return Ocs::error(format, StatusCode::BAD_REQUEST, code, &message);
         }
     };
     let token = token.as_str();
@@ -678,20 +680,17 @@ pub fn valid_owner(owner: &str) -> bool {
     !owner.trim().is_empty() && owner.len() <= 255 && !owner.chars().any(char::is_control)
 }
 
-/// The base name of the uploaded file (Talk stores `basename($name)`).
-/// Public for the fuzzer.
+/// The base name of the uploaded file (Talk stores `basename($name)`), cut
+/// to [`MAX_FILE_NAME_BYTES`] (keeping its extension) so it fits as an
+/// object key's last segment and in the owner's bucket. Public for the fuzzer.
 pub fn file_name(raw: Option<&str>) -> Result<String, UploadError> {
     // A `file` field that is not a file upload is no file at all.
     let raw = raw.ok_or(Invalid("invalid_file"))?;
     let base = raw.rsplit(['/', '\\']).next().unwrap_or_default().trim();
-    if base.is_empty()
-        || base.starts_with('.')
-        || base.len() > 255
-        || base.chars().any(char::is_control)
-    {
+    if base.is_empty() || base.starts_with('.') || base.chars().any(char::is_control) {
         return Err(Invalid("file_name"));
     }
-    Ok(base.to_owned())
+    Ok(fit_name(base, MAX_FILE_NAME_BYTES))
 }
 
 /// The lowercase extension, if Talk accepts it for some recording format.
@@ -941,6 +940,10 @@ mod tests {
                 "{bad:?}"
             );
         }
+        // A name too long for a file system is cut, keeping its extension.
+        let long = file_name(Some(&format!("{}.webm", "録".repeat(200)))).unwrap();
+        assert!(long.len() <= MAX_FILE_NAME_BYTES && long.ends_with(".webm"));
+        assert_eq!(extension(&long).unwrap(), "webm");
         assert_eq!(extension("a.WEBM").unwrap(), "webm");
         assert!(matches!(extension("a.txt"), Err(Invalid("file_extension"))));
         assert!(matches!(extension("noext"), Err(Invalid("file_extension"))));

@@ -49,6 +49,10 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address to listen on (`--listen`, `ONAIR_LISTEN`).
     pub listen: SocketAddr,
+    /// The address people and services reach onair at, e.g.
+    /// `https://onair.example.com`: the base of every link onair hands out
+    /// (recordings' media). Without it links are paths.
+    pub public_url: Option<String>,
     /// Browser origins (`https://app.example`) allowed to open the socket and
     /// to call the REST API cross-origin (CORS); a request with another
     /// `Origin` is refused with 403. Empty: the socket takes any origin and the
@@ -120,6 +124,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7800)),
+            public_url: None,
             allowed_origins: Vec::new(),
             max_connections: 50_000,
             max_connections_per_ip: 1_000,
@@ -613,7 +618,7 @@ impl Default for SmtpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NotificationsConfig {
-    /// onair's public base URL, e.g. `https://onair.example`, to make `retrievalUrl` absolute.
+    /// Kept for older configurations: `[server] public_url` wins when both are set.
     pub public_url: Option<String>,
     /// An S3-compatible endpoint to upload to instead of AWS (e.g. MinIO); owners' ARNs still name bucket and path.
     pub s3_endpoint: Option<String>,
@@ -707,6 +712,13 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError(format!("{key} must be greater than 0")));
             }
+        }
+        if let Some(url) = &s.public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(ConfigError(
+                "server.public_url must be an http(s) URL, e.g. https://onair.example.com".into(),
+            ));
         }
         let missing = |section: &str, keys: &[(&str, bool)]| -> Result<(), ConfigError> {
             match keys.iter().find(|(_, present)| !present) {

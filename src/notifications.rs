@@ -485,9 +485,6 @@ impl Metadata {
 // Sending
 // ---------------------------------------------------------------------------
 
-/// Makes the path (and query) of a recording's media URL, e.g. a signed one.
-pub type MediaUrl = dyn Fn(&Recording) -> String + Send + Sync;
-
 /// Sends the notifications of owners' recordings.
 pub struct Notifications {
     inner: Arc<Inner>,
@@ -500,8 +497,8 @@ struct Inner {
     attempts: u32,
     retry_base: Duration,
     post_policy: PostPolicy,
-    public_url: Option<String>,
-    media_url: Option<Arc<MediaUrl>>,
+    /// Makes the `retrievalUrl` of files onair serves: absolute, signed, expiring.
+    links: crate::catalog::Links,
     s3_endpoint: Option<String>,
     s3_url_ttl: Duration,
 }
@@ -575,8 +572,9 @@ fn mailer(config: &Config) -> Option<Mailer> {
 
 impl Notifications {
     /// Notifications from `config`'s `[smtp]` and `[notifications]`, reading
-    /// settings from `store`. (The POSTs go out through the outbox.)
-    pub fn new(config: &Config, store: Arc<Store>) -> Self {
+    /// settings from `store`, linking to files with `links`. (The POSTs go
+    /// out through the outbox.)
+    pub fn new(config: &Config, store: Arc<Store>, links: crate::catalog::Links) -> Self {
         let n = &config.notifications;
         Self {
             inner: Arc::new(Inner {
@@ -590,25 +588,12 @@ impl Notifications {
                     timeout: Duration::from_secs(n.timeout_s.max(1)),
                     public_only: !n.allow_private_addresses,
                 },
-                public_url: n
-                    .public_url
-                    .as_ref()
-                    .map(|u| u.trim_end_matches('/').to_owned()),
-                media_url: None,
+                links,
                 s3_endpoint: n.s3_endpoint.clone(),
                 s3_url_ttl: Duration::from_secs(n.s3_url_ttl_s).min(MAX_PRESIGNED),
             }),
             tasks: TaskTracker::new(),
         }
-    }
-
-    /// Makes `retrievalUrl`s of files onair serves with `media_url` (e.g. a
-    /// signed, expiring media URL) instead of the plain media path.
-    pub fn with_media_url(mut self, media_url: Arc<MediaUrl>) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.media_url = Some(media_url);
-        }
-        self
     }
 
     /// How the outbox delivers the POSTs (`[notifications]` attempts, backoff, timeout).
@@ -918,11 +903,7 @@ impl Inner {
         {
             return url.clone();
         }
-        let path = match &self.media_url {
-            Some(media_url) => media_url(recording),
-            None => recording.media_url(),
-        };
-        format!("{}{path}", self.public_url.as_deref().unwrap_or_default())
+        self.links.media(&recording.id).url
     }
 
     async fn email(&self, to: &str, recording: &Recording, metadata: &Metadata) {

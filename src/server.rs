@@ -39,8 +39,6 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// The admin key for the REST API, if any.
     pub admin_key: Option<String>,
-    /// Signs media URLs (derived from the token secret, else the admin key).
-    pub media_key: [u8; 32],
     /// Whether onair runs without a configured secret (SPEC §1).
     pub dev_mode: bool,
     /// Open connections per server, client IP and room, and the body limits.
@@ -128,7 +126,8 @@ impl AppState {
             };
             sha2::Sha256::digest(format!("onair media URLs\n{base}")).into()
         };
-        let notifications = Arc::new(Notifications::new(&config, store.clone()));
+        let links = crate::catalog::Links::from_config(&config, media_key);
+        let notifications = Arc::new(Notifications::new(&config, store.clone(), links.clone()));
         let mut limits = crate::limits::Limits::new(&config.server);
         let open_files = raise_open_files();
         let websockets = limits.fit_open_files(open_files);
@@ -140,7 +139,6 @@ impl AppState {
         );
         Ok(Self {
             limits: Arc::new(limits),
-            media_key,
             // HS256 with the configured secret (or development mode's); public
             // keys only, when only those are configured.
             verifier: Verifier::from_config(
@@ -151,13 +149,12 @@ impl AppState {
             tickets: Tickets::new(Duration::from_secs(config.auth.ticket_ttl_s)),
             rooms,
             catalog: Arc::new(
-                Catalog::new(store.clone(), outbox.clone(), notifications.clone()).with_storage(
-                    Arc::new(crate::storage::Storage::from_config(
+                Catalog::new(store.clone(), outbox.clone(), notifications.clone(), links)
+                    .with_storage(Arc::new(crate::storage::Storage::from_config(
                         &config.storage,
                         store.clone(),
                         shutdown.clone(),
-                    )?),
-                ),
+                    )?)),
             ),
             store,
             outbox,

@@ -74,6 +74,18 @@ async fn ask(addr: std::net::SocketAddr, request: &str, within: Duration) -> (u1
     })
 }
 
+/// `GET /healthz` with `Connection: close`, read until the server closed the
+/// connection: by then it no longer counts against the HTTP limits, so the
+/// next connection of a test meets the counts the test expects.
+async fn healthz_closed(addr: std::net::SocketAddr) -> (u16, Value) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_until_closed(&mut tcp, CLOSE_WITHIN).await;
+    parse_answer(&got).expect("a whole answer")
+}
+
 /// A whole `HTTP/1.1` answer with a `content-length` body: status and JSON body.
 fn parse_answer(bytes: &[u8]) -> Option<(u16, Value)> {
     let text = String::from_utf8_lossy(bytes);
@@ -314,12 +326,7 @@ async fn http_connections_are_capped_per_address_and_an_upgrade_moves_out_of_the
     }
     // Let the server accept them before the fourth comes.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (status, body) = ask(
-        onair.addr(),
-        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
-        CLOSE_WITHIN,
-    )
-    .await;
+    let (status, body) = healthz_closed(onair.addr()).await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["code"], "too_many_http_connections_from_ip");
     // One closes: the address may connect again.
@@ -334,12 +341,7 @@ async fn http_connections_are_capped_per_address_and_an_upgrade_moves_out_of_the
         client.join(None).await;
         sockets.push(client);
     }
-    let (status, _) = ask(
-        onair.addr(),
-        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
-        CLOSE_WITHIN,
-    )
-    .await;
+    let (status, _) = healthz_closed(onair.addr()).await;
     assert_eq!(status, 200);
     assert!(
         metric(
@@ -365,12 +367,7 @@ async fn half_open_requests_and_websockets_do_not_starve_each_other() {
     let mut b = Client::connect_query(&onair.server, &token).await;
     b.join(None).await;
     // Health checks still get through: HTTP connections have their own share.
-    let (status, _) = ask(
-        onair.addr(),
-        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
-        CLOSE_WITHIN,
-    )
-    .await;
+    let (status, _) = healthz_closed(onair.addr()).await;
     assert_eq!(status, 200);
     // Half-open requests fill the HTTP share; the next connection gets 503.
     let mut held = Vec::new();
@@ -380,12 +377,7 @@ async fn half_open_requests_and_websockets_do_not_starve_each_other() {
         held.push(tcp);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (status, body) = ask(
-        onair.addr(),
-        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
-        CLOSE_WITHIN,
-    )
-    .await;
+    let (status, body) = healthz_closed(onair.addr()).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (503, Some("too_many_http_connections"))

@@ -184,7 +184,13 @@ async fn expect_stopped(client: &mut Client, id: &str) {
 async fn expect_available(client: &mut Client, id: &str) -> Value {
     let available = client.expect("recording", "recording_available").await;
     assert_eq!(available["recording_id"], id);
-    assert_eq!(available["url"], format!("/v1/recordings/{id}/media"));
+    // A signed link, opened without credentials (tests/recordings.rs fetches one).
+    let url = available["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("/v1/recordings/{id}/media?expires="))
+            && url.contains("&signature="),
+        "{url}"
+    );
     available
 }
 

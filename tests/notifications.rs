@@ -364,6 +364,8 @@ async fn the_admin_key_names_the_owner() {
 struct Rig {
     store: Arc<Store>,
     catalog: Catalog,
+    /// Signs the links it hands out, to check them.
+    links: onair::catalog::Links,
     notifications: Arc<Notifications>,
     shutdown: CancellationToken,
     delivering: tokio::task::JoinHandle<()>,
@@ -400,15 +402,23 @@ impl Rig {
         config.notifications.timeout_s = 5;
         // The receiver is on loopback, which owners' URLs may not name by default.
         config.notifications.allow_private_addresses = allow_private;
+        config.server.public_url = Some(PUBLIC_URL.into());
         let store = Arc::new(Store::open(&config.store.path).unwrap());
         let outbox = Arc::new(Outbox::new(&config.webhooks, store.clone()));
-        let notifications = Arc::new(Notifications::new(&config, store.clone()));
-        let catalog = Catalog::new(store.clone(), outbox.clone(), notifications.clone());
+        let links = onair::catalog::Links::from_config(&config, [7; 32]);
+        let notifications = Arc::new(Notifications::new(&config, store.clone(), links.clone()));
+        let catalog = Catalog::new(
+            store.clone(),
+            outbox.clone(),
+            notifications.clone(),
+            links.clone(),
+        );
         let shutdown = CancellationToken::new();
         let delivering = tokio::spawn(outbox.run(client(), shutdown.clone()));
         Self {
             store,
             catalog,
+            links,
             notifications,
             shutdown,
             delivering,
@@ -476,6 +486,9 @@ impl Rig {
             .unwrap();
     }
 }
+
+/// `[server] public_url` of the rig.
+const PUBLIC_URL: &str = "https://onair.example.com";
 
 fn content(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8).collect()
@@ -676,5 +689,29 @@ async fn without_notify_the_file_is_still_uploaded_but_nobody_is_told() {
     rig.settle().await;
     assert!(rig.receiver.pending().is_empty());
     assert_eq!(rig.store.notification_counts().unwrap(), Default::default());
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_file_onair_serves_is_linked_absolute_and_signed_in_the_post_and_the_mail() {
+    let mut rig = Rig::start(&[], false).await;
+    rig.settings(json!({"notify": true, "url": rig.receiver.url, "email": "ada@example.org"}))
+        .await;
+    let path = rig.file(&content(1000));
+    let recording = rig.recording("rec-3", Location::File(path), 1000);
+    rig.available(recording, "ada");
+    let post = rig.receiver.next().await;
+    let url = post.body["retrievalUrl"].as_str().unwrap().to_owned();
+    let prefix = format!("{PUBLIC_URL}/v1/recordings/rec-3/media?expires=");
+    assert!(url.starts_with(&prefix), "{url}");
+    // Signed with onair's key: it opens with no token (the media route checks
+    // exactly this; tests/recordings.rs fetches such a link).
+    let (expires, signature) = url[prefix.len()..].split_once("&signature=").unwrap();
+    assert!(
+        rig.links
+            .valid("rec-3", expires.parse().unwrap(), signature)
+    );
+    let mails = rig.smtp.messages(1).await;
+    assert!(mails[0].body.contains(&url), "{}", mails[0].body);
     rig.stop().await;
 }

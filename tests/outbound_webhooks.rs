@@ -137,6 +137,12 @@ async fn every_event_is_delivered_signed() {
     let available = by_type("recording.available");
     assert_eq!(available["data"]["recording_id"], "rec-1");
     assert_eq!(available["data"]["size_bytes"], 1000);
+    // Without [server] public_url the link is the signed path (see tests/recordings.rs).
+    let url = available["data"]["url"].as_str().unwrap();
+    assert!(
+        url.starts_with("/v1/recordings/rec-1/media?expires="),
+        "{url}"
+    );
     assert_eq!(
         by_type("recording.deleted")["data"]["recording_id"],
         "rec-1"

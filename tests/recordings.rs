@@ -352,3 +352,56 @@ async fn a_provider_report_reaches_a_room_nobody_is_in() {
     );
     second.kill9();
 }
+
+#[tokio::test]
+async fn handed_out_links_are_absolute_signed_and_open_without_credentials() {
+    const PUBLIC: &str = "https://onair.example.com";
+    let mut config = config();
+    config.server.public_url = Some(format!("{PUBLIC}/"));
+    let server = Server::with(config).await;
+    let (mut bob, _) = server.join("room", "Bob", Role::User).await;
+    let bytes = content(50_000);
+    assert_eq!(
+        hand_in_file(&server, "room", "rec-1", bytes.clone())
+            .await
+            .status(),
+        201
+    );
+    let available = bob.expect("recording", "recording_available").await;
+    let link = available["url"].as_str().unwrap();
+    assert!(
+        link.starts_with(&format!("{PUBLIC}/v1/recordings/rec-1/media?expires=")),
+        "{link}"
+    );
+    // This test reaches onair at its own address: the path of the link.
+    let path = link.strip_prefix(PUBLIC).unwrap();
+    let fetched = http().get(server.url(path)).send().await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert!(fetched.bytes().await.unwrap() == bytes);
+    // So is the one the REST API signs on request.
+    let signed: Value = http()
+        .get(server.url("/v1/recordings/rec-1/url"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        signed["url"].as_str().unwrap().starts_with(PUBLIC),
+        "{signed}"
+    );
+    // A tampered link, or one for another recording, is refused with a JSON error.
+    let tampered = format!(
+        "{}0",
+        path.trim_end_matches(|c: char| c.is_ascii_hexdigit())
+    );
+    let other = path.replace("/rec-1/", "/rec-2/");
+    for bad in [tampered, other] {
+        let response = http().get(server.url(&bad)).send().await.unwrap();
+        assert_eq!(response.status(), 403, "{bad}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "invalid_signature");
+    }
+}

@@ -9,7 +9,6 @@
 
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
@@ -18,10 +17,8 @@ use axum::middleware;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::{AppError, JsonBody, bearer, check_room_id};
@@ -271,29 +268,6 @@ struct MediaQuery {
     signature: Option<String>,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-}
-
-fn media_signature(key: &[u8], id: &str, expires: u64) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(format!("{id}.{expires}").as_bytes());
-    hex::encode(mac.finalize().into_bytes())
-}
-
-fn signature_valid(key: &[u8], id: &str, expires: u64, signature: &str) -> bool {
-    let Ok(presented) = hex::decode(signature) else {
-        return false;
-    };
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(format!("{id}.{expires}").as_bytes());
-    // Constant-time comparison.
-    mac.verify_slice(&presented).is_ok() && expires >= unix_now()
-}
-
 /// `GET /v1/recordings/{id}/url`: a signed media URL that needs no header.
 async fn signed_url(
     State(app): App,
@@ -301,11 +275,10 @@ async fn signed_url(
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     let recording = permitted(&app, &headers, &id, Caller::may_see)?;
-    let expires = unix_now() + app.config.storage.url_ttl_s;
-    let signature = media_signature(&app.media_key, &id, expires);
+    let link = app.catalog.links().media(&recording.id);
     Ok(Json(json!({
-        "url": format!("{}?expires={expires}&signature={signature}", recording.media_url()),
-        "expires_at": expires,
+        "url": link.url,
+        "expires_at": link.expires_at,
     }))
     .into_response())
 }
@@ -327,7 +300,7 @@ async fn media(
 ) -> Result<Response, AppError> {
     let signed = match (query.expires, query.signature.as_deref()) {
         (Some(expires), Some(signature)) => {
-            if !signature_valid(&app.media_key, &id, expires, signature) {
+            if !app.catalog.links().valid(&id, expires, signature) {
                 return Err(AppError::new(
                     StatusCode::FORBIDDEN,
                     "invalid_signature",
@@ -601,13 +574,7 @@ async fn hand_in(
         }
     };
     let view_id = recording.id.clone();
-    let event = RecordingEvent::RecordingAvailable {
-        recording_id: recording.id.clone(),
-        name: recording.name.clone(),
-        duration_s: recording.duration_s,
-        size_bytes: recording.size_bytes,
-        url: recording.media_url(),
-    };
+    let event = app.catalog.available(&recording);
     let path = recording.location.file().map(FsPath::to_path_buf);
     if !app.catalog.insert(recording) {
         if let Some(path) = path {
@@ -831,24 +798,6 @@ impl Drop for TempFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn media_signatures_verify_and_expire() {
-        let key = b"key";
-        let future = unix_now() + 60;
-        let signature = media_signature(key, "r1", future);
-        assert!(signature_valid(key, "r1", future, &signature));
-        assert!(!signature_valid(key, "r2", future, &signature));
-        assert!(!signature_valid(b"other", "r1", future, &signature));
-        let past = unix_now() - 1;
-        assert!(!signature_valid(
-            key,
-            "r1",
-            past,
-            &media_signature(key, "r1", past)
-        ));
-        assert!(!signature_valid(key, "r1", future, "not-hex"));
-    }
 
     #[test]
     fn names_lose_their_paths() {

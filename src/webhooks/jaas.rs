@@ -76,7 +76,7 @@ use crate::backends::Backend;
 use crate::backends::jaas::{self, DownloadError, Jaas};
 use crate::catalog::{Location, Recording};
 use crate::http::AppError;
-use crate::protocol::{RecordingEvent, now_rfc3339};
+use crate::protocol::now_rfc3339;
 use crate::recording::Input;
 use crate::server::AppState;
 
@@ -484,13 +484,7 @@ async fn fetch(app: &AppState, jaas: &Jaas, job: &Job) -> Result<Recording, Down
 
 /// Catalogues a downloaded recording and tells the room, once.
 async fn catalogue(app: &AppState, job: &Job, recording: Recording) {
-    let event = RecordingEvent::RecordingAvailable {
-        recording_id: recording.id.clone(),
-        name: recording.name.clone(),
-        duration_s: recording.duration_s,
-        size_bytes: recording.size_bytes,
-        url: recording.media_url(),
-    };
+    let event = app.catalog.available(&recording);
     let path = match &recording.location {
         Location::File(path) => Some(path.clone()),
         Location::External(_) | Location::Object { .. } => None,

@@ -66,7 +66,7 @@ use crate::backends::livekit::{Admission, EgressRef, EgressStatus, Livekit};
 use crate::catalog::{Location, Recording};
 use crate::config::LivekitConfig;
 use crate::http::AppError;
-use crate::protocol::{RecordingEvent, now_rfc3339};
+use crate::protocol::now_rfc3339;
 use crate::recording::{Actor, Input};
 use crate::server::AppState;
 
@@ -262,13 +262,7 @@ fn catalogue(app: &Arc<AppState>, egress: &EgressRef, info: &EgressInfo) {
         participants: Vec::new(),
         initiator: None,
     };
-    let event = RecordingEvent::RecordingAvailable {
-        recording_id: recording.id.clone(),
-        name: recording.name.clone(),
-        duration_s: recording.duration_s,
-        size_bytes: recording.size_bytes,
-        url: recording.media_url(),
-    };
+    let event = app.catalog.available(&recording);
     if app.catalog.insert(recording) {
         app.rooms.announce(&egress.room, event);
     }

@@ -111,7 +111,10 @@ fn parse_event<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, AppErr
         AppError::new(
             StatusCode::BAD_REQUEST,
             "invalid_body",
-            format!("not a {what}: {e}"),
+            format!(
+                "not a {what}: {}",
+                crate::protocol::short_detail(&e.to_string())
+            ),
         )
     })
 }

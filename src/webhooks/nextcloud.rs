@@ -36,7 +36,7 @@ use crate::auth::valid_room_id;
 use crate::backends::Backend;
 use crate::backends::nextcloud::{CHECKSUM_HEADER, Nextcloud, RANDOM_HEADER};
 use crate::catalog::{Location, Recording};
-use crate::protocol::{RecordingEvent, now_rfc3339};
+use crate::protocol::now_rfc3339;
 use crate::recording::{Input, State as RecordingState};
 use crate::server::AppState;
 use crate::storage::{MAX_FILE_NAME_BYTES, fit_name};
@@ -645,7 +645,7 @@ async fn receive(
         participants: Vec::new(),
         initiator: None,
     };
-    let url = recording.media_url();
+    let event = app.catalog.available(&recording);
     if !app.catalog.insert(recording) {
         // Not catalogued, not kept: the recording server keeps its copy when
         // the upload fails.
@@ -657,16 +657,7 @@ async fn receive(
     if let Some(owed) = owed {
         nc.delivered(token, &owed);
     }
-    let announced = app.rooms.announce(
-        token,
-        RecordingEvent::RecordingAvailable {
-            recording_id: recording_id.clone(),
-            name,
-            duration_s: 0.0,
-            size_bytes,
-            url,
-        },
-    );
+    let announced = app.rooms.announce(token, event);
     tracing::info!(room = %token, recording_id, size_bytes, announced, "recording stored");
     Ok(())
 }

@@ -711,29 +711,70 @@ const API_ACTOR: Actor = Actor {
     may_record: true,
 };
 
-/// `POST /v1/rooms/{room}/recording`: start as the backend's operator would.
+/// The optional JSON body of `POST /v1/rooms/{room}/recording`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartRequest {
+    /// Who the recording is for (a token `sub`): it owns the recording and
+    /// gets its notifications, as when that user starts it over the socket.
+    owner: Option<String>,
+}
+
+/// `POST /v1/rooms/{room}/recording`: start as the backend's operator would,
+/// optionally for an `owner`.
 async fn start_recording(
+    _: Admin,
     State(app): App,
     Path(room): Path<String>,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, AppError> {
-    require_admin(&app, &headers)?;
     check_room_id(&room)?;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0")
+        || request.headers().contains_key(header::TRANSFER_ENCODING);
+    let start = match declared {
+        true => {
+            JsonBody::<StartRequest>::from_request(request, &())
+                .await?
+                .0
+        }
+        false => StartRequest::default(),
+    };
+    if let Some(owner) = &start.owner
+        && !crate::webhooks::nextcloud::valid_owner(owner)
+    {
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_owner",
+            "owner must be 1–255 characters without control characters",
+        ));
+    }
     let live = app
         .rooms
         .get(&room)
         .ok_or_else(|| AppError::room_not_found(&room))?;
+    let id = uuid::Uuid::new_v4().to_string();
     let applied = app.rooms.apply(
         &live,
         None,
         Input::Start {
             actor: API_ACTOR,
-            new_recording_id: uuid::Uuid::new_v4().to_string(),
-            options: StartOptions::default(),
+            new_recording_id: id.clone(),
+            options: StartOptions {
+                requested_by_user: start.owner.clone(),
+                ..StartOptions::default()
+            },
         },
     );
     if let Some(error) = applied.refused {
         return Err(refusal(error));
+    }
+    if let Some(owner) = &start.owner
+        && let Err(e) = app.store.set_owner(&id, owner)
+    {
+        tracing::error!(error = %e, "cannot record the recording's owner");
     }
     Ok((StatusCode::CREATED, answer(&room, &applied.state)).into_response())
 }

@@ -730,6 +730,8 @@ async fn assert_catalogued_with_people(server: &Server, id: &str) {
         "{recording}"
     );
     assert_eq!(recording["initiator"], "user-ada", "{recording}");
+    // The initiator owns it: the `sub` of that user's onair tokens.
+    assert_eq!(recording["owner"], "user-ada", "{recording}");
 }
 
 #[tokio::test]

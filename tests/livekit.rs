@@ -260,11 +260,13 @@ async fn a_client_sees_the_whole_lifecycle() {
 
     ada.recording(json!({"action": "stop", "recording_id": id}))
         .await;
+    let mut file_name = String::new();
     for client in [&mut ada, &mut bob] {
         assert_eq!(expect_status(client, "stopping").await["recording_id"], id);
         expect_stopped(client, &id).await;
         let available = expect_available(client, &id).await;
         let name = available["name"].as_str().unwrap();
+        file_name = name.to_owned();
         assert!(
             name.starts_with("standup-") && name.ends_with(".mp4") && !name.contains('/'),
             "{name}"
@@ -346,7 +348,7 @@ async fn a_client_sees_the_whole_lifecycle() {
     assert_eq!(sent[0]["request"]["topic"], "RECORDING_DELETED");
     assert_eq!(
         serde_json::from_str::<Value>(sent[0]["dataText"].as_str().unwrap()).unwrap(),
-        json!({"recording_id": id})
+        json!({"recording_id": id, "recordingName": file_name})
     );
 }
 
@@ -713,7 +715,9 @@ async fn deletions_and_statuses_reach_the_livekit_room_in_order() {
     livekit
         .status_changed(ROOM, RecordingStatus::Inactive)
         .await;
-    livekit.recording_deleted(ROOM, "rec-42").await;
+    livekit
+        .recording_deleted(ROOM, "rec-42", "rec-42.mp4")
+        .await;
 
     let sent = fake.wait_calls("RoomService/SendData", 1).await;
     let sent = &sent[0];
@@ -722,7 +726,7 @@ async fn deletions_and_statuses_reach_the_livekit_room_in_order() {
     assert_eq!(sent["request"].get("destination_sids"), None, "to everyone");
     assert_eq!(
         serde_json::from_str::<Value>(sent["dataText"].as_str().unwrap()).unwrap(),
-        json!({"recording_id": "rec-42"})
+        json!({"recording_id": "rec-42", "recordingName": "rec-42.mp4"})
     );
     assert_eq!(
         sent["claims"]["video"],
@@ -746,7 +750,9 @@ async fn deletions_and_statuses_reach_the_livekit_room_in_order() {
     );
 
     // A room LiveKit does not have: logged, not retried forever, nothing sent.
-    livekit.recording_deleted("gone", "rec-43").await;
+    livekit
+        .recording_deleted("gone", "rec-43", "rec-43.mp4")
+        .await;
     let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
     loop {
         let attempts = fake

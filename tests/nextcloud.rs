@@ -737,6 +737,18 @@ async fn uploads_are_checked_as_talk_checks_them() {
             .len(),
         1000
     );
+    // No start of onair's is waiting for it (as after a restart): the
+    // upload's owner owns it, so its notifications still go out.
+    let list: Value = http()
+        .get(onair.server.url("/v1/recordings?room=archive"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["recordings"][0]["owner"], "ada", "{list}");
 }
 
 #[tokio::test]

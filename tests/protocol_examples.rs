@@ -676,3 +676,14 @@ fn client_frames_may_carry_extra_fields() {
         );
     }
 }
+
+#[test]
+fn the_catalog_example_matches_its_schema() {
+    let path = schemas::schema_dir().join("../rest/recording.example.json");
+    let example: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    schemas::validate_rest_recording(&example).unwrap();
+    // The schema is strict: a field the API starts showing is added there first.
+    let mut drifted = example.clone();
+    drifted["surprise"] = json!(1);
+    assert!(schemas::validate_rest_recording(&drifted).is_err());
+}

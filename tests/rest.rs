@@ -398,3 +398,55 @@ async fn the_server_says_what_it_offers_without_credentials() {
         .unwrap();
     assert_eq!(body["dev_mode"], true);
 }
+
+#[tokio::test]
+async fn a_rest_start_may_name_the_owner_of_the_recording() {
+    let server = Server::start().await;
+    let (mut ada, _) = server.join("room", "Ada", Role::User).await;
+    let (status, body) = admin(
+        reqwest::Method::POST,
+        &server,
+        "/v1/rooms/room/recording",
+        Some(json!({"owner": "\u{7}"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (400, json!("invalid_owner"))
+    );
+    let (status, body) = admin(
+        reqwest::Method::POST,
+        &server,
+        "/v1/rooms/room/recording",
+        Some(json!({"owner": "grace"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["recording_id"].as_str().unwrap().to_owned();
+    ada.expect("recording", "started").await;
+    admin(
+        reqwest::Method::DELETE,
+        &server,
+        "/v1/rooms/room/recording",
+        None,
+    )
+    .await;
+    // The recorder hands the file in; the catalog names grace as its owner.
+    let (status, _) = admin(
+        reqwest::Method::POST,
+        &server,
+        "/v1/rooms/room/recordings",
+        Some(json!({"recording_id": id, "url": "https://cdn.example/r.mp4", "name": "r.mp4", "duration_s": 1.0, "size_bytes": 10})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, shown) = admin(
+        reqwest::Method::GET,
+        &server,
+        &format!("/v1/recordings/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!((status, shown["owner"].clone()), (200, json!("grace")));
+    support::schemas::validate_rest_recording(&shown).unwrap();
+}

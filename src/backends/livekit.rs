@@ -424,13 +424,15 @@ impl Livekit {
 
     /// Tells the LiveKit room that a recording was deleted: a reliable data
     /// message to everyone with topic `RECORDING_DELETED` and payload
-    /// `{"recording_id":"…"}` (seed 004). Queued behind the room's metadata
+    /// `{"recording_id":"…","recordingName":"…"}` (seed 004's client reads
+    /// `recordingName`, the file's name). Queued behind the room's metadata
     /// updates; returns at once; retried and logged like them.
-    pub async fn recording_deleted(&self, room: &str, recording_id: &str) {
+    pub async fn recording_deleted(&self, room: &str, recording_id: &str, name: &str) {
         self.inner.enqueue(
             room,
             MirrorJob::Deleted {
                 recording_id: recording_id.to_owned(),
+                name: name.to_owned(),
             },
         );
     }
@@ -719,7 +721,9 @@ impl Inner {
         for attempt in 1..=MIRROR_ATTEMPTS {
             let result = match job {
                 MirrorJob::Status(status) => self.update_metadata(room, *status).await,
-                MirrorJob::Deleted { recording_id } => self.send_deleted(room, recording_id).await,
+                MirrorJob::Deleted { recording_id, name } => {
+                    self.send_deleted(room, recording_id, name).await
+                }
             };
             match result {
                 Ok(()) => return,
@@ -770,8 +774,13 @@ impl Inner {
     }
 
     /// `RoomService/SendData` to everyone, reliable, topic `RECORDING_DELETED`.
-    async fn send_deleted(&self, room: &str, recording_id: &str) -> Result<(), CallError> {
-        let payload = json!({ "recording_id": recording_id }).to_string();
+    async fn send_deleted(
+        &self,
+        room: &str,
+        recording_id: &str,
+        name: &str,
+    ) -> Result<(), CallError> {
+        let payload = json!({ "recording_id": recording_id, "recordingName": name }).to_string();
         let body = json!({
             "room": room,
             "data": base64::engine::general_purpose::STANDARD.encode(payload),
@@ -831,6 +840,8 @@ enum MirrorJob {
     Deleted {
         /// The deleted recording.
         recording_id: String,
+        /// Its file's name.
+        name: String,
     },
 }
 

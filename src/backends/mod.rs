@@ -116,9 +116,9 @@ impl Backend {
 
     /// Tells the provider that a recording was deleted (LiveKit: a
     /// `RECORDING_DELETED` data message to the room); best effort.
-    pub async fn recording_deleted(&self, room: &str, recording_id: &str) {
+    pub async fn recording_deleted(&self, room: &str, recording_id: &str, name: &str) {
         if let Self::Livekit(livekit) = self {
-            livekit.recording_deleted(room, recording_id).await;
+            livekit.recording_deleted(room, recording_id, name).await;
         }
     }
 

@@ -161,6 +161,22 @@ struct RecordingView {
     /// Who started it, when the provider says (the JaaS `initiatorId`).
     #[serde(skip_serializing_if = "Option::is_none")]
     initiator: Option<String>,
+    /// Who owns it and gets its notifications (a token `sub`), when known.
+    owner: Option<String>,
+}
+
+impl RecordingView {
+    /// The view of `recording`, with its owner from the store.
+    fn of(app: &AppState, recording: Recording) -> Self {
+        let owner = app.store.owner(&recording.id).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read a recording's owner");
+            None
+        });
+        Self {
+            owner,
+            ..Self::from(recording)
+        }
+    }
 }
 
 impl From<Recording> for RecordingView {
@@ -180,6 +196,7 @@ impl From<Recording> for RecordingView {
             created_at: r.created_at,
             participants: r.participants,
             initiator: r.initiator,
+            owner: None,
         }
     }
 }
@@ -206,7 +223,7 @@ async fn list(
         .catalog
         .list(room.as_deref())
         .into_iter()
-        .map(RecordingView::from)
+        .map(|recording| RecordingView::of(&app, recording))
         .collect();
     Ok(Json(json!({"recordings": recordings})).into_response())
 }
@@ -218,7 +235,7 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     let recording = permitted(&app, &headers, &id, Caller::may_see)?;
-    Ok(Json(RecordingView::from(recording)).into_response())
+    Ok(Json(RecordingView::of(&app, recording)).into_response())
 }
 
 /// `DELETE /v1/recordings/{id}`: the file, the catalog entry, and everyone told.
@@ -257,8 +274,11 @@ async fn delete(
         },
     );
     let backend = app.rooms.backend().clone();
-    let (room, recording_id) = (recording.room.clone(), recording.id.clone());
-    tokio::spawn(async move { backend.recording_deleted(&room, &recording_id).await });
+    tokio::spawn(async move {
+        backend
+            .recording_deleted(&recording.room, &recording.id, &recording.name)
+            .await
+    });
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -587,7 +607,7 @@ async fn hand_in(
         .catalog
         .get(&view_id)
         .ok_or_else(|| not_found(&view_id))?;
-    Ok((StatusCode::CREATED, Json(RecordingView::from(stored))).into_response())
+    Ok((StatusCode::CREATED, Json(RecordingView::of(&app, stored))).into_response())
 }
 
 fn already_exists(id: &str) -> AppError {

@@ -484,6 +484,14 @@ async fn fetch(app: &AppState, jaas: &Jaas, job: &Job) -> Result<Recording, Down
 
 /// Catalogues a downloaded recording and tells the room, once.
 async fn catalogue(app: &AppState, job: &Job, recording: Recording) {
+    // 8x8 names who started it: that user (the `sub` of their onair tokens)
+    // owns it and gets its notifications. Set before cataloguing, which
+    // writes the owner's notification in the same transaction.
+    if let Some(initiator) = job.initiator_id.as_deref()
+        && let Err(e) = app.store.set_owner(&recording.id, initiator)
+    {
+        tracing::error!(error = %e, "cannot record the recording's owner");
+    }
     let event = app.catalog.available(&recording);
     let path = match &recording.location {
         Location::File(path) => Some(path.clone()),

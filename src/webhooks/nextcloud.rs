@@ -645,6 +645,11 @@ async fn receive(
         participants: Vec::new(),
         initiator: None,
     };
+    // The upload names its owner: the owner of a start onair knows already,
+    // or (after a restart) the one Talk says, so notifications still go out.
+    if let Err(e) = app.store.set_owner(&recording.id, &owner) {
+        tracing::error!(error = %e, "cannot record the recording's owner");
+    }
     let event = app.catalog.available(&recording);
     if !app.catalog.insert(recording) {
         // Not catalogued, not kept: the recording server keeps its copy when

@@ -197,3 +197,21 @@ fn describe_errors(validator: &Validator, instance: &Value) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Checks a catalogued recording, as the REST API shows it, against
+/// `protocol/rest/recording.json`.
+#[allow(dead_code)]
+pub fn validate_rest_recording(recording: &Value) -> Result<(), String> {
+    let path = schema_dir().join("../rest/recording.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let schema: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let validator = jsonschema::validator_for(&schema).map_err(|e| e.to_string())?;
+    let errors: Vec<String> = validator
+        .iter_errors(recording)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    match errors.is_empty() {
+        true => Ok(()),
+        false => Err(format!("{}\nvalue: {recording}", errors.join("\n"))),
+    }
+}

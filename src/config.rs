@@ -404,6 +404,20 @@ pub struct StorageConfig {
     pub s3_prefix: String,
     /// Allows a plain `http://` endpoint (a bucket on loopback or a private network).
     pub s3_allow_http: bool,
+    /// How long recordings are kept, e.g. `"90d"`; older ones are deleted
+    /// as `DELETE /v1/recordings/{id}` would, unless on legal hold
+    /// (`keep_until`). `"0s"` keeps them forever.
+    pub retention: String,
+}
+
+impl StorageConfig {
+    /// `retention` as a duration; `None` keeps recordings forever. The value
+    /// is checked when the configuration is loaded.
+    pub fn retention(&self) -> Option<std::time::Duration> {
+        humantime::parse_duration(self.retention.trim())
+            .ok()
+            .filter(|d| !d.is_zero())
+    }
 }
 
 impl Default for StorageConfig {
@@ -419,6 +433,7 @@ impl Default for StorageConfig {
             s3_secret_access_key: None,
             s3_prefix: String::new(),
             s3_allow_http: false,
+            retention: "0s".into(),
         }
     }
 }
@@ -712,6 +727,12 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError(format!("{key} must be greater than 0")));
             }
+        }
+        if let Err(e) = humantime::parse_duration(self.storage.retention.trim()) {
+            return Err(ConfigError(format!(
+                "storage.retention: `{}` is not a duration such as \"90d\" or \"0s\" ({e})",
+                self.storage.retention
+            )));
         }
         if let Some(url) = &s.public_url
             && !(url.starts_with("https://") || url.starts_with("http://"))

@@ -105,7 +105,13 @@ fn cors(allowed: &[String]) -> Option<CorsLayer> {
             .allow_origin(AllowOrigin::predicate(move |origin, _| {
                 origin_allowed(&allowed, origin)
             }))
-            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::RANGE])
             .expose_headers([
                 header::CONTENT_RANGE,

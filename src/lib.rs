@@ -21,6 +21,8 @@
 //! * [`backends`] — what a recording start/stop is sent to: `manual`, `livekit`, `nextcloud`, `jaas`.
 //! * [`webhooks`] — inbound provider webhooks, verified, turned into recording inputs.
 //! * [`catalog`] — finished recordings, kept in the store.
+//! * [`retention`] — how a recording goes away: the one deletion (DELETE or
+//!   `[storage] retention`), and the retention sweep with its legal hold.
 //! * [`storage`] — where their files are: `[storage] path`, or moved to an S3-compatible bucket.
 //! * [`store`] — the embedded SQLite store: catalog, active recording state per room,
 //!   the outbox (webhooks and notification POSTs), inbound idempotency keys and
@@ -54,6 +56,7 @@ pub mod metrics;
 pub mod notifications;
 pub mod protocol;
 pub mod recording;
+pub mod retention;
 pub mod room;
 pub mod server;
 pub mod session;

@@ -232,6 +232,8 @@ pub async fn run(
     );
     // [storage] s3: check the bucket, move files still on local disk.
     app.catalog.start_storage();
+    // [storage] retention: expired recordings go, as DELETE would.
+    tokio::spawn(crate::retention::run(app.clone(), app.shutdown.clone()));
     // 8x8 JaaS: recording downloads a previous run left pending.
     crate::webhooks::jaas::resume(&app);
     tracing::info!(%local, "onair listening");

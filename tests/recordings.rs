@@ -405,3 +405,92 @@ async fn handed_out_links_are_absolute_signed_and_open_without_credentials() {
         assert_eq!(body["code"], "invalid_signature");
     }
 }
+
+async fn patch(server: &Server, id: &str, body: Value, key: Option<&str>) -> (u16, Value) {
+    let mut request = http().patch(server.url(&format!("/v1/recordings/{id}")));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.json(&body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn recordings_older_than_the_retention_are_deleted_unless_on_legal_hold() {
+    let mut config = config();
+    // Long enough for the hold to be set first, even on a slow machine.
+    config.storage.retention = "3s".into();
+    let server = Server::with(config).await;
+    let (mut bob, _) = server.join("room", "Bob", Role::User).await;
+    for id in ["held", "expiring"] {
+        assert_eq!(
+            hand_in_file(&server, "room", id, content(1000))
+                .await
+                .status(),
+            201
+        );
+        bob.expect("recording", "recording_available").await;
+    }
+    // Legal hold: only with the admin key, only a real time, only a real recording.
+    let far = "2099-01-01T00:00:00Z";
+    let (status, _) = patch(&server, "held", json!({"keep_until": far}), None).await;
+    assert_eq!(status, 401);
+    let (status, body) = patch(
+        &server,
+        "held",
+        json!({"keep_until": "next week"}),
+        Some(ADMIN_KEY),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_keep_until"))
+    );
+    let (status, _) = patch(
+        &server,
+        "nothing",
+        json!({"keep_until": far}),
+        Some(ADMIN_KEY),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, held) = patch(&server, "held", json!({"keep_until": far}), Some(ADMIN_KEY)).await;
+    assert_eq!(
+        (status, held["keep_until"].as_str()),
+        (200, Some("2099-01-01T00:00:00.000Z"))
+    );
+    support::schemas::validate_rest_recording(&held).unwrap();
+
+    // The other one goes as a DELETE would: the room is told, the file and the entry are gone.
+    let deleted = bob.expect("recording", "recording_deleted").await;
+    assert_eq!(deleted["recording_id"], "expiring");
+    let gone = http()
+        .get(server.url("/v1/recordings/expiring"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+    // The held one stays through further sweeps…
+    bob.expect_silence(std::time::Duration::from_millis(2500))
+        .await;
+    let kept = http()
+        .get(server.url("/v1/recordings/held/media"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kept.status(), 200);
+    // …until the hold is lifted.
+    let (status, lifted) = patch(
+        &server,
+        "held",
+        json!({"keep_until": null}),
+        Some(ADMIN_KEY),
+    )
+    .await;
+    assert_eq!((status, lifted["keep_until"].clone()), (200, Value::Null));
+    let deleted = bob.expect("recording", "recording_deleted").await;
+    assert_eq!(deleted["recording_id"], "held");
+}

@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use super::{AppError, JsonBody, bearer, check_room_id};
+use super::{Admin, AppError, JsonBody, bearer, check_room_id};
 use crate::auth::{Claims, admin_key_matches};
 use crate::catalog::{Location, Recording};
-use crate::protocol::{RecordingEvent, Role, short_detail};
+use crate::protocol::{Role, short_detail};
 use crate::server::AppState;
 use crate::storage::{MAX_FILE_NAME_BYTES, RangeRequest, fit_name, parse_range, served_as};
 
@@ -39,7 +39,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             post(hand_in).layer(DefaultBodyLimit::disable()),
         )
         .route("/v1/recordings", get(list))
-        .route("/v1/recordings/{id}", get(show).delete(delete))
+        .route("/v1/recordings/{id}", get(show).delete(delete).patch(hold))
         .route(
             "/v1/recordings/{id}/media",
             get(media).layer(middleware::map_response(media_headers)),
@@ -163,17 +163,22 @@ struct RecordingView {
     initiator: Option<String>,
     /// Who owns it and gets its notifications (a token `sub`), when known.
     owner: Option<String>,
+    /// Legal hold: kept at least until then, whatever `[storage] retention` says.
+    keep_until: Option<String>,
 }
 
 impl RecordingView {
     /// The view of `recording`, with its owner from the store.
     fn of(app: &AppState, recording: Recording) -> Self {
-        let owner = app.store.owner(&recording.id).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot read a recording's owner");
-            None
-        });
+        let read = |what: &str, value: Result<Option<String>, crate::store::StoreError>| {
+            value.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read a recording's {what}");
+                None
+            })
+        };
         Self {
-            owner,
+            owner: read("owner", app.store.owner(&recording.id)),
+            keep_until: read("legal hold", app.store.keep_until(&recording.id)),
             ..Self::from(recording)
         }
     }
@@ -197,6 +202,7 @@ impl From<Recording> for RecordingView {
             participants: r.participants,
             initiator: r.initiator,
             owner: None,
+            keep_until: None,
         }
     }
 }
@@ -238,6 +244,55 @@ async fn show(
     Ok(Json(RecordingView::of(&app, recording)).into_response())
 }
 
+/// The body of `PATCH /v1/recordings/{id}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Hold {
+    /// Keep the recording at least until then (RFC 3339, UTC: `…Z`), or
+    /// `null` to lift the hold.
+    keep_until: Option<String>,
+}
+
+/// `PATCH /v1/recordings/{id}` `{"keep_until": "<RFC 3339>"|null}`: puts a
+/// recording on legal hold, so `[storage] retention` does not delete it
+/// before then (an explicit `DELETE` still does), or lifts the hold. Admin only.
+async fn hold(
+    _: Admin,
+    State(app): App,
+    Path(id): Path<String>,
+    JsonBody(hold): JsonBody<Hold>,
+) -> Result<Response, AppError> {
+    let keep_until = match hold.keep_until.as_deref() {
+        None => None,
+        Some(text) => {
+            let at = humantime::parse_rfc3339(text.trim()).map_err(|_| {
+                AppError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_keep_until",
+                    "keep_until must be an RFC 3339 time in UTC, e.g. 2027-01-31T00:00:00Z, or null",
+                )
+            })?;
+            Some(humantime::format_rfc3339_millis(at).to_string())
+        }
+    };
+    let stored = app
+        .store
+        .set_keep_until(&id, keep_until.as_deref())
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot save a legal hold");
+            AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the hold could not be saved; retry later",
+            )
+        })?;
+    if !stored {
+        return Err(not_found(&id));
+    }
+    let recording = app.catalog.get(&id).ok_or_else(|| not_found(&id))?;
+    Ok(Json(RecordingView::of(&app, recording)).into_response())
+}
+
 /// `DELETE /v1/recordings/{id}`: the file, the catalog entry, and everyone told.
 async fn delete(
     State(app): App,
@@ -245,40 +300,9 @@ async fn delete(
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     permitted(&app, &headers, &id, Caller::may_delete)?;
-    let recording = app.catalog.remove(&id).ok_or_else(|| not_found(&id))?;
-    // Wherever the file is now. One still being moved to the bucket is
-    // removed from there by the move, which finds its catalog entry gone.
-    match &recording.location {
-        Location::File(path) => {
-            if let Err(e) = tokio::fs::remove_file(path).await
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(recording_id = %id, error = %e, "cannot remove a recording's file");
-            }
-        }
-        Location::Object { key } => {
-            let removed = match app.catalog.storage() {
-                Some(storage) => storage.delete(key).await,
-                None => Err(crate::storage::ObjectError::NoBucket),
-            };
-            if let Err(e) = removed {
-                tracing::warn!(recording_id = %id, error = %e, "cannot remove a recording's object");
-            }
-        }
-        Location::External(_) => {}
-    }
-    app.rooms.announce(
-        &recording.room,
-        RecordingEvent::RecordingDeleted {
-            recording_id: recording.id.clone(),
-        },
-    );
-    let backend = app.rooms.backend().clone();
-    tokio::spawn(async move {
-        backend
-            .recording_deleted(&recording.room, &recording.id, &recording.name)
-            .await
-    });
+    crate::retention::delete(&app, &id)
+        .await
+        .ok_or_else(|| not_found(&id))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_livekit_egresses.sql"),
     include_str!("migrations/0004_object_locations.sql"),
     include_str!("migrations/0005_nothing_lost.sql"),
+    include_str!("migrations/0006_retention.sql"),
 ];
 /// How long inbound idempotency keys are kept: no provider replays past its
 /// replay window, and 8x8's links (the longest-lived thing) die after 24 h.
@@ -551,6 +552,47 @@ impl Store {
             )
             .optional()?
             .is_some())
+    }
+
+    /// Recordings catalogued before `created_before` and not on legal hold
+    /// at `now` (both RFC 3339 UTC with milliseconds, as `created_at`), oldest
+    /// first, at most `limit`.
+    pub fn expired_recordings(
+        &self,
+        created_before: &str,
+        now: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare(
+            "SELECT id FROM recordings
+             WHERE created_at < ?1 AND (keep_until IS NULL OR keep_until <= ?2)
+             ORDER BY created_at LIMIT ?3",
+        )?;
+        let rows = statement.query_map(params![created_before, now, limit as i64], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Puts a recording on legal hold until `keep_until` (RFC 3339 UTC with
+    /// milliseconds), or lifts the hold; `false` if there is no such recording.
+    pub fn set_keep_until(&self, id: &str, keep_until: Option<&str>) -> Result<bool, StoreError> {
+        Ok(self.lock().execute(
+            "UPDATE recordings SET keep_until = ?1 WHERE id = ?2",
+            params![keep_until, id],
+        )? == 1)
+    }
+
+    /// A recording's legal hold, if it has one.
+    pub fn keep_until(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                "SELECT keep_until FROM recordings WHERE id = ?1",
+                [id],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
     }
 
     /// Remembers who started a recording.
@@ -1104,6 +1146,46 @@ mod tests {
         store.disable_endpoint("http://127.0.0.1:1/hook").unwrap();
         assert_eq!(store.outbox_counts().unwrap().disabled, 1);
         assert_eq!(store.disabled_endpoints().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn old_recordings_expire_unless_held() {
+        let store = Store::in_memory().unwrap();
+        for (id, created) in [
+            ("old", "2026-01-01T00:00:00.000Z"),
+            ("held", "2026-01-02T00:00:00.000Z"),
+            ("new", "2026-06-01T00:00:00.000Z"),
+        ] {
+            let mut r = recording(id);
+            r.created_at = created.into();
+            store.insert_recording(&r, &[]).unwrap();
+        }
+        assert!(
+            store
+                .set_keep_until("held", Some("2026-07-01T00:00:00.000Z"))
+                .unwrap()
+        );
+        assert!(!store.set_keep_until("nothing", None).unwrap());
+        let cutoff = "2026-03-01T00:00:00.000Z";
+        assert_eq!(
+            store
+                .expired_recordings(cutoff, "2026-04-01T00:00:00.000Z", 10)
+                .unwrap(),
+            ["old"]
+        );
+        // Once the hold has passed, or is lifted, the retention applies.
+        assert_eq!(
+            store
+                .expired_recordings(cutoff, "2026-08-01T00:00:00.000Z", 10)
+                .unwrap(),
+            ["old", "held"]
+        );
+        store.set_keep_until("held", None).unwrap();
+        assert_eq!(store.keep_until("held").unwrap(), None);
+        assert_eq!(
+            store.expired_recordings(cutoff, cutoff, 1).unwrap(),
+            ["old"]
+        );
     }
 
     #[test]

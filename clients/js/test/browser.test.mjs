@@ -275,6 +275,11 @@ test("without development mode: a token link joins, and errors are in words", as
     await page.click("#token-form button[type=submit]");
     await waitText(page, "#alert-text", /access token is not valid/);
     await shot(page, "08-token-refused-phone");
+    // That refusal is the one failed request here, on purpose; nothing else failed.
+    assert.deepEqual(page.problems, [
+      "console: Failed to load resource: the server responded with a status of 401 (Unauthorized)",
+    ]);
+    page.problems.length = 0;
 
     // A link with ?token= joins at once and drops the token from the address bar.
     const token = signedToken(secret, { room, name: "Grace", role: "user" });

@@ -379,13 +379,36 @@ pub fn step(policy: Policy, state: &State, input: Input) -> (State, Vec<Effect>)
             recording_id,
             reason,
         } => match state {
-            s if s.is_active() && s.recording_id() == Some(recording_id.as_str()) => (
-                State::Failed {
-                    recording_id: recording_id.clone(),
-                    reason: reason.clone(),
-                },
-                vec![status(RecordingStatus::Failed, &recording_id, Some(reason))],
-            ),
+            s if s.is_active() && s.recording_id() == Some(recording_id.as_str()) => {
+                // A client that knows only seed 002 saw `started`: it must see
+                // `stopped`, or it shows "recording" forever.
+                let announced = matches!(
+                    s,
+                    State::Recording { .. }
+                        | State::Stopping {
+                            announced: true,
+                            ..
+                        }
+                );
+                let mut effects = Vec::with_capacity(2);
+                if announced {
+                    effects.push(AnnounceStopped {
+                        recording_id: recording_id.clone(),
+                    });
+                }
+                effects.push(status(
+                    RecordingStatus::Failed,
+                    &recording_id,
+                    Some(reason.clone()),
+                ));
+                (
+                    State::Failed {
+                        recording_id,
+                        reason,
+                    },
+                    effects,
+                )
+            }
             _ => unchanged(vec![]),
         },
         Input::StartTimedOut { recording_id } => match state {
@@ -688,13 +711,23 @@ mod tests {
 
     #[test]
     fn failure_rests_until_a_new_start() {
-        for from in [
-            initializing("r1"),
-            recording("r1"),
-            State::Stopping {
-                recording_id: "r1".into(),
-                announced: true,
-            },
+        for (from, announced) in [
+            (initializing("r1"), false),
+            (recording("r1"), true),
+            (
+                State::Stopping {
+                    recording_id: "r1".into(),
+                    announced: true,
+                },
+                true,
+            ),
+            (
+                State::Stopping {
+                    recording_id: "r1".into(),
+                    announced: false,
+                },
+                false,
+            ),
         ] {
             let (s, e) = step(
                 PROVIDER,
@@ -711,7 +744,15 @@ mod tests {
                     reason: "disk full".into()
                 }
             );
-            assert_eq!(e, vec![st(RecordingStatus::Failed, Some("disk full"))]);
+            // After `started`, a failure is also a `stopped`.
+            let mut expected = Vec::new();
+            if announced {
+                expected.push(AnnounceStopped {
+                    recording_id: "r1".into(),
+                });
+            }
+            expected.push(st(RecordingStatus::Failed, Some("disk full")));
+            assert_eq!(e, expected);
             assert_eq!(s.join_data(), None);
             let (s, _) = step(
                 PROVIDER,

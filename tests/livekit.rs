@@ -381,6 +381,7 @@ async fn a_refused_start_fails_the_room_and_a_new_start_works() {
     let (mut ada, _) = server.join(ROOM, "Ada", Role::Moderator).await;
 
     let first = start(&mut ada, &mut []).await;
+    // Never announced with `started`: no `stopped`, just the failure.
     let failed = expect_status(&mut ada, "failed").await;
     assert_eq!(failed["recording_id"], first);
     assert_eq!(
@@ -420,6 +421,8 @@ async fn an_egress_that_fails_fails_the_room() {
         }))
         .await;
     assert_eq!(delivery["body"], json!({"result": "applied"}));
+    // Announced with `started`, so `stopped` comes first (seed 002).
+    assert_eq!(ada.expect("recording", "stopped").await["recording_id"], id);
     let failed = expect_status(&mut ada, "failed").await;
     assert_eq!(failed["recording_id"], id);
     assert_eq!(failed["reason"], "pipeline failed: out of disk space");
@@ -445,6 +448,8 @@ async fn a_limit_reached_egress_fails_but_its_file_is_catalogued() {
         "location": "https://storage.invalid/bucket/recordings/standup-limit.mp4?sig=1",
     }))
     .await;
+    // Announced with `started`, so `stopped` comes first (seed 002).
+    assert_eq!(ada.expect("recording", "stopped").await["recording_id"], id);
     let failed = expect_status(&mut ada, "failed").await;
     assert_eq!(failed["reason"], "EGRESS_LIMIT_REACHED");
     let available = expect_available(&mut ada, &id).await;

@@ -499,6 +499,9 @@ async fn a_failed_report_fails_the_room() {
         .signed(&json!({"type": "failed", "failed": {"token": "crashy"}}))
         .await;
     assert_eq!(status, 200);
+    // It had been announced with `started`: a seed-002 client gets `stopped`.
+    let stopped = ada.expect("recording", "stopped").await;
+    assert_eq!(stopped["recording_id"], second.as_str());
     let failed = ada.expect("recording", "status").await;
     assert_eq!(
         (failed["status"].as_str(), failed["recording_id"].as_str()),

@@ -450,3 +450,41 @@ async fn a_rest_start_may_name_the_owner_of_the_recording() {
     assert_eq!((status, shown["owner"].clone()), (200, json!("grace")));
     support::schemas::validate_rest_recording(&shown).unwrap();
 }
+
+#[tokio::test]
+async fn a_failure_reported_by_the_manual_recorder_stops_what_was_started() {
+    let server = Server::start().await;
+    let (mut ada, _) = server.join("room", "Ada", Role::Moderator).await;
+    let (mut bob, _) = server.join("room", "Bob", Role::User).await;
+    ada.expect("control", "joined").await;
+    ada.recording(json!({"action": "start"})).await;
+    let id = ada.expect("recording", "started").await["recording_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    bob.until("recording", "started").await;
+    let (status, _) = admin(
+        reqwest::Method::POST,
+        &server,
+        "/v1/rooms/room/recording/status",
+        Some(json!({"status": "failed", "recording_id": id, "reason": "disk full"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Everyone who saw `started` sees its `stopped`, then why.
+    for client in [&mut ada, &mut bob] {
+        client.until("recording", "status").await;
+        assert_eq!(
+            client.expect("recording", "stopped").await["recording_id"],
+            id
+        );
+        let failed = client.expect("recording", "status").await;
+        assert_eq!(
+            (failed["status"].as_str(), failed["reason"].as_str()),
+            (Some("failed"), Some("disk full"))
+        );
+    }
+    // A new start works.
+    ada.recording(json!({"action": "start"})).await;
+    assert_ne!(ada.expect("recording", "started").await["recording_id"], id);
+}

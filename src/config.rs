@@ -93,6 +93,14 @@ pub struct ServerConfig {
     pub join_timeout_s: u64,
     /// Seconds to wait for sockets to close on shutdown.
     pub shutdown_grace_s: u64,
+    // Churn (issue 16).
+    /// Joins (`GET /signaling` upgrades) one token `sub` may make per second,
+    /// on average; more are refused with 429 `too_many_joins` before the
+    /// upgrade. With `[cluster] redis_url` the count is shared by every node.
+    /// 0 = no limit.
+    pub joins_per_second_per_sub: u32,
+    /// Joins one `sub` may make in a burst above `joins_per_second_per_sub`.
+    pub join_burst_per_sub: u32,
 }
 
 impl Default for ServerConfig {
@@ -118,6 +126,8 @@ impl Default for ServerConfig {
             message_burst: 40,
             join_timeout_s: 10,
             shutdown_grace_s: 10,
+            joins_per_second_per_sub: 2,
+            join_burst_per_sub: 10,
         }
     }
 }
@@ -157,6 +167,9 @@ pub struct AuthConfig {
     pub jwks_timeout_s: u64,
     /// Allows a plain `http://` `jwks_url` (an identity provider on loopback or a private network).
     pub jwks_allow_http: bool,
+    /// Unredeemed tickets one token `sub` may hold at once; more are refused
+    /// with 429 `too_many_tickets`. 0 = no limit.
+    pub max_tickets_per_sub: usize,
 }
 
 impl AuthConfig {
@@ -222,6 +235,7 @@ impl Default for AuthConfig {
             jwks_min_refetch_s: 30,
             jwks_timeout_s: 5,
             jwks_allow_http: false,
+            max_tickets_per_sub: 10,
         }
     }
 }

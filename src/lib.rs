@@ -17,7 +17,8 @@
 //!   of its own.
 //! * [`session`] — one WebSocket: read loop, bounded write queue, rate limit, close codes.
 //! * [`limits`] — open sockets per server, client IP (behind trusted proxies) and room,
-//!   with slots that give themselves back on drop; the JSON nesting-depth scan.
+//!   with slots that give themselves back on drop; joins per token `sub` (`JoinRate`,
+//!   shared through Redis in a cluster); the JSON nesting-depth scan.
 //! * [`backends`] — what a recording start/stop is sent to: `manual`, `livekit`, `nextcloud`, `jaas`.
 //! * [`webhooks`] — inbound provider webhooks, verified, turned into recording inputs.
 //! * [`catalog`] — finished recordings, kept in the store.

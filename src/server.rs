@@ -25,6 +25,8 @@ pub struct AppState {
     pub verifier: Verifier,
     /// Outstanding single-use tickets.
     pub tickets: Tickets,
+    /// Joins per token `sub` (`[server] joins_per_second_per_sub`).
+    pub joins: crate::limits::JoinRate,
     /// The live rooms.
     pub rooms: Arc<Registry>,
     /// Finished recordings.
@@ -137,6 +139,7 @@ impl AppState {
                 http.clone(),
             )?,
             tickets: Tickets::new(Duration::from_secs(config.auth.ticket_ttl_s)),
+            joins: crate::limits::JoinRate::new(&config.server),
             rooms,
             catalog: Arc::new(
                 Catalog::new(store.clone(), outbox.clone(), notifications.clone()).with_storage(

@@ -93,7 +93,7 @@ pub struct ServerConfig {
     pub join_timeout_s: u64,
     /// Seconds to wait for sockets to close on shutdown.
     pub shutdown_grace_s: u64,
-    // Churn (issue 16).
+    // Churn and room isolation (issue 16).
     /// Joins (`GET /signaling` upgrades) one token `sub` may make per second,
     /// on average; more are refused with 429 `too_many_joins` before the
     /// upgrade. With `[cluster] redis_url` the count is shared by every node.
@@ -101,6 +101,12 @@ pub struct ServerConfig {
     pub joins_per_second_per_sub: u32,
     /// Joins one `sub` may make in a burst above `joins_per_second_per_sub`.
     pub join_burst_per_sub: u32,
+    /// Fan-out budget of one room: frames per second this node delivers to
+    /// the room's sockets. A room over it sends `update`s late, coalesced per
+    /// participant (the latest consent wins), so that one busy room cannot
+    /// starve the others; recording events, `joined` and `left` are never
+    /// held back (they count against the budget). 0 = no budget.
+    pub room_fanout_per_second: u32,
 }
 
 impl Default for ServerConfig {
@@ -128,6 +134,7 @@ impl Default for ServerConfig {
             shutdown_grace_s: 10,
             joins_per_second_per_sub: 2,
             join_burst_per_sub: 10,
+            room_fanout_per_second: 20_000,
         }
     }
 }

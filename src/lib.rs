@@ -10,7 +10,8 @@
 //!   messages. No tokio, no I/O. Checked against `protocol/` by tests.
 //! * [`recording`] — the recording state machine: pure `(state, input) → (state, effects)`.
 //! * [`room`] — rooms in a `DashMap`, participants and consent, fan-out into bounded
-//!   per-socket queues, and the carrying-out of the state machine's effects.
+//!   per-socket queues (offered outside the room's lock, within a per-room budget that
+//!   holds back and merges `update`s), and the carrying-out of the state machine's effects.
 //! * [`cluster`] — `[cluster]`: several nodes as one over Redis (shared members and
 //!   recording state, compare-and-set transitions, per-room pub/sub, node heartbeats,
 //!   start deadlines a survivor enforces, shared LiveKit egresses), on a small runtime
@@ -39,7 +40,8 @@
 //! ```text
 //! socket frame ─▶ session (protocol::parse_client_frame) ─▶ Registry::apply
 //!   Registry::apply ─▶ recording::step(state, input) ─▶ (new state, effects)
-//!   effects ─▶ fan-out: serialize once, try_send the shared bytes to each socket's queue
+//!   effects ─▶ fan-out: serialize once; queued in the room's order under its lock,
+//!              then try_send the shared bytes to each socket's queue after it
 //!           ─▶ backend call / start timer (after the room lock is released)
 //!              ─▶ its answer comes back as another input (REST report, timeout)
 //! ```

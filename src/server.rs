@@ -115,6 +115,7 @@ impl AppState {
             store: store.clone(),
             outbox: outbox.clone(),
             cluster,
+            room_fanout_per_second: config.server.room_fanout_per_second,
         }));
         // Media URLs must verify after a restart and on every node, so their
         // key derives from a configured secret: the token secret, else the

@@ -118,6 +118,20 @@ pub struct ServerConfig {
     /// upgrade moves its connection from this count to `max_connections_per_ip`.
     /// 0 = no limit.
     pub max_http_connections_per_ip: usize,
+    // Churn and room isolation (issue 16).
+    /// Joins (`GET /signaling` upgrades) one token `sub` may make per second,
+    /// on average; more are refused with 429 `too_many_joins` before the
+    /// upgrade. With `[cluster] redis_url` the count is shared by every node.
+    /// 0 = no limit.
+    pub joins_per_second_per_sub: u32,
+    /// Joins one `sub` may make in a burst above `joins_per_second_per_sub`.
+    pub join_burst_per_sub: u32,
+    /// Fan-out budget of one room: frames per second this node delivers to
+    /// the room's sockets. A room over it sends `update`s late, coalesced per
+    /// participant (the latest consent wins), so that one busy room cannot
+    /// starve the others; recording events, `joined` and `left` are never
+    /// held back (they count against the budget). 0 = no budget.
+    pub room_fanout_per_second: u32,
 }
 
 impl Default for ServerConfig {
@@ -149,6 +163,9 @@ impl Default for ServerConfig {
             idle_timeout_s: 60,
             max_http_connections: 2_048,
             max_http_connections_per_ip: 64,
+            joins_per_second_per_sub: 2,
+            join_burst_per_sub: 10,
+            room_fanout_per_second: 20_000,
         }
     }
 }
@@ -188,6 +205,9 @@ pub struct AuthConfig {
     pub jwks_timeout_s: u64,
     /// Allows a plain `http://` `jwks_url` (an identity provider on loopback or a private network).
     pub jwks_allow_http: bool,
+    /// Unredeemed tickets one token `sub` may hold at once; more are refused
+    /// with 429 `too_many_tickets`. 0 = no limit.
+    pub max_tickets_per_sub: usize,
 }
 
 impl AuthConfig {
@@ -253,6 +273,7 @@ impl Default for AuthConfig {
             jwks_min_refetch_s: 30,
             jwks_timeout_s: 5,
             jwks_allow_http: false,
+            max_tickets_per_sub: 10,
         }
     }
 }

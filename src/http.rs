@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::auth::{AuthError, Claims, admin_key_matches, claims_for, valid_room_id};
-use crate::limits::{Limits, Refusal, json_too_deep};
+use crate::auth::{AuthError, Claims, TicketRefusal, admin_key_matches, claims_for, valid_room_id};
+use crate::limits::{Limits, Refusal, TooManyJoins, json_too_deep};
 use crate::metrics::{METRICS, count, count_http_refusal};
 use crate::protocol::{RecordingError, Role, SUBPROTOCOL};
 use crate::recording::{Actor, Input, StartOptions, State as RecordingState};
@@ -370,6 +370,11 @@ async fn signaling(
     let claims = authenticate(&app, headers, query.token.as_deref())
         .inspect_err(refused("invalid_token"))?;
     check_room_id(&claims.room).inspect_err(refused("invalid_room"))?;
+    // Reconnecting must not get around the message rate: joins per `sub`.
+    if let Err(too_many) = app.joins.take(&claims.sub, app.rooms.cluster()).await {
+        count(&METRICS.upgrades_refused, "too_many_joins");
+        return Ok(too_many_joins(too_many));
+    }
     limits.enter(&mut slot, &claims.room).map_err(over_limit)?;
     let accept = websocket_accept(headers)?;
     let subprotocol = headers
@@ -438,6 +443,23 @@ async fn signaling(
         );
     }
     Ok(response)
+}
+
+/// 429 `too_many_joins` with `Retry-After` (whole seconds, at least 1).
+fn too_many_joins(refused: TooManyJoins) -> Response {
+    let seconds = refused.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    let mut response = AppError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_joins",
+        format!(
+            "this user joined too often ([server] joins_per_second_per_sub); retry in {seconds} s"
+        ),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }
 
 /// Checks that the request asks for a WebSocket (RFC 6455 §4.2.1) and answers its key.
@@ -564,7 +586,17 @@ async fn ticket(
             "the token is for another room",
         ));
     }
-    let ticket = app.tickets.issue(claims);
+    let ticket = app
+        .tickets
+        .issue(claims, app.config.auth.max_tickets_per_sub)
+        .map_err(|refusal| match refusal {
+            TicketRefusal::TooMany(_) => AppError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_tickets",
+                refusal.to_string(),
+            ),
+            TicketRefusal::TokenExpired => AppError::unauthorized(refusal.to_string()),
+        })?;
     Ok(Json(json!({"ticket": ticket, "resumption": null})))
 }
 

@@ -10,14 +10,16 @@
 //!   messages. No tokio, no I/O. Checked against `protocol/` by tests.
 //! * [`recording`] — the recording state machine: pure `(state, input) → (state, effects)`.
 //! * [`room`] — rooms in a `DashMap`, participants and consent, fan-out into bounded
-//!   per-socket queues, and the carrying-out of the state machine's effects.
+//!   per-socket queues (offered outside the room's lock, within a per-room budget that
+//!   holds back and merges `update`s), and the carrying-out of the state machine's effects.
 //! * [`cluster`] — `[cluster]`: several nodes as one over Redis (shared members and
 //!   recording state, compare-and-set transitions, per-room pub/sub, node heartbeats,
 //!   start deadlines a survivor enforces, shared LiveKit egresses), on a small runtime
 //!   of its own.
 //! * [`session`] — one WebSocket: read loop, bounded write queue, rate limit, close codes.
 //! * [`limits`] — open sockets per server, client IP (behind trusted proxies) and room,
-//!   with slots that give themselves back on drop; the JSON nesting-depth scan.
+//!   with slots that give themselves back on drop; joins per token `sub` (`JoinRate`,
+//!   shared through Redis in a cluster); the JSON nesting-depth scan.
 //! * [`backends`] — what a recording start/stop is sent to: `manual`, `livekit`, `nextcloud`, `jaas`.
 //! * [`webhooks`] — inbound provider webhooks, verified, turned into recording inputs.
 //! * [`catalog`] — finished recordings, kept in the store.
@@ -40,7 +42,8 @@
 //! ```text
 //! socket frame ─▶ session (protocol::parse_client_frame) ─▶ Registry::apply
 //!   Registry::apply ─▶ recording::step(state, input) ─▶ (new state, effects)
-//!   effects ─▶ fan-out: serialize once, try_send the shared bytes to each socket's queue
+//!   effects ─▶ fan-out: serialize once; queued in the room's order under its lock,
+//!              then try_send the shared bytes to each socket's queue after it
 //!           ─▶ backend call / start timer (after the room lock is released)
 //!              ─▶ its answer comes back as another input (REST report, timeout)
 //! ```

@@ -1,6 +1,7 @@
 //! Limits on what one client, one address and one room may hold: open
 //! sockets (per server, per client IP, per room), the client IP behind trusted
-//! proxies, and how deeply a JSON text may nest.
+//! proxies, how deeply a JSON text may nest, and how often one token `sub`
+//! may join ([`JoinRate`], at the end).
 //!
 //! Every admitted socket holds a [`Slot`]; its `Drop` gives the counts back,
 //! so no path out of a session (close, error, kick, panic, a failed upgrade)
@@ -549,6 +550,131 @@ impl Drop for Slot {
     }
 }
 
+/// Joins per token `sub` (`[server] joins_per_second_per_sub`, burst
+/// `join_burst_per_sub`): a token bucket per `sub`, checked on `GET
+/// /signaling` after the token is verified and before the upgrade, so that
+/// reconnecting cannot get around the per-socket message rate.
+///
+/// With `[cluster] redis_url` the bucket lives in Redis and every node takes
+/// from the same one. When Redis does not answer, the check **fails open to
+/// this node's own bucket**: joins stay limited per node (at most the number
+/// of nodes times the limit), and a Redis outage does not lock everyone out.
+///
+/// The local buckets are a `DashMap` keyed by `sub`; a bucket that has filled
+/// up again is the same as none, so every [`JOIN_SWEEP`] the map drops those:
+/// its size is bounded by the subs that joined in the last few seconds.
+pub struct JoinRate {
+    /// Joins per second; 0 = no limit.
+    rate: f64,
+    /// Bucket size.
+    burst: f64,
+    buckets: DashMap<String, JoinBucket>,
+    /// When the full buckets were last dropped.
+    last_sweep: std::sync::Mutex<std::time::Instant>,
+}
+
+/// How often full join buckets are dropped.
+pub const JOIN_SWEEP: std::time::Duration = std::time::Duration::from_secs(10);
+
+struct JoinBucket {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl JoinBucket {
+    /// The tokens at `now`.
+    fn refilled(&self, now: std::time::Instant, rate: f64, burst: f64) -> f64 {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        (self.tokens + elapsed * rate).min(burst)
+    }
+}
+
+/// A join refused by [`JoinRate`]: try again after `retry_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyJoins {
+    /// How long until the `sub` may join again.
+    pub retry_after: std::time::Duration,
+}
+
+impl JoinRate {
+    /// The limiter for `[server] joins_per_second_per_sub` and `join_burst_per_sub`.
+    pub fn new(server: &ServerConfig) -> Self {
+        Self {
+            rate: f64::from(server.joins_per_second_per_sub),
+            burst: f64::from(server.join_burst_per_sub.max(1)),
+            buckets: DashMap::new(),
+            last_sweep: std::sync::Mutex::new(std::time::Instant::now()),
+        }
+    }
+
+    /// Takes one join for `sub`: from the shared bucket in Redis when
+    /// `cluster` is given (this node's own if Redis fails), else from this node's.
+    pub async fn take(
+        &self,
+        sub: &str,
+        cluster: Option<&Arc<crate::cluster::Cluster>>,
+    ) -> Result<(), TooManyJoins> {
+        if self.rate <= 0.0 {
+            return Ok(());
+        }
+        if let Some(cluster) = cluster {
+            match cluster.take_join(sub, self.rate, self.burst).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(retry_after)) => return Err(TooManyJoins { retry_after }),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cluster: join rate not shared; this node's bucket decides")
+                }
+            }
+        }
+        self.take_local(sub, std::time::Instant::now())
+    }
+
+    /// Takes one join for `sub` from this node's bucket.
+    pub fn take_local(&self, sub: &str, now: std::time::Instant) -> Result<(), TooManyJoins> {
+        if self.rate <= 0.0 {
+            return Ok(());
+        }
+        self.sweep_if_due(now);
+        let (rate, burst) = (self.rate, self.burst);
+        let mut bucket = self.buckets.entry(sub.to_owned()).or_insert(JoinBucket {
+            tokens: burst,
+            at: now,
+        });
+        let tokens = bucket.refilled(now, rate, burst);
+        bucket.at = now;
+        if tokens >= 1.0 {
+            bucket.tokens = tokens - 1.0;
+            Ok(())
+        } else {
+            bucket.tokens = tokens;
+            Err(TooManyJoins {
+                retry_after: std::time::Duration::from_secs_f64((1.0 - tokens) / rate),
+            })
+        }
+    }
+
+    /// Drops the buckets that are full again, at most once per [`JOIN_SWEEP`].
+    fn sweep_if_due(&self, now: std::time::Instant) {
+        {
+            let Ok(mut last) = self.last_sweep.try_lock() else {
+                return; // Another join is sweeping.
+            };
+            if now.saturating_duration_since(*last) < JOIN_SWEEP {
+                return;
+            }
+            *last = now;
+        }
+        let (rate, burst) = (self.rate, self.burst);
+        self.buckets
+            .retain(|_, bucket| bucket.refilled(now, rate, burst) < burst);
+    }
+
+    /// Subs with a bucket on this node (for tests and metrics).
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -699,5 +825,39 @@ mod tests {
         assert!(limits.per_ip.is_empty());
         drop((slots, slots6));
         assert_eq!(limits.connections(), 0);
+    }
+
+    #[test]
+    fn joins_per_sub_are_a_token_bucket_and_full_buckets_are_swept() {
+        let config = ServerConfig {
+            joins_per_second_per_sub: 2,
+            join_burst_per_sub: 10,
+            ..ServerConfig::default()
+        };
+        let joins = JoinRate::new(&config);
+        let t0 = std::time::Instant::now();
+        for _ in 0..10 {
+            assert!(joins.take_local("ada", t0).is_ok());
+        }
+        let refused = joins.take_local("ada", t0).unwrap_err();
+        assert!(refused.retry_after > std::time::Duration::ZERO);
+        assert!(refused.retry_after <= std::time::Duration::from_millis(500));
+        // Another sub has its own bucket.
+        assert!(joins.take_local("bob", t0).is_ok());
+        // Half a second later one more join of ada's is allowed, and only one.
+        let later = t0 + std::time::Duration::from_millis(500);
+        assert!(joins.take_local("ada", later).is_ok());
+        assert!(joins.take_local("ada", later).is_err());
+        // Once the buckets are full again they are dropped.
+        let much_later = t0 + JOIN_SWEEP + std::time::Duration::from_secs(10);
+        assert!(joins.take_local("carol", much_later).is_ok());
+        assert_eq!(joins.tracked(), 1, "only carol's bucket is left");
+        // 0 = no limit.
+        let off = JoinRate::new(&ServerConfig {
+            joins_per_second_per_sub: 0,
+            ..ServerConfig::default()
+        });
+        assert!((0..100).all(|_| off.take_local("ada", t0).is_ok()));
+        assert_eq!(off.tracked(), 0);
     }
 }

@@ -3,10 +3,23 @@
 //! Rooms live in a [`DashMap`] keyed by room id, are created on the first join
 //! and dropped when the last participant leaves. Each room's data sits behind a
 //! `std::sync::Mutex`: every critical section is short and synchronous (no
-//! `.await` while it is held), and fan-out is a `try_send` of a shared,
+//! `.await` while it is held). Fan-out is a `try_send` of a shared,
 //! serialized-once frame into each participant's bounded queue, so a client
 //! that stops reading is dropped from the room instead of slowing it down.
 //! Backend calls and timers run after the lock is released.
+//!
+//! **Room isolation.** Under the lock a fan-out only takes a list of its
+//! recipients' outlets and appends it to the room's `outgoing` line; the
+//! offering to many queues happens after the lock is released, by one thread
+//! at a time per room (whoever finds nobody draining drains everything queued,
+//! in order), so the room's order is kept and its lock is never held while
+//! writing to its members' queues. A large fan-out is offered by a task that
+//! yields every few dozen queues, so the socket writes of a room of 1,000 take
+//! turns with other rooms' instead of all going first. Each room also has a fan-out budget
+//! (`[server] room_fanout_per_second` deliveries): a room over it holds its
+//! `update`s back, one per participant with the latest value winning, and a
+//! task of the room's own sends them as the budget refills. Recording events,
+//! `joined` and `left` are never held or merged; they count against the budget.
 //!
 //! With `[cluster] redis_url` ([`crate::cluster`]), this map holds only the
 //! rooms this node has sockets in, and only those sockets: membership and the
@@ -18,7 +31,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use tokio::sync::Notify;
@@ -165,20 +178,331 @@ struct RoomInner {
     closed: bool,
     members: Vec<Member>,
     recording: State,
+    /// Fan-out in the room's order, waiting to be offered outside the lock.
+    outgoing: VecDeque<Outgoing>,
+    /// Whether a thread is offering `outgoing` (it takes everything queued).
+    draining: bool,
+    /// The fan-out budget (`[server] room_fanout_per_second`).
+    budget: Budget,
+    /// `update`s over the budget: (participant id, its latest `update`), oldest first.
+    held: VecDeque<(String, Frame)>,
+    /// Whether a task is sending `held` as the budget allows.
+    flushing: bool,
+}
+
+/// A frame on its way to some of a room's members.
+struct Outgoing {
+    frame: Frame,
+    to: Vec<Outlet>,
+}
+
+/// Deliveries a room may still make: a token bucket refilled at the room's
+/// rate, holding at most one second's worth.
+#[derive(Default)]
+struct Budget {
+    /// Deliveries available; negative after events that may not wait.
+    tokens: f64,
+    /// When `tokens` was last brought up to date; `None` before the first use.
+    at: Option<Instant>,
+}
+
+impl Budget {
+    /// Brings the tokens up to date at `rate` per second.
+    fn refill(&mut self, rate: f64, now: Instant) {
+        self.tokens = match self.at {
+            None => rate,
+            Some(at) => {
+                (self.tokens + now.saturating_duration_since(at).as_secs_f64() * rate).min(rate)
+            }
+        };
+        self.at = Some(now);
+    }
+
+    /// Takes `cost` if the budget has it (a fan-out larger than a whole
+    /// second's budget needs a full bucket); `rate` 0 = no budget.
+    fn try_take(&mut self, rate: f64, cost: usize, now: Instant) -> bool {
+        if rate <= 0.0 {
+            return true;
+        }
+        self.refill(rate, now);
+        let cost = cost as f64;
+        if self.tokens >= cost.min(rate) {
+            self.tokens -= cost;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Charges `cost` for a delivery that may not wait (down to one second in debt).
+    fn charge(&mut self, rate: f64, cost: usize, now: Instant) {
+        if rate <= 0.0 {
+            return;
+        }
+        self.refill(rate, now);
+        self.tokens = (self.tokens - cost as f64).max(-rate);
+    }
+
+    /// How long until `try_take(cost)` can succeed.
+    fn wait(&self, rate: f64, cost: usize) -> Duration {
+        let missing = (cost as f64).min(rate) - self.tokens;
+        Duration::from_secs_f64((missing / rate).max(0.001))
+    }
 }
 
 /// One room.
 pub struct Room {
     /// The room id.
     pub id: String,
+    /// Deliveries per second this room may make (`[server] room_fanout_per_second`; 0 = any).
+    fanout_rate: f64,
+    /// Cluster mode: a member that does not read is only kicked here; its
+    /// session's leave removes it everywhere.
+    clustered: bool,
+    /// Where a large fan-out is offered in paced chunks ([`Room::drain`]).
+    runtime: Option<tokio::runtime::Handle>,
     inner: Mutex<RoomInner>,
 }
 
+/// Deliveries offered in place by the thread that queued them; a larger
+/// fan-out is handed to a task that offers [`DRAIN_CHUNK`] at a time.
+const DRAIN_INLINE: usize = 64;
+/// Deliveries a draining task offers before it yields: the socket tasks those
+/// wake run, and so do other rooms' tasks, before the next chunk, so that a
+/// room of 1,000 does not put 1,000 socket writes ahead of everyone else.
+const DRAIN_CHUNK: usize = 32;
+
 impl Room {
+    fn new(
+        id: &str,
+        inner: RoomInner,
+        fanout_rate: f64,
+        clustered: bool,
+        runtime: Option<tokio::runtime::Handle>,
+    ) -> Self {
+        Self {
+            id: id.to_owned(),
+            fanout_rate,
+            clustered,
+            runtime,
+            inner: Mutex::new(inner),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, RoomInner> {
         // A panic while holding the lock cannot leave the plain data torn in a
         // way that matters more than losing the room, so recover the guard.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Offers the room's queued fan-out, outside the lock and in order. Only
+    /// one drainer runs per room at a time; a caller that finds one running
+    /// returns at once (the drainer takes its frames too). A small fan-out is
+    /// offered here and now; a large one by a task that yields between
+    /// chunks ([`DRAIN_CHUNK`]), so that other rooms' sockets get their turn.
+    /// Members whose queue is full are dropped (kicked), and in one-node mode
+    /// the others told.
+    fn drain(self: &Arc<Self>) {
+        let mut inner = self.lock();
+        if inner.draining {
+            return;
+        }
+        inner.draining = true;
+        loop {
+            let load: usize = inner.outgoing.iter().map(|o| o.to.len()).sum();
+            if load == 0 {
+                // Dropped whole: an idle room keeps no buffer.
+                inner.outgoing = VecDeque::new();
+                inner.draining = false;
+                return;
+            }
+            if load > DRAIN_INLINE
+                && let Some(runtime) = &self.runtime
+            {
+                // `draining` stays set: the task owns the line until it is empty.
+                drop(inner);
+                runtime.spawn(self.clone().drain_paced());
+                return;
+            }
+            let batch = std::mem::take(&mut inner.outgoing);
+            drop(inner);
+            let mut full = Vec::new();
+            for outgoing in batch {
+                for outlet in &outgoing.to {
+                    offer_or_note(outlet, &outgoing.frame, &mut full);
+                }
+            }
+            inner = self.lock();
+            if !full.is_empty() {
+                inner.drop_unread(&full, self.fanout_rate, self.clustered);
+            }
+        }
+    }
+
+    /// [`Room::drain`] for a large fan-out: [`DRAIN_CHUNK`] offers, then a yield.
+    async fn drain_paced(self: Arc<Self>) {
+        loop {
+            let batch = {
+                let mut inner = self.lock();
+                if inner.outgoing.is_empty() {
+                    inner.outgoing = VecDeque::new();
+                    inner.draining = false;
+                    return;
+                }
+                std::mem::take(&mut inner.outgoing)
+            };
+            let mut full = Vec::new();
+            let mut offered = 0;
+            for outgoing in batch {
+                for outlet in &outgoing.to {
+                    offer_or_note(outlet, &outgoing.frame, &mut full);
+                    offered += 1;
+                    if offered % DRAIN_CHUNK == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+            if !full.is_empty() {
+                self.lock()
+                    .drop_unread(&full, self.fanout_rate, self.clustered);
+            }
+        }
+    }
+}
+
+/// Offers `frame` to `outlet`; a full queue is noted (once) in `full`.
+fn offer_or_note(outlet: &Outlet, frame: &Frame, full: &mut Vec<Outlet>) {
+    if !outlet.offer(frame.clone()) && !full.iter().any(|f| Arc::ptr_eq(&f.queue, &outlet.queue)) {
+        full.push(outlet.clone());
+    }
+}
+
+impl RoomInner {
+    /// The outlets of every member but `except`; a pending cluster joiner
+    /// buffers `frame` instead (or is kicked when its buffer is full).
+    fn recipients(&mut self, frame: &Frame, except: Option<&str>) -> Vec<Outlet> {
+        let mut to = Vec::with_capacity(self.members.len());
+        for member in self.members.iter_mut() {
+            if except == Some(member.participant.id.as_str()) || member.outlet.kick.is_cancelled() {
+                continue;
+            }
+            match member.pending.as_mut() {
+                Some(pending) if !pending.seen_joined => {}
+                Some(pending) if pending.buffer.len() < PENDING_BUFFER => {
+                    pending.buffer.push(frame.clone());
+                }
+                Some(_) => kick(member),
+                None => to.push(member.outlet.clone()),
+            }
+        }
+        to
+    }
+
+    /// Queues `frame` for every member but `except`, in the room's order;
+    /// it counts against the budget but never waits for it. The caller
+    /// drains ([`Room::drain`]) once the lock is released.
+    fn fan_out(&mut self, frame: Frame, except: Option<&str>, rate: f64) {
+        let to = self.recipients(&frame, except);
+        self.budget.charge(rate, to.len(), Instant::now());
+        if !to.is_empty() {
+            self.outgoing.push_back(Outgoing { frame, to });
+        }
+    }
+
+    /// Queues `frame` for one member, behind the fan-out already queued.
+    fn send_one(&mut self, outlet: &Outlet, frame: Frame) {
+        if self.outgoing.is_empty() && !self.draining {
+            if !outlet.offer(frame) {
+                outlet.kick.cancel();
+            }
+            return;
+        }
+        self.outgoing.push_back(Outgoing {
+            frame,
+            to: vec![outlet.clone()],
+        });
+    }
+
+    /// A participant's `update` (presence): fanned out now if the budget
+    /// allows and nothing is held, else held, replacing an older `update` of
+    /// the same participant. Returns whether a flush task must be started.
+    fn presence(&mut self, subject: &str, frame: Frame, rate: f64) -> bool {
+        if let Some(held) = self.held.iter_mut().find(|(id, _)| id == subject) {
+            held.1 = frame;
+            return false;
+        }
+        let cost = self.cost(subject);
+        if self.held.is_empty() && self.budget.try_take(rate, cost, Instant::now()) {
+            let to = self.recipients(&frame, Some(subject));
+            if !to.is_empty() {
+                self.outgoing.push_back(Outgoing { frame, to });
+            }
+            return false;
+        }
+        self.held.push_back((subject.to_owned(), frame));
+        !std::mem::replace(&mut self.flushing, true)
+    }
+
+    /// Queues the held `update`s the budget allows; `None` once none is left
+    /// (the flush task ends), else how long until the next one fits.
+    fn release_held(&mut self, rate: f64) -> Option<Duration> {
+        loop {
+            let Some((subject, _)) = self.held.front() else {
+                self.flushing = false;
+                self.held = VecDeque::new();
+                return None;
+            };
+            let cost = self.cost(subject);
+            if !self.budget.try_take(rate, cost, Instant::now()) {
+                return Some(self.budget.wait(rate, cost));
+            }
+            let (subject, frame) = self.held.pop_front().expect("front exists");
+            let to = self.recipients(&frame, Some(&subject));
+            if !to.is_empty() {
+                self.outgoing.push_back(Outgoing { frame, to });
+            }
+        }
+    }
+
+    /// Forgets a held `update` of a participant who left: `left` is its last word.
+    fn forget(&mut self, subject: &str) {
+        self.held.retain(|(id, _)| id != subject);
+    }
+
+    /// Deliveries a fan-out to everyone but `except` makes.
+    fn cost(&self, except: &str) -> usize {
+        self.members
+            .iter()
+            .filter(|m| m.participant.id != except)
+            .count()
+    }
+
+    /// Members whose queue was full: kicked; in one-node mode also removed
+    /// here and the others told they left (in cluster mode the session's leave
+    /// does that, through Redis).
+    fn drop_unread(&mut self, full: &[Outlet], rate: f64, clustered: bool) {
+        let unread = |m: &Member| full.iter().any(|f| Arc::ptr_eq(&f.queue, &m.outlet.queue));
+        if clustered {
+            for member in self.members.iter().filter(|m| unread(m)) {
+                kick(member);
+            }
+            return;
+        }
+        let mut gone = Vec::new();
+        self.members.retain(|m| {
+            if !unread(m) {
+                return true;
+            }
+            kick(m);
+            METRICS.participants.dec();
+            gone.push(m.participant.id.clone());
+            false
+        });
+        for id in gone {
+            self.forget(&id);
+            let left = encode(&ServerFrame::control(ControlEvent::Left { id }));
+            self.fan_out(left, None, rate);
+        }
     }
 }
 
@@ -246,6 +570,11 @@ pub struct Registry {
     store: Arc<Store>,
     outbox: Arc<Outbox>,
     cluster: Option<Arc<Cluster>>,
+    /// `[server] room_fanout_per_second`, for every room.
+    fanout_rate: f64,
+    /// Where the rooms' flush tasks run (the main runtime, also when cluster
+    /// messages are delivered from the cluster's own).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// What a [`Registry`] needs besides its rooms.
@@ -262,6 +591,8 @@ pub struct RegistryParts {
     pub outbox: Arc<Outbox>,
     /// `[cluster]`: the shared state in Redis; `None` keeps rooms in this process.
     pub cluster: Option<Arc<Cluster>>,
+    /// `[server] room_fanout_per_second`: each room's fan-out budget (0 = none).
+    pub room_fanout_per_second: u32,
 }
 
 impl Registry {
@@ -275,6 +606,52 @@ impl Registry {
             store: parts.store,
             outbox: parts.outbox,
             cluster: parts.cluster,
+            fanout_rate: f64::from(parts.room_fanout_per_second),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        }
+    }
+
+    /// A new room handle (not yet in the map).
+    fn new_room(&self, room_id: &str, recording: State) -> Arc<Room> {
+        Arc::new(Room::new(
+            room_id,
+            RoomInner {
+                recording,
+                ..RoomInner::default()
+            },
+            self.fanout_rate,
+            self.cluster.is_some(),
+            self.runtime.clone(),
+        ))
+    }
+
+    /// Starts the task that sends a room's held `update`s as its budget refills.
+    fn start_flush(&self, room: &Arc<Room>) {
+        let flushed = room.clone();
+        let flush = async move {
+            let room = flushed;
+            loop {
+                let wait = room.lock().release_held(room.fanout_rate);
+                room.drain();
+                match wait {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => return,
+                }
+            }
+        };
+        match self
+            .runtime
+            .clone()
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
+        {
+            Some(runtime) => {
+                runtime.spawn(flush);
+            }
+            // No runtime to wait on: send them all now.
+            None => {
+                room.lock().release_held(0.0);
+                room.drain();
+            }
         }
     }
 
@@ -295,13 +672,7 @@ impl Registry {
             .entry(room_id.to_owned())
             .or_insert_with(|| {
                 METRICS.rooms.inc();
-                Arc::new(Room {
-                    id: room_id.to_owned(),
-                    inner: Mutex::new(RoomInner {
-                        recording: saved,
-                        ..RoomInner::default()
-                    }),
-                })
+                self.new_room(room_id, saved)
             })
             .clone()
     }
@@ -356,7 +727,8 @@ impl Registry {
             return false;
         };
         let frame = encode(&ServerFrame::recording(event));
-        broadcast(&mut room.lock(), &frame, None);
+        room.lock().fan_out(frame, None, room.fanout_rate);
+        room.drain();
         true
     }
 
@@ -393,12 +765,12 @@ impl Registry {
                     .collect(),
                 recording: inner.recording.join_data(),
             });
-            // A fresh queue always has room for its first frame.
-            outlet.offer(encode(&success));
+            // Behind the fan-out already queued, which the joiner is not part of.
+            inner.send_one(&outlet, encode(&success));
             let joined = encode(&ServerFrame::control(ControlEvent::Joined(
                 participant.clone(),
             )));
-            broadcast(&mut inner, &joined, None);
+            inner.fan_out(joined, None, room.fanout_rate);
             METRICS.participants.inc();
             inner.members.push(Member {
                 participant,
@@ -408,6 +780,7 @@ impl Registry {
                 pending: None,
             });
             drop(inner);
+            room.drain();
             return room;
         }
     }
@@ -425,17 +798,22 @@ impl Registry {
         {
             inner.members.remove(index);
             METRICS.participants.dec();
+            inner.forget(participant_id);
             let left = encode(&ServerFrame::control(ControlEvent::Left {
                 id: participant_id.to_owned(),
             }));
-            broadcast(&mut inner, &left, None);
+            inner.fan_out(left, None, room.fanout_rate);
         }
         if !inner.members.is_empty() || inner.closed {
+            drop(inner);
+            room.drain();
             return;
         }
         inner.closed = true;
+        inner.held.clear();
         let pending = self.step(room, &mut inner, None, Input::RoomEmptied).1;
         drop(inner);
+        room.drain();
         if self
             .rooms
             .remove_if(&room.id, |_, r| Arc::ptr_eq(r, room))
@@ -493,10 +871,13 @@ impl Registry {
                 "consent": consent,
             }),
         );
-        if self.cluster.is_none() {
-            broadcast(&mut inner, &update, Some(participant_id));
-        }
+        let flush =
+            self.cluster.is_none() && inner.presence(participant_id, update, room.fanout_rate);
         drop(inner);
+        room.drain();
+        if flush {
+            self.start_flush(room);
+        }
         if !deliveries.is_empty() {
             match self.store.enqueue(&deliveries) {
                 Ok(()) => self.outbox.wake(),
@@ -526,6 +907,7 @@ impl Registry {
         let mut inner = room.lock();
         let (applied, pending) = self.step(room, &mut inner, reply, input);
         drop(inner);
+        room.drain();
         self.run_effects(&room.id, pending);
         applied
     }
@@ -553,12 +935,7 @@ impl Registry {
             // A room with members on other nodes only: a handle to apply inputs to.
             Some(cluster) if local.is_none() => {
                 let members = cluster.wait(cluster.members(room_id)).ok()?;
-                (!members.is_empty()).then(|| {
-                    Arc::new(Room {
-                        id: room_id.to_owned(),
-                        inner: Mutex::new(RoomInner::default()),
-                    })
-                })
+                (!members.is_empty()).then(|| self.new_room(room_id, State::default()))
             }
             _ => local,
         }
@@ -650,17 +1027,18 @@ impl Registry {
                 Effect::Refuse(error) => {
                     refused = Some(error);
                     if let Some(outlet) = reply {
-                        outlet.offer(recording_error(error));
+                        inner.send_one(outlet, recording_error(error));
                     }
                     continue;
                 }
                 Effect::Tell { participant, error } => {
-                    if let Some(m) = inner
+                    if let Some(outlet) = inner
                         .members
                         .iter()
                         .find(|m| m.participant.id == participant)
+                        .map(|m| m.outlet.clone())
                     {
-                        m.outlet.offer(recording_error(error));
+                        inner.send_one(&outlet, recording_error(error));
                     }
                     continue;
                 }
@@ -671,7 +1049,11 @@ impl Registry {
                     continue;
                 }
             };
-            broadcast(inner, &encode(&ServerFrame::recording(event)), None);
+            inner.fan_out(
+                encode(&ServerFrame::recording(event)),
+                None,
+                room.fanout_rate,
+            );
         }
         let applied = Applied {
             state: inner.recording.clone(),
@@ -862,26 +1244,6 @@ fn recording_error(error: RecordingError) -> Frame {
     }))
 }
 
-/// Offers a frame to every member (but `except`); members whose queue is full
-/// are removed and kicked, and the others are told they left.
-fn broadcast(inner: &mut RoomInner, frame: &Frame, except: Option<&str>) {
-    let mut kicked: Vec<String> = Vec::new();
-    inner.members.retain(|m| {
-        if except == Some(m.participant.id.as_str()) || m.outlet.offer(frame.clone()) {
-            return true;
-        }
-        tracing::warn!(participant = %m.participant.id, "send queue full: closing a client that does not read");
-        m.outlet.kick.cancel();
-        METRICS.participants.dec();
-        kicked.push(m.participant.id.clone());
-        false
-    });
-    for id in kicked {
-        let left = encode(&ServerFrame::control(ControlEvent::Left { id }));
-        broadcast(inner, &left, None);
-    }
-}
-
 /// The outcome of one recording input in cluster mode, before its effects run.
 struct Stepped {
     from: State,
@@ -902,10 +1264,7 @@ impl Registry {
             .entry(room_id.to_owned())
             .or_insert_with(|| {
                 METRICS.rooms.inc();
-                Arc::new(Room {
-                    id: room_id.to_owned(),
-                    inner: Mutex::new(RoomInner::default()),
-                })
+                self.new_room(room_id, State::default())
             })
             .clone()
     }
@@ -1182,15 +1541,16 @@ impl Host for Registry {
             _ => Frame::from(message.frame),
         };
         let mut inner = room.lock();
+        let mut flush = false;
         match message.kind {
             wire::Kind::Tell => {
-                if let Some(m) = inner
+                if let Some(outlet) = inner
                     .members
                     .iter()
                     .find(|m| m.participant.id == message.subject && m.pending.is_none())
-                    && !m.outlet.offer(frame)
+                    .map(|m| m.outlet.clone())
                 {
-                    kick(m);
+                    inner.send_one(&outlet, frame);
                 }
             }
             wire::Kind::Joined => {
@@ -1205,9 +1565,22 @@ impl Host for Registry {
                         activate(member);
                     }
                 }
-                fan_out(&mut inner, &frame, message.subject);
+                inner.fan_out(frame, Some(message.subject), room.fanout_rate);
             }
-            wire::Kind::Fanout | wire::Kind::Left => fan_out(&mut inner, &frame, message.subject),
+            // A participant's `update` (recording events have no subject).
+            wire::Kind::Fanout if !message.subject.is_empty() => {
+                flush = inner.presence(message.subject, frame, room.fanout_rate);
+            }
+            wire::Kind::Fanout => inner.fan_out(frame, None, room.fanout_rate),
+            wire::Kind::Left => {
+                inner.forget(message.subject);
+                inner.fan_out(frame, Some(message.subject), room.fanout_rate);
+            }
+        }
+        drop(inner);
+        room.drain();
+        if flush {
+            self.start_flush(&room);
         }
     }
 
@@ -1317,28 +1690,6 @@ fn kick(member: &Member) {
     }
 }
 
-/// Cluster fan-out to this node's sockets: every member but `except`; pending
-/// joiners buffer what comes after their own `joined`.
-fn fan_out(inner: &mut RoomInner, frame: &Frame, except: &str) {
-    for member in inner.members.iter_mut() {
-        if member.participant.id == except || member.outlet.kick.is_cancelled() {
-            continue;
-        }
-        match member.pending.as_mut() {
-            Some(pending) if !pending.seen_joined => {}
-            Some(pending) if pending.buffer.len() < PENDING_BUFFER => {
-                pending.buffer.push(frame.clone());
-            }
-            Some(_) => kick(member),
-            None => {
-                if !member.outlet.offer(frame.clone()) {
-                    kick(member);
-                }
-            }
-        }
-    }
-}
-
 fn cluster_unavailable(error: &ClusterError) -> Frame {
     crate::metrics::count(
         &METRICS.client_errors,
@@ -1350,4 +1701,38 @@ fn cluster_unavailable(error: &ClusterError) -> Frame {
             "{error}; events from other nodes may be missed until this node reconnects"
         )),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_refills_at_its_rate_and_holds_one_second() {
+        let rate = 1000.0;
+        let t0 = Instant::now();
+        let mut budget = Budget::default();
+        // A fresh budget holds one second's worth.
+        assert!(budget.try_take(rate, 600, t0));
+        assert!(!budget.try_take(rate, 600, t0));
+        let wait = budget.wait(rate, 600);
+        assert!(wait > Duration::from_millis(150) && wait <= Duration::from_millis(200));
+        assert!(budget.try_take(rate, 600, t0 + Duration::from_millis(200)));
+        // Events that may not wait put it in debt, at most one second's worth.
+        budget.charge(rate, 10_000, t0 + Duration::from_millis(200));
+        assert!((budget.tokens + rate).abs() < 1e-9);
+        assert!(!budget.try_take(rate, 1, t0 + Duration::from_millis(500)));
+        assert!(budget.try_take(rate, 1, t0 + Duration::from_millis(1202)));
+        // Never more than a second's worth, however long it rested.
+        let rested = t0 + Duration::from_secs(60);
+        assert!(budget.try_take(rate, 1000, rested));
+        assert!(!budget.try_take(rate, 1, rested));
+        // A fan-out bigger than a second's budget goes out with a full bucket.
+        let mut big = Budget::default();
+        assert!(big.try_take(rate, 5000, t0));
+        assert!(!big.try_take(rate, 5000, t0 + Duration::from_secs(1)));
+        // 0 = no budget.
+        let mut off = Budget::default();
+        assert!((0..100).all(|_| off.try_take(0.0, 1_000_000, t0)));
+    }
 }

@@ -25,6 +25,8 @@ pub struct AppState {
     pub verifier: Verifier,
     /// Outstanding single-use tickets.
     pub tickets: Tickets,
+    /// Joins per token `sub` (`[server] joins_per_second_per_sub`).
+    pub joins: crate::limits::JoinRate,
     /// The live rooms.
     pub rooms: Arc<Registry>,
     /// Finished recordings.
@@ -113,6 +115,7 @@ impl AppState {
             store: store.clone(),
             outbox: outbox.clone(),
             cluster,
+            room_fanout_per_second: config.server.room_fanout_per_second,
         }));
         // Media URLs must verify after a restart and on every node, so their
         // key derives from a configured secret: the token secret, else the
@@ -147,6 +150,7 @@ impl AppState {
                 http.clone(),
             )?,
             tickets: Tickets::new(Duration::from_secs(config.auth.ticket_ttl_s)),
+            joins: crate::limits::JoinRate::new(&config.server),
             rooms,
             catalog: Arc::new(
                 Catalog::new(store.clone(), outbox.clone(), notifications.clone(), links)

@@ -165,6 +165,7 @@ pub struct Cluster {
     update: Script,
     cas: Script,
     reap: Script,
+    join_rate: Script,
 }
 
 impl Cluster {
@@ -191,6 +192,7 @@ impl Cluster {
             update: Script::new(scripts::UPDATE),
             cas: Script::new(scripts::CAS),
             reap: Script::new(scripts::REAP),
+            join_rate: Script::new(scripts::JOIN_RATE),
         })))
     }
 
@@ -233,6 +235,37 @@ impl Cluster {
         }
         let io = self.io.handle();
         tokio::task::block_in_place(|| io.block_on(fut))
+    }
+
+    /// Takes one join from `sub`'s bucket, shared by every node
+    /// ([`scripts::JOIN_RATE`]): `None` when the join may go ahead, else how
+    /// long until it may. For async callers: the round trip runs on the
+    /// cluster's own runtime and is awaited, no thread is blocked.
+    pub async fn take_join(
+        self: &Arc<Self>,
+        sub: &str,
+        rate: f64,
+        burst: f64,
+    ) -> Result<Option<Duration>, ClusterError> {
+        let this = self.clone();
+        let key = wire::joins_key(sub);
+        self.io
+            .handle()
+            .spawn(async move {
+                let mut conn = this.conn()?;
+                let wait_ms: i64 = this
+                    .timed(
+                        this.join_rate
+                            .key(key)
+                            .arg(rate)
+                            .arg(burst)
+                            .invoke_async(&mut conn),
+                    )
+                    .await?;
+                Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms.unsigned_abs())))
+            })
+            .await
+            .map_err(|_| ClusterError::Unavailable)?
     }
 
     /// Makes sure this node receives `room`'s events; returns once subscribed.

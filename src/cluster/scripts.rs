@@ -100,3 +100,31 @@ end
 redis.call('DEL', KEYS[2])
 return {1, emptied}
 ";
+
+/// Take one join from a `sub`'s token bucket (`[server] joins_per_second_per_sub`).
+/// KEYS: the bucket ([`super::wire::joins_key`]). ARGV: rate (joins/s), burst.
+/// Redis's own clock (`TIME`) is the clock, so nodes need not agree on theirs.
+/// Returns 0 when the join may go ahead, else the milliseconds until it may.
+pub const JOIN_RATE: &str = r"
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(b[1])
+local at = tonumber(b[2])
+if tokens == nil or at == nil then
+  tokens = burst
+  at = now
+end
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate / 1000)
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+else
+  wait = math.ceil((1 - tokens) * 1000 / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) * 1000 / rate) + 1000)
+return wait
+";

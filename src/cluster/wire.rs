@@ -79,6 +79,13 @@ pub fn recording_egress_key(recording_id: &str) -> String {
     format!("{PREFIX}livekit:recording:{recording_id}")
 }
 
+/// `onair:joins:<sub>` — hash `{tokens, at}`: the join-rate bucket of one
+/// token `sub` (`[server] joins_per_second_per_sub`), shared by every node;
+/// it expires once it would be full again.
+pub fn joins_key(sub: &str) -> String {
+    format!("{PREFIX}joins:{sub}")
+}
+
 /// `<room> <recording id>`: a member of [`deadlines_key`], the value of
 /// [`egress_key`]; room ids never contain a space.
 pub fn deadline_member(room: &str, recording_id: &str) -> String {

@@ -213,9 +213,12 @@ impl Storage {
         })
     }
 
-    /// Checks the bucket is reachable (logging the outcome either way) and
-    /// moves every local file in `catalogued` to it. Returns at once.
+    /// Checks the buckets are reachable (logging the outcome either way) and
+    /// moves every local file in `catalogued` to onair's. Returns at once.
     pub fn start(&self, catalogued: Vec<Recording>) {
+        if self.bucket.is_none() && self.egress.is_none() {
+            return;
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::error!("[storage] s3 needs a Tokio runtime");
             return;

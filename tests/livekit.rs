@@ -23,6 +23,11 @@ use support::fake_livekit::FakeLivekit;
 use support::harness::{ADMIN_KEY, Client, RECV_TIMEOUT, Server, config, http};
 use support::moto::Moto;
 
+// The notification tests' HTTP receiver; the rest of that module is unused here.
+#[allow(dead_code, unused_imports)]
+#[path = "notifications/services.rs"]
+mod services;
+
 const KEY: &str = "APIonairTest";
 const SECRET: &str = "onair-livekit-test-secret-0123456789";
 const ROOM: &str = "standup";
@@ -891,6 +896,8 @@ async fn setup_with_bucket(moto: &Moto) -> (FakeLivekit, Server) {
     config.livekit.s3_secret_access_key = Some("egress-secret".into());
     config.livekit.s3_allow_http = true;
     config.notifications.s3_endpoint = Some(moto.endpoint.clone());
+    // The owners' notification receivers are on loopback.
+    config.notifications.allow_private_addresses = true;
     let server = Server::with(config).await;
     fake.configure(&server, true).await;
     fake.create_room(ROOM, r#"{"createdBy":"onair-test"}"#)
@@ -984,6 +991,25 @@ async fn delete_recording(server: &Server, id: &str) {
     assert_eq!(response.status(), 204);
 }
 
+/// Ada, a moderator, saves her notification `settings` (seed 001) and joins
+/// [`ROOM`]; the recordings she starts are hers.
+async fn owner_joins(server: &Server, settings: Value) -> Client {
+    let mut claims = server.claims(ROOM, "Ada", Role::Moderator);
+    claims.sub = "ada".into();
+    let token = server.mint(&claims);
+    let saved = http()
+        .post(server.url("/rest/recording/notifications"))
+        .bearer_auth(&token)
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 200, "{}", saved.text().await.unwrap());
+    let mut ada = Client::connect_query(server, &token).await;
+    ada.join(None).await;
+    ada
+}
+
 fn content(len: usize, seed: usize) -> Vec<u8> {
     (0..len).map(|i| ((i * 7 + seed) % 251) as u8).collect()
 }
@@ -996,24 +1022,16 @@ async fn egress_files_in_the_bucket_are_served_copied_and_deleted() {
     }
     let (fake, server) = setup_with_bucket(&moto).await;
     // Ada keeps an S3 location for copies of her recordings (seed 001).
-    let mut claims = server.claims(ROOM, "Ada", Role::Moderator);
-    claims.sub = "ada".into();
-    let token = server.mint(&claims);
-    let settings = http()
-        .post(server.url("/rest/recording/notifications"))
-        .bearer_auth(&token)
-        .json(&json!({
+    let mut ada = owner_joins(
+        &server,
+        json!({
             "notify": false,
             "s3Arn": format!("arn:aws:s3:us-east-1::{OWNER_BUCKET}/onair"),
             "s3AccessKeyId": "AKIAOWNER",
             "s3SecretAccessKey": "owner-secret",
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(settings.status(), 200, "{}", settings.text().await.unwrap());
-    let mut ada = support::harness::Client::connect_query(&server, &token).await;
-    ada.join(None).await;
+        }),
+    )
+    .await;
 
     // The three forms of location LiveKit reports, each for a file that the
     // egress put in the bucket. The first is over one S3 part (8 MiB), and
@@ -1086,4 +1104,36 @@ async fn egress_files_in_the_bucket_are_served_copied_and_deleted() {
     assert_eq!(redirect.headers()["location"], elsewhere.as_str());
     delete_recording(&server, available["recording_id"].as_str().unwrap()).await;
     assert_eq!(moto.keys("other").await, ["recordings/standup-4.mp4"]);
+}
+
+/// Without an S3 copy, the owner's notification links to an egress file by
+/// onair's signed link, which opens; the bucket's own URL would not.
+#[tokio::test]
+async fn the_owners_notification_links_an_egress_file_through_onair() {
+    let moto = Moto::start().await;
+    moto.create_bucket(EGRESS_BUCKET).await;
+    let mut receiver = services::Receiver::start(&[]).await;
+    let (fake, server) = setup_with_bucket(&moto).await;
+    let mut ada = owner_joins(&server, json!({"notify": true, "url": receiver.url})).await;
+    let bytes = content(2048, 5);
+    moto.put(EGRESS_BUCKET, "recordings/standup-5.mp4", bytes.clone())
+        .await;
+
+    let available = record_to(
+        &fake,
+        &mut ada,
+        &format!("https://{EGRESS_BUCKET}.s3.us-east-1.amazonaws.com/recordings/standup-5.mp4"),
+    )
+    .await;
+    let id = available["recording_id"].as_str().unwrap();
+    let posted = receiver.next().await.body;
+    assert_eq!(posted["meetingId"], id);
+    let link = posted["retrievalUrl"].as_str().unwrap();
+    assert!(
+        link.starts_with(&format!("/v1/recordings/{id}/media?expires=")),
+        "{link}"
+    );
+    let opened = plain().get(server.url(link)).send().await.unwrap();
+    assert_eq!(opened.status(), 200);
+    assert!(opened.bytes().await.unwrap() == bytes);
 }

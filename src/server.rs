@@ -130,7 +130,17 @@ impl AppState {
             sha2::Sha256::digest(format!("onair media URLs\n{base}")).into()
         };
         let links = crate::catalog::Links::from_config(&config, media_key);
-        let notifications = Arc::new(Notifications::new(&config, store.clone(), links.clone()));
+        let storage = Arc::new(crate::storage::Storage::from_config(
+            &config,
+            store.clone(),
+            shutdown.clone(),
+        )?);
+        let notifications = Arc::new(Notifications::new(
+            &config,
+            store.clone(),
+            links.clone(),
+            Some(storage.clone()),
+        ));
         let mut limits = crate::limits::Limits::new(&config.server);
         let open_files = raise_open_files();
         let websockets = limits.fit_open_files(open_files);
@@ -154,11 +164,7 @@ impl AppState {
             rooms,
             catalog: Arc::new(
                 Catalog::new(store.clone(), outbox.clone(), notifications.clone(), links)
-                    .with_storage(Arc::new(crate::storage::Storage::from_config(
-                        &config.storage,
-                        store.clone(),
-                        shutdown.clone(),
-                    )?)),
+                    .with_storage(storage),
             ),
             store,
             outbox,

@@ -303,6 +303,13 @@ pub struct RecordingConfig {
     pub enabled: bool,
     /// Seconds the backend has to confirm a start before `recorder_timeout`.
     pub start_timeout_s: u64,
+    /// Seconds the backend has to confirm a stop; then the room goes to
+    /// `inactive` with reason `stop_timeout` (and the stop is sent once more).
+    pub stop_timeout_s: u64,
+    /// Seconds a recording outlives its room's last participant, so that a
+    /// page reload does not end it; then it is stopped (reason `empty_room`).
+    /// 0 stops it at once.
+    pub empty_room_grace_s: u64,
     /// `manual` only: wait for the recorder to report `recording` through
     /// `POST /v1/rooms/{room}/recording/status` instead of confirming at once.
     pub manual_confirm: bool,
@@ -314,6 +321,8 @@ impl Default for RecordingConfig {
             backend: BackendKind::Manual,
             enabled: true,
             start_timeout_s: 30,
+            stop_timeout_s: 30,
+            empty_room_grace_s: 30,
             manual_confirm: false,
         }
     }
@@ -833,6 +842,7 @@ impl Config {
             ),
             ("auth.ticket_ttl_s", self.auth.ticket_ttl_s),
             ("recording.start_timeout_s", self.recording.start_timeout_s),
+            ("recording.stop_timeout_s", self.recording.stop_timeout_s),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -109,9 +109,16 @@ impl AppState {
         }
         let outbox = Arc::new(Outbox::new(&config.webhooks, store.clone()));
         let rooms = Arc::new(Registry::new(RegistryParts {
-            policy: backend.policy(config.recording.enabled),
+            policy: backend.policy(
+                config.recording.enabled,
+                config.recording.empty_room_grace_s > 0,
+            ),
             backend,
-            start_timeout: Duration::from_secs(config.recording.start_timeout_s),
+            waits: crate::room::Waits {
+                start: Duration::from_secs(config.recording.start_timeout_s),
+                stop: Duration::from_secs(config.recording.stop_timeout_s),
+                empty_room: Duration::from_secs(config.recording.empty_room_grace_s),
+            },
             store: store.clone(),
             outbox: outbox.clone(),
             cluster,
@@ -242,6 +249,8 @@ pub async fn run(
     );
     // [storage] s3: check the bucket, move files still on local disk.
     app.catalog.start_storage();
+    // Deadlines saved with their transitions (also those of a previous run).
+    tokio::spawn(app.rooms.clone().enforce_deadlines(app.shutdown.clone()));
     // [storage] retention: expired recordings go, as DELETE would.
     tokio::spawn(crate::retention::run(app.clone(), app.shutdown.clone()));
     // 8x8 JaaS: recording downloads a previous run left pending.

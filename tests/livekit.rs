@@ -1148,3 +1148,33 @@ async fn the_owners_notification_links_an_egress_file_through_onair() {
     assert_eq!(opened.status(), 200);
     assert!(opened.bytes().await.unwrap() == bytes);
 }
+
+#[tokio::test]
+async fn a_stop_livekit_never_confirms_ends_at_the_stop_timeout() {
+    let fake = FakeLivekit::start().await;
+    let mut config = livekit_config(&fake, KEY, SECRET);
+    config.recording.stop_timeout_s = 2;
+    let server = Server::with(config).await;
+    fake.configure(&server, true).await;
+    fake.create_room(ROOM, r#"{"createdBy":"onair-test"}"#)
+        .await;
+    let (mut ada, _) = server.join(ROOM, "Ada", Role::Moderator).await;
+    let id = start(&mut ada, &mut []).await;
+    expect_started(&mut ada, &id).await;
+
+    // LiveKit answers StopEgress, then goes silent: no egress_ended ever comes.
+    fake.configure(&server, false).await;
+    ada.recording(json!({"action": "stop", "recording_id": id}))
+        .await;
+    expect_status(&mut ada, "stopping").await;
+    // At the stop timeout the room is free again, and says why.
+    assert_eq!(ada.expect("recording", "stopped").await["recording_id"], id);
+    let inactive = expect_status(&mut ada, "inactive").await;
+    assert_eq!(inactive["reason"], "stop_timeout");
+    // The stop was sent once more, best effort.
+    fake.wait_calls("Egress/StopEgress", 2).await;
+    // And the room takes a new start instead of `already_recording`.
+    fake.configure(&server, true).await;
+    let again = start(&mut ada, &mut []).await;
+    assert_ne!(again, id);
+}

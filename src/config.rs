@@ -97,6 +97,12 @@ pub struct ServerConfig {
     pub join_timeout_s: u64,
     /// Seconds to wait for sockets to close on shutdown.
     pub shutdown_grace_s: u64,
+    /// Seconds between keepalive pings to every joined socket; 0 = none.
+    pub ping_interval_s: u64,
+    /// Seconds a joined socket may send nothing (no frame, no pong) before it
+    /// is closed and the others get `left`; checked at each ping, so a dead
+    /// peer goes between this and this plus `ping_interval_s`.
+    pub ping_timeout_s: u64,
     /// Seconds a client has to send a request's headers, counted from the
     /// connection's start or from the request's first byte on a kept-alive
     /// connection; slower ones are closed.
@@ -158,6 +164,8 @@ impl Default for ServerConfig {
             message_burst: 40,
             join_timeout_s: 10,
             shutdown_grace_s: 10,
+            ping_interval_s: 20,
+            ping_timeout_s: 45,
             header_timeout_s: 10,
             body_timeout_s: 10,
             idle_timeout_s: 60,

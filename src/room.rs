@@ -30,6 +30,7 @@
 //! effects (backend calls, timers, the store and the outbox).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -87,8 +88,16 @@ impl Outlet {
 pub struct Queue {
     frames: Mutex<VecDeque<Frame>>,
     ready: Notify,
-    capacity: usize,
+    /// Frames it holds at most (`[server] send_queue`).
+    capacity: u32,
+    /// Keepalive sweeps since the socket last sent anything (a pong counts);
+    /// [`SILENCED`] once the sweep closed it for that. Beside `capacity`, it
+    /// costs no memory: the keepalive needs no timer or field per socket.
+    silent: AtomicU8,
 }
+
+/// [`Queue::silent`] of a socket closed for not answering pings.
+const SILENCED: u8 = u8::MAX;
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,14 +113,40 @@ impl Queue {
         Arc::new(Self {
             frames: Mutex::new(VecDeque::new()),
             ready: Notify::new(),
-            capacity,
+            capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
+            silent: AtomicU8::new(0),
         })
+    }
+
+    /// The socket sent something: it is alive.
+    pub fn heard(&self) {
+        // Read first: most frames find it at 0 and need not write the line.
+        if self.silent.load(Ordering::Relaxed) != 0 {
+            self.silent.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the keepalive sweep closed this socket for its silence.
+    pub fn silenced(&self) -> bool {
+        self.silent.load(Ordering::Relaxed) == SILENCED
+    }
+
+    /// One keepalive sweep: counts it, and says whether the socket has now
+    /// been silent for more than `limit` sweeps.
+    fn sweep(&self, limit: u8) -> bool {
+        let silent = self.silent.load(Ordering::Relaxed).saturating_add(1);
+        if silent > limit {
+            self.silent.store(SILENCED, Ordering::Relaxed);
+            return true;
+        }
+        self.silent.store(silent, Ordering::Relaxed);
+        false
     }
 
     /// Adds a frame; `false` if the queue is full.
     pub fn offer(&self, frame: Frame) -> bool {
         let mut frames = self.frames.lock().unwrap_or_else(|e| e.into_inner());
-        if frames.len() >= self.capacity {
+        if frames.len() >= self.capacity as usize {
             return false;
         }
         frames.push_back(frame);
@@ -1234,6 +1269,31 @@ impl Registry {
             tracing::error!(room = %room_id, error = %e, "cannot save a deadline");
         }
         pending
+    }
+
+    /// One keepalive sweep (`[server] ping_interval_s`): every joined
+    /// socket gets a ping (an empty frame in its queue, which its task sends
+    /// as a WebSocket Ping), and one that has sent nothing, not even a pong,
+    /// for more than `limit` sweeps is closed; the others then get `left`.
+    pub fn sweep_silent(&self, limit: u8) {
+        let rooms: Vec<Arc<Room>> = self.rooms.iter().map(|r| r.value().clone()).collect();
+        let mut closed = 0usize;
+        for room in rooms {
+            let inner = room.lock();
+            for member in &inner.members {
+                let queue = &member.outlet.queue;
+                if queue.sweep(limit) {
+                    member.outlet.kick.cancel();
+                    closed += 1;
+                } else {
+                    // Not counted as a frame sent: it carries nothing.
+                    queue.offer(Frame::default());
+                }
+            }
+        }
+        if closed > 0 {
+            tracing::info!(closed, "keepalive: closed sockets that answered no ping");
+        }
     }
 
     /// One node: feeds every stored deadline that has passed back to its

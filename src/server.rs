@@ -249,6 +249,26 @@ pub async fn run(
     );
     // [storage] s3: check the bucket, move files still on local disk.
     app.catalog.start_storage();
+    // Keepalive: ping every joined socket, close the silent ones (one sweep, no timer per socket).
+    let ping_every = app.config.server.ping_interval_s;
+    if ping_every > 0 {
+        let rooms = app.rooms.clone();
+        let stopped = app.shutdown.clone();
+        // Sweeps a socket may miss: silent for more than ping_timeout_s.
+        let limit = u8::try_from(app.config.server.ping_timeout_s.div_ceil(ping_every))
+            .unwrap_or(u8::MAX - 1)
+            .min(u8::MAX - 1);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(ping_every));
+            every.tick().await;
+            loop {
+                tokio::select! {
+                    _ = stopped.cancelled() => return,
+                    _ = every.tick() => rooms.sweep_silent(limit),
+                }
+            }
+        });
+    }
     // Deadlines saved with their transitions (also those of a previous run).
     tokio::spawn(app.rooms.clone().enforce_deadlines(app.shutdown.clone()));
     // [storage] retention: expired recordings go, as DELETE would.

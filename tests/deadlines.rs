@@ -135,3 +135,63 @@ async fn an_emptied_room_stops_its_recording_after_the_grace_period() {
     let (_bob, success) = server.join(ROOM, "Bob", Role::User).await;
     assert_eq!(success["recording"], Value::Null, "{success} ({id})");
 }
+
+/// A WebSocket client written by hand on a raw TCP stream: it joins, then
+/// never reads again, so it answers no ping (a closed laptop, a dropped
+/// network: the kernel still acknowledges, nobody answers).
+async fn vanishing_client(server: &Server, token: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let request = format!(
+        "GET /signaling?token={token} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.addr
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // One masked text frame (RFC 6455 §5.3): `join`.
+    let payload = br#"{"namespace":"control","payload":{"action":"join"}}"#;
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    tcp.write_all(&frame).await.unwrap();
+    tcp
+}
+
+#[tokio::test]
+async fn a_socket_that_answers_no_ping_is_closed_and_the_others_are_told() {
+    let mut config = config();
+    config.server.ping_interval_s = 1;
+    config.server.ping_timeout_s = 2;
+    let server = Server::with(config).await;
+    let (mut bob, _) = server.join(ROOM, "Bob", Role::User).await;
+    let token = server.token(ROOM, "Ghost", Role::User);
+    let _ghost = vanishing_client(&server, &token).await;
+    let joined = bob.expect("control", "joined").await;
+    // Bob reads (and so answers pings) all along; the ghost never does.
+    let left = bob.until("control", "left").await;
+    assert_eq!(left["id"], joined["id"]);
+    // Bob, who answers, is still there.
+    bob.recording(json!({"action": "set_consent", "consent": true}))
+        .await;
+    let (mut carol, success) = server.join(ROOM, "Carol", Role::User).await;
+    let people: Vec<&str> = success["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["control"]["display_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(people, ["Bob"]);
+    carol.expect_silence(Duration::from_millis(100)).await;
+}

@@ -454,6 +454,16 @@ impl Store {
         Ok(Some(recording))
     }
 
+    /// Deletes delivered, dead and disabled outbox rows written before
+    /// `before` (RFC 3339, as `created_at`); pending and held rows stay.
+    /// Returns how many went.
+    pub fn prune_outbox(&self, before: &str) -> Result<usize, StoreError> {
+        Ok(self.lock().execute(
+            "DELETE FROM outbox WHERE state IN ('delivered', 'dead', 'disabled') AND created_at < ?1",
+            [before],
+        )?)
+    }
+
     /// Deliveries due at `now_ms`, oldest first.
     pub fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
         let conn = self.lock();
@@ -1222,6 +1232,23 @@ mod tests {
         store.failed_attempt(again[0].seq, "503", None).unwrap();
         let counts = store.outbox_counts().unwrap();
         assert_eq!((counts.delivered, counts.dead, counts.pending), (1, 1, 0));
+    }
+
+    #[test]
+    fn finished_outbox_rows_are_pruned_and_pending_ones_kept() {
+        let store = Store::in_memory().unwrap();
+        store
+            .enqueue(&[delivery("a"), delivery("b"), delivery("c")])
+            .unwrap();
+        let due = store.due_deliveries(i64::MAX, 10).unwrap();
+        store.delivered(due[0].seq).unwrap();
+        store.failed_attempt(due[1].seq, "gone", None).unwrap();
+        // Rows written now are not older than a cutoff in the past…
+        assert_eq!(store.prune_outbox("2000-01-01T00:00:00.000Z").unwrap(), 0);
+        // …and with a cutoff in the future only the finished ones go.
+        assert_eq!(store.prune_outbox("2999-01-01T00:00:00.000Z").unwrap(), 2);
+        let counts = store.outbox_counts().unwrap();
+        assert_eq!((counts.pending, counts.delivered, counts.dead), (1, 0, 0));
     }
 
     #[test]

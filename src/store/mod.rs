@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_nothing_lost.sql"),
     include_str!("migrations/0006_retention.sql"),
     include_str!("migrations/0007_deadlines.sql"),
+    include_str!("migrations/0008_recording_facts.sql"),
 ];
 /// How long inbound idempotency keys are kept: no provider replays past its
 /// replay window, and 8x8's links (the longest-lived thing) die after 24 h.
@@ -140,6 +141,15 @@ pub struct LivekitEgressRow {
     pub stop_requested: bool,
     /// When onair learnt of it (ms since the epoch).
     pub created_ms: i64,
+}
+
+/// What onair saw of a recording while it ran (see [`Store::recording_facts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingFacts {
+    /// When `started` went out (RFC 3339 UTC).
+    pub started_at: String,
+    /// The most participants in the room while it recorded.
+    pub peak_participants: u32,
 }
 
 /// A deadline to arm: its name, the recording it is about, and when it
@@ -670,6 +680,44 @@ impl Store {
             )
             .optional()?
             .flatten())
+    }
+
+    /// Notes that a recording started now, with `present` participants in its room.
+    pub fn recording_started(&self, recording_id: &str, present: u32) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT OR IGNORE INTO recording_facts (recording_id, started_at, peak_participants) VALUES (?1, ?2, ?3)",
+            params![recording_id, crate::protocol::now_rfc3339(), present],
+        )?;
+        Ok(())
+    }
+
+    /// Raises a recording's peak participant count to `peak` (never lowers it).
+    pub fn recording_peak(&self, recording_id: &str, peak: u32) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE recording_facts SET peak_participants = MAX(peak_participants, ?2) WHERE recording_id = ?1",
+            params![recording_id, peak],
+        )?;
+        Ok(())
+    }
+
+    /// When a recording started and the most participants it saw, if onair ran it.
+    pub fn recording_facts(
+        &self,
+        recording_id: &str,
+    ) -> Result<Option<RecordingFacts>, StoreError> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                "SELECT started_at, peak_participants FROM recording_facts WHERE recording_id = ?1",
+                [recording_id],
+                |r| {
+                    Ok(RecordingFacts {
+                        started_at: r.get(0)?,
+                        peak_participants: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?)
     }
 
     /// Remembers who started a recording.
@@ -1353,6 +1401,20 @@ mod tests {
             store.expired_recordings(cutoff, cutoff, 1).unwrap(),
             ["old"]
         );
+    }
+
+    #[test]
+    fn recording_facts_keep_the_start_and_only_raise_the_peak() {
+        let store = Store::in_memory().unwrap();
+        assert_eq!(store.recording_facts("r1").unwrap(), None);
+        store.recording_started("r1", 2).unwrap();
+        let started = store.recording_facts("r1").unwrap().unwrap();
+        store.recording_started("r1", 9).unwrap();
+        store.recording_peak("r1", 5).unwrap();
+        store.recording_peak("r1", 3).unwrap();
+        let facts = store.recording_facts("r1").unwrap().unwrap();
+        assert_eq!(facts.started_at, started.started_at);
+        assert_eq!(facts.peak_participants, 5);
     }
 
     #[test]

@@ -723,9 +723,13 @@ async fn a_file_onair_serves_is_linked_absolute_and_signed_in_the_post_and_the_m
 
 #[tokio::test]
 async fn the_post_names_the_real_start_and_the_most_people_present() {
-    let mut receiver = Receiver::start(&[]).await;
+    let (mut receiver, smtp) = tokio::join!(Receiver::start(&[]), SmtpSink::start());
     let mut config = config();
     config.notifications.allow_private_addresses = true;
+    config.smtp.host = Some("127.0.0.1".into());
+    config.smtp.port = smtp.port;
+    config.smtp.starttls = false;
+    config.smtp.from = Some("onair <onair@example.org>".into());
     let server = Server::with(config).await;
     // Ada turns her notifications on.
     let ada_token = token(&server, "ada", Role::Moderator);
@@ -734,7 +738,7 @@ async fn the_post_names_the_real_start_and_the_most_people_present() {
         reqwest::Method::POST,
         PATH,
         Some(&ada_token),
-        Some(json!({"notify": true, "url": receiver.url})),
+        Some(json!({"notify": true, "url": receiver.url, "email": "ada@example.org"})),
     )
     .await;
     assert_eq!(status, 200);
@@ -758,10 +762,21 @@ async fn the_post_names_the_real_start_and_the_most_people_present() {
     // Later, the recorder hands the file in (the old estimate, hand-in minus
     // duration, would be past the start by more than a second).
     tokio::time::sleep(Duration::from_millis(2100)).await;
+    let bytes = content(5000);
+    let form = reqwest::multipart::Form::new()
+        .text("recording_id", id.clone())
+        .text("duration_s", "0.5")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes.clone())
+                .file_name("r.mp4")
+                .mime_str("video/mp4")
+                .unwrap(),
+        );
     let response = http()
         .post(server.url("/v1/rooms/room/recordings"))
         .bearer_auth(ADMIN_KEY)
-        .json(&json!({"recording_id": id, "url": "https://cdn.example/r.mp4", "name": "r.mp4", "duration_s": 0.5, "size_bytes": 10}))
+        .multipart(form)
         .send()
         .await
         .unwrap();
@@ -776,4 +791,11 @@ async fn the_post_names_the_real_start_and_the_most_people_present() {
         "{:?} not within the start ({before:?}..{after:?})",
         post.body["startTime"]
     );
+    // The POST's link and the e-mail's open with no credentials at all.
+    let link = post.body["retrievalUrl"].as_str().unwrap().to_owned();
+    let mails = smtp.messages(1).await;
+    assert!(mails[0].body.contains(&link), "{}", mails[0].body);
+    let fetched = client().get(server.url(&link)).send().await.unwrap();
+    assert_eq!(fetched.status(), 200, "{link}");
+    assert!(fetched.bytes().await.unwrap() == bytes);
 }

@@ -1232,8 +1232,11 @@ impl Registry {
                                 registry.apply_to(&room_id, input);
                             }
                         }
-                        if let (Some(cluster), Deadline::Start) = (&cluster, deadline) {
-                            let _ = cluster.disarm_deadline(&room_id, &recording_id).await;
+                        if let (Some(cluster), Deadline::Start | Deadline::Stop) =
+                            (&cluster, deadline)
+                        {
+                            let stop = deadline == Deadline::Stop;
+                            let _ = cluster.disarm_deadline(&room_id, &recording_id, stop).await;
                         }
                     });
                 }
@@ -1702,7 +1705,11 @@ impl Registry {
                     current.version,
                     &to,
                     require_empty,
-                    self.waits.start,
+                    match &to {
+                        State::Initializing { .. } => Some(self.waits.start),
+                        State::Stopping { .. } => Some(self.waits.stop),
+                        _ => None,
+                    },
                     &messages,
                 )
                 .await?
@@ -1835,16 +1842,20 @@ impl Host for Registry {
         }
     }
 
-    fn start_overdue(self: &Arc<Self>, room: String, recording_id: String) {
+    fn deadline_overdue(self: &Arc<Self>, room: String, recording_id: String) {
         let registry = self.clone();
         tokio::spawn(async move {
-            registry.apply_to(
-                &room,
-                Input::Expired {
-                    deadline: Deadline::Start,
-                    recording_id,
-                },
-            );
+            // A start's or a stop's: the one that does not apply changes nothing.
+            for deadline in [Deadline::Start, Deadline::Stop] {
+                let recording_id = recording_id.clone();
+                registry.apply_to(
+                    &room,
+                    Input::Expired {
+                        deadline,
+                        recording_id,
+                    },
+                );
+            }
         });
     }
 

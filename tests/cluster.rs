@@ -364,6 +364,52 @@ async fn a_dead_nodes_start_timeout_is_taken_over() {
     drop(ada);
 }
 
+#[tokio::test]
+async fn a_dead_nodes_stop_deadline_is_taken_over() {
+    let redis = Redis::start();
+    // The recorder confirms the start but never the stop (stop deadline 2 s).
+    let env = [
+        ("ONAIR_RECORDING__MANUAL_CONFIRM", "true"),
+        ("ONAIR_RECORDING__STOP_TIMEOUT_S", "2"),
+    ];
+    let mut a = Node::start_with(&redis, "node-a", &env).await;
+    let b = Node::start_with(&redis, "node-b", &env).await;
+    let (mut ada, _) = a.join("standup", "Ada", Role::Moderator).await;
+    let (mut bob, _) = b.join("standup", "Bob", Role::User).await;
+    ada.expect("control", "joined").await;
+    ada.recording(json!({"action": "start"})).await;
+    let id = bob.until("recording", "status").await["recording_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let confirmed = http()
+        .post(a.server.url("/v1/rooms/standup/recording/status"))
+        .bearer_auth(support::harness::ADMIN_KEY)
+        .json(&json!({"status": "recording", "recording_id": id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirmed.status(), 200);
+    assert_eq!(bob.until("recording", "started").await["recording_id"], id);
+    ada.recording(json!({"action": "stop", "recording_id": id}))
+        .await;
+    loop {
+        if bob.until("recording", "status").await["status"] == "stopping" {
+            break;
+        }
+    }
+    // Node A armed the stop deadline and dies: node B enforces it, and Bob,
+    // who saw `started`, gets `stopped`.
+    a.kill();
+    let left = bob.until("control", "left").await;
+    assert_eq!(left["id"], ada.id.as_str());
+    assert_eq!(bob.until("recording", "stopped").await["recording_id"], id);
+    let settled = bob.until("recording", "status").await;
+    assert_eq!(settled["status"], "inactive");
+    assert_eq!(settled["reason"], "stop_timeout");
+    drop(ada);
+}
+
 /// A storm of joins and then of leaves (every socket dropped at once) used
 /// to park every worker of a node in a Redis wait, leaving none to drive the
 /// Redis connection: the node froze and ignored SIGTERM.

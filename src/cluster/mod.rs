@@ -91,10 +91,10 @@ pub trait Host: Send + Sync + 'static {
     fn connection_lost(&self);
     /// A reaped node left these rooms empty.
     fn rooms_emptied(self: &Arc<Self>, rooms: Vec<String>);
-    /// The start of `recording_id` in `room` was not confirmed in time and
-    /// the node that armed its timeout did not handle it (it died): this
-    /// node feeds the timeout in instead.
-    fn start_overdue(self: &Arc<Self>, room: String, recording_id: String);
+    /// The start or stop of `recording_id` in `room` was not confirmed in
+    /// time and the node that armed its deadline did not handle it (it died):
+    /// this node feeds the deadline in instead.
+    fn deadline_overdue(self: &Arc<Self>, room: String, recording_id: String);
 }
 
 /// The state of a room's recording in Redis.
@@ -388,18 +388,24 @@ impl Cluster {
         Ok(receivers)
     }
 
-    /// Forgets a deadline once its timeout has been handled.
+    /// Forgets a start's (or, with `stop`, a stop's) deadline once its
+    /// timeout has been handled.
     pub async fn disarm_deadline(
         &self,
         room: &str,
         recording_id: &str,
+        stop: bool,
     ) -> Result<(), ClusterError> {
         let mut conn = self.conn()?;
+        let member = match stop {
+            true => wire::stop_deadline_member(room, recording_id),
+            false => wire::deadline_member(room, recording_id),
+        };
         let _: u64 = self
             .timed(
                 redis::cmd("ZREM")
                     .arg(wire::deadlines_key())
-                    .arg(wire::deadline_member(room, recording_id))
+                    .arg(member)
                     .query_async(&mut conn),
             )
             .await?;
@@ -510,19 +516,25 @@ impl Cluster {
         expected: u64,
         state: &State,
         require_empty: bool,
-        start_timeout: Duration,
+        wait: Option<Duration>,
         messages: &[String],
     ) -> Result<Cas, ClusterError> {
         let mut conn = self.conn()?;
         let resting = matches!(state, State::Inactive | State::Failed { .. });
-        // A start awaiting the backend gets a shared deadline, which a
-        // survivor enforces should the node that armed the timer die.
-        let deadline = match state {
-            State::Initializing { recording_id, .. } => wire::deadline_member(room, recording_id),
+        // A start or stop awaiting the backend gets a shared deadline (`wait`
+        // from now), which a survivor enforces should the node that armed
+        // the timer die.
+        let deadline = match (state, wait) {
+            (State::Initializing { recording_id, .. }, Some(_)) => {
+                wire::deadline_member(room, recording_id)
+            }
+            (State::Stopping { recording_id, .. }, Some(_)) => {
+                wire::stop_deadline_member(room, recording_id)
+            }
             _ => String::new(),
         };
-        let due =
-            epoch_ms().saturating_add(u64::try_from(start_timeout.as_millis()).unwrap_or(u64::MAX));
+        let wait = wait.unwrap_or_default();
+        let due = epoch_ms().saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
         let mut invocation = self.cas.prepare_invoke();
         invocation
             .key(wire::recording_key(room))
@@ -835,10 +847,10 @@ impl Cluster {
                 tracing::warn!(
                     room,
                     recording_id,
-                    "cluster: taking over the start timeout of a dead node"
+                    "cluster: taking over a start or stop deadline of a dead node"
                 );
                 let _main = main.enter();
-                host.start_overdue(room.to_owned(), recording_id.to_owned());
+                host.deadline_overdue(room.to_owned(), recording_id.to_owned());
             }
         }
         Ok(())

@@ -92,9 +92,17 @@ pub fn deadline_member(room: &str, recording_id: &str) -> String {
     format!("{room} {recording_id}")
 }
 
-/// The room and recording id of a [`deadline_member`].
+/// The member of the sorted set of deadlines for the stop of `recording_id`
+/// in `room` (apart from its start's, which may still be there: each is
+/// added only once).
+pub fn stop_deadline_member(room: &str, recording_id: &str) -> String {
+    format!("{room} {recording_id} stop")
+}
+
+/// The room and recording id of a [`deadline_member`] or [`stop_deadline_member`].
 pub fn parse_deadline_member(member: &str) -> Option<(&str, &str)> {
-    member.split_once(' ')
+    let (room, rest) = member.split_once(' ')?;
+    Some((room, rest.strip_suffix(" stop").unwrap_or(rest)))
 }
 
 /// What a pub/sub message asks each node to do with its own sockets.

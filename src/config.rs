@@ -303,6 +303,13 @@ pub struct RecordingConfig {
     pub enabled: bool,
     /// Seconds the backend has to confirm a start before `recorder_timeout`.
     pub start_timeout_s: u64,
+    /// Seconds between two comparisons of onair's recordings with what the
+    /// provider reports (LiveKit `Egress/ListEgress`): a recording the
+    /// provider ended without onair hearing of it ends (reason `reconciled`),
+    /// an egress onair started but no longer accounts for is stopped.
+    /// 0 = off. Providers without a list API (Nextcloud, JaaS) are not
+    /// reconciled; their deadlines cover them.
+    pub reconcile_interval_s: u64,
     /// `manual` only: wait for the recorder to report `recording` through
     /// `POST /v1/rooms/{room}/recording/status` instead of confirming at once.
     pub manual_confirm: bool,
@@ -314,6 +321,7 @@ impl Default for RecordingConfig {
             backend: BackendKind::Manual,
             enabled: true,
             start_timeout_s: 30,
+            reconcile_interval_s: 60,
             manual_confirm: false,
         }
     }

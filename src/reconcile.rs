@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backends::Backend;
 use crate::backends::livekit::Livekit;
-use crate::backends::livekit::reconcile::Repairs;
+use crate::backends::livekit::reconcile::{Repairs, Suspects};
 use crate::metrics::{METRICS, count};
 use crate::server::AppState;
 
@@ -40,14 +40,20 @@ pub async fn run(app: Arc<AppState>, shutdown: CancellationToken) {
     every.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // The first tick is immediate.
     every.tick().await;
+    let mut suspects = Suspects::default();
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
             _ = every.tick() => {}
         }
+        // In a cluster cut off from Redis the rooms' states cannot be read.
+        if app.rooms.cluster_ready() == Some(false) {
+            tracing::debug!("reconciliation skipped: the cluster is not connected");
+            continue;
+        }
         let rooms = app.rooms.clone();
-        let round = livekit.reconcile(|room| rooms.recording_state(room));
+        let round = livekit.reconcile(&mut suspects, |room| rooms.recording_state(room));
         let repairs = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,

@@ -140,6 +140,28 @@ async fn start_recording(ada: &mut Client, bob: &mut Client) -> String {
     id
 }
 
+/// Waits until onair's room is no longer live (`GET /v1/rooms/{room}` is 404).
+async fn room_is_gone(server: &Server) {
+    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+    loop {
+        let response = http()
+            .get(server.url(&format!("/v1/rooms/{ROOM}")))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 404 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the room is still live: {}",
+            response.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Every `ListEgress` onair made carried the `roomRecord` grant and a body
 /// LiveKit's protocol class reads; only a lookup of an egress the test had not
 /// listed (yet) is `not_found`.
@@ -211,6 +233,17 @@ async fn an_egress_livekit_completed_unheard_ends_the_recording_and_is_catalogue
 
 #[tokio::test]
 async fn an_egress_that_came_up_after_its_start_timed_out_is_stopped() {
+    came_up_after_its_start_timed_out(false).await;
+}
+
+/// The same with nobody left in onair's room: the room's state reads as
+/// nothing, which a round believes once the next reads the same.
+#[tokio::test]
+async fn an_egress_that_came_up_after_everyone_left_is_stopped() {
+    came_up_after_its_start_timed_out(true).await;
+}
+
+async fn came_up_after_its_start_timed_out(everyone_leaves: bool) {
     let (fake, server) = setup(false, |c| c.recording.start_timeout_s = 1).await;
     let (mut ada, _) = server.join(ROOM, "Ada", Role::Moderator).await;
     // The start timeout's own stop fails every attempt, so only
@@ -239,6 +272,12 @@ async fn an_egress_that_came_up_after_its_start_timed_out_is_stopped() {
     );
     let failed = |c: &Value| c["status"] == 503 && c["request"]["egress_id"] == egress_id.as_str();
     fake.wait_calls("Egress/StopEgress", 3, failed).await;
+    if everyone_leaves {
+        drop(ada);
+        room_is_gone(&server).await;
+        // Someone to notice a frame that should not come, elsewhere.
+        ada = server.join("elsewhere", "Ada", Role::Moderator).await.0;
+    }
 
     // Then the egress comes up anyway, recording people nobody accounts for.
     fake.list(json!({"egressId": egress_id, "status": "EGRESS_ACTIVE"}))

@@ -12,7 +12,10 @@
 //!    `EGRESS_ACTIVE` while its room is no longer recording that recording
 //!    (its start timed out and it came up anyway; the room moved on) is
 //!    **unaccounted for**: the caller stops it, one `StopEgress` per round.
-//!    An egress onair did not start is never touched.
+//!    An egress onair did not start is never touched. A room whose state
+//!    reads as nothing at all (no such room, or, in a cluster, a state that
+//!    could not be read) is believed only when the next round reads the same
+//!    ([`Suspects`]): a Redis hiccup must not stop a recording.
 //! 2. Every egress onair started whose end it has not applied, that is not
 //!    running and whose room still shows its recording as active
 //!    (initializing, recording, stopping): `ListEgress {egress_id}` says how
@@ -27,6 +30,8 @@
 //!
 //! Only final statuses are acted on: an egress that is still starting (its
 //! start answered after the listing) or ending is left to its webhooks.
+
+use std::collections::HashSet;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -78,6 +83,11 @@ pub struct Unaccounted {
     /// Its status at LiveKit (`EGRESS_STARTING` or `EGRESS_ACTIVE`).
     pub status: EgressStatus,
 }
+
+/// What one round tells the next: the egresses whose room's state read as
+/// nothing, stopped only if the next round reads nothing again.
+#[derive(Debug, Default)]
+pub struct Suspects(HashSet<String>);
 
 /// Why a round could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +200,7 @@ impl Livekit {
     /// but the egresses' ordering marks in memory.
     pub async fn reconcile(
         &self,
+        suspects: &mut Suspects,
         state_of: impl Fn(&str) -> Option<State>,
     ) -> Result<Repairs, ReconcileError> {
         let inner = &self.inner;
@@ -198,6 +209,7 @@ impl Livekit {
             .list_running()
             .await
             .map_err(|e| ReconcileError(e.to_string()))?;
+        let mut unknown = HashSet::new();
         for listed in &running {
             if !matches!(listed.status, EgressStatus::Starting | EgressStatus::Active) {
                 continue;
@@ -206,7 +218,14 @@ impl Livekit {
             let Some(egress) = inner.lookup(&listed.egress_id) else {
                 continue;
             };
-            if !accounts_for(state_of(&egress.room).as_ref(), &egress.recording_id) {
+            let unaccounted = match state_of(&egress.room) {
+                Some(state) => !accounts_for(Some(&state), &egress.recording_id),
+                None => {
+                    unknown.insert(listed.egress_id.clone());
+                    suspects.0.contains(&listed.egress_id)
+                }
+            };
+            if unaccounted {
                 repairs.unaccounted.push(Unaccounted {
                     egress_id: listed.egress_id.clone(),
                     egress,
@@ -214,6 +233,7 @@ impl Livekit {
                 });
             }
         }
+        suspects.0 = unknown;
 
         for (egress_id, egress) in self.open_egresses() {
             if running.iter().any(|r| r.egress_id == egress_id)

@@ -81,6 +81,7 @@ async fn repair(app: &Arc<AppState>, livekit: &Livekit, repairs: Repairs) {
             "reconciled: livekit ended the egress without onair hearing of it"
         );
         app.rooms.apply_to(&egress.room, ended.input);
+        count(&METRICS.reconciled, "ended");
         if let Some(info) = &ended.file {
             crate::webhooks::livekit::catalogue_reported(app, egress, info);
         }
@@ -104,6 +105,7 @@ async fn repair(app: &Arc<AppState>, livekit: &Livekit, repairs: Repairs) {
             status = lost.status.name(),
             "reconciled: stopping a livekit egress onair no longer accounts for"
         );
+        count(&METRICS.reconciled, "stopped");
         if let Err(e) = livekit.stop_unaccounted(&lost).await {
             tracing::warn!(egress_id = %lost.egress_id, error = %e, "cannot stop an unaccounted livekit egress; trying again next round");
             count(&METRICS.backend_errors, "stop");

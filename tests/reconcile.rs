@@ -140,6 +140,19 @@ async fn start_recording(ada: &mut Client, bob: &mut Client) -> String {
     id
 }
 
+/// Whether `/metrics` counts a repair of this kind.
+async fn metrics_count(server: &Server, reason: &str) -> bool {
+    let metrics = http()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics.contains(&format!("onair_reconciled_total{{reason=\"{reason}\"}}"))
+}
+
 /// Waits until onair's room is no longer live (`GET /v1/rooms/{room}` is 404).
 async fn room_is_gone(server: &Server) {
     let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
@@ -220,6 +233,7 @@ async fn an_egress_livekit_completed_unheard_ends_the_recording_and_is_catalogue
     let recording: Value = response.json().await.unwrap();
     assert_eq!(recording["provider"], "livekit", "{recording}");
     assert_eq!(recording["room"], ROOM, "{recording}");
+    assert!(metrics_count(&server, "ended").await);
     // A late joiner sees no recording; a new start works.
     let (_carol, success) = server.join(ROOM, "Carol", Role::Guest).await;
     assert_eq!(success["recording"], Value::Null);
@@ -285,6 +299,7 @@ async fn came_up_after_its_start_timed_out(everyone_leaves: bool) {
     let stopped = |c: &Value| c["status"] == 200 && c["request"]["egress_id"] == egress_id.as_str();
     let calls = fake.wait_calls("Egress/StopEgress", 1, stopped).await;
     assert_eq!(calls[0]["claims"]["video"], json!({"roomRecord": true}));
+    assert!(metrics_count(&server, "stopped").await);
     // The room is not disturbed.
     ada.expect_silence(QUIET).await;
     every_list_was_accepted(&fake).await;

@@ -97,6 +97,12 @@ pub struct ServerConfig {
     pub join_timeout_s: u64,
     /// Seconds to wait for sockets to close on shutdown.
     pub shutdown_grace_s: u64,
+    /// Seconds between keepalive pings to every joined socket; 0 = none.
+    pub ping_interval_s: u64,
+    /// Seconds a joined socket may send nothing (no frame, no pong) before it
+    /// is closed and the others get `left`; checked at each ping, so a dead
+    /// peer goes between this and this plus `ping_interval_s`.
+    pub ping_timeout_s: u64,
     /// Seconds a client has to send a request's headers, counted from the
     /// connection's start or from the request's first byte on a kept-alive
     /// connection; slower ones are closed.
@@ -158,6 +164,8 @@ impl Default for ServerConfig {
             message_burst: 40,
             join_timeout_s: 10,
             shutdown_grace_s: 10,
+            ping_interval_s: 20,
+            ping_timeout_s: 45,
             header_timeout_s: 10,
             body_timeout_s: 10,
             idle_timeout_s: 60,
@@ -303,6 +311,13 @@ pub struct RecordingConfig {
     pub enabled: bool,
     /// Seconds the backend has to confirm a start before `recorder_timeout`.
     pub start_timeout_s: u64,
+    /// Seconds the backend has to confirm a stop; then the room goes to
+    /// `inactive` with reason `stop_timeout` (and the stop is sent once more).
+    pub stop_timeout_s: u64,
+    /// Seconds a recording outlives its room's last participant, so that a
+    /// page reload does not end it; then it is stopped (reason `empty_room`).
+    /// 0 stops it at once.
+    pub empty_room_grace_s: u64,
     /// Seconds between two comparisons of onair's recordings with what the
     /// provider reports (LiveKit `Egress/ListEgress`): a recording the
     /// provider ended without onair hearing of it ends (reason `reconciled`),
@@ -321,6 +336,8 @@ impl Default for RecordingConfig {
             backend: BackendKind::Manual,
             enabled: true,
             start_timeout_s: 30,
+            stop_timeout_s: 30,
+            empty_room_grace_s: 30,
             reconcile_interval_s: 60,
             manual_confirm: false,
         }
@@ -343,6 +360,25 @@ pub struct LivekitConfig {
     pub file_path: String,
     /// Seconds one call to LiveKit may take.
     pub request_timeout_s: u64,
+    /// The S3-compatible bucket the egress uploads its files to. With the two
+    /// keys, onair serves, copies and deletes the files LiveKit reports there.
+    #[serde(deserialize_with = "text")]
+    pub s3_bucket: Option<String>,
+    /// The bucket's region; `us-east-1` when not set.
+    #[serde(deserialize_with = "text")]
+    pub s3_region: Option<String>,
+    /// An S3-compatible endpoint (MinIO, …) as onair reaches it; AWS S3 when
+    /// not set. Requests are path-style (`endpoint/bucket/key`).
+    #[serde(deserialize_with = "text")]
+    pub s3_endpoint: Option<String>,
+    /// The access key id; required with `s3_bucket`.
+    #[serde(deserialize_with = "text")]
+    pub s3_access_key_id: Option<String>,
+    /// The secret access key; required with `s3_bucket`. Never logged.
+    #[serde(deserialize_with = "text")]
+    pub s3_secret_access_key: Option<String>,
+    /// Allows a plain `http://` endpoint (a bucket on loopback or a private network).
+    pub s3_allow_http: bool,
 }
 
 impl Default for LivekitConfig {
@@ -353,6 +389,27 @@ impl Default for LivekitConfig {
             api_secret: None,
             file_path: "{room_name}-{time}.mp4".into(),
             request_timeout_s: 10,
+            s3_bucket: None,
+            s3_region: None,
+            s3_endpoint: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_allow_http: false,
+        }
+    }
+}
+
+impl LivekitConfig {
+    /// The egress bucket's S3 keys, as one group.
+    pub fn s3(&self) -> S3Keys<'_> {
+        S3Keys {
+            section: "livekit",
+            bucket: self.s3_bucket.as_deref(),
+            region: self.s3_region.as_deref(),
+            endpoint: self.s3_endpoint.as_deref(),
+            access_key_id: self.s3_access_key_id.as_deref(),
+            secret_access_key: self.s3_secret_access_key.as_deref(),
+            allow_http: self.s3_allow_http,
         }
     }
 }
@@ -468,52 +525,102 @@ impl Default for StorageConfig {
 }
 
 impl StorageConfig {
-    /// The S3 settings: bucket and keys all or none; the others only with them.
+    /// onair's bucket's S3 keys, as one group.
+    pub fn s3(&self) -> S3Keys<'_> {
+        S3Keys {
+            section: "storage",
+            bucket: self.s3_bucket.as_deref(),
+            region: self.s3_region.as_deref(),
+            endpoint: self.s3_endpoint.as_deref(),
+            access_key_id: self.s3_access_key_id.as_deref(),
+            secret_access_key: self.s3_secret_access_key.as_deref(),
+            allow_http: self.s3_allow_http,
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
+        self.s3()
+            .validate(&[("s3_prefix", !self.s3_prefix.is_empty())])
+    }
+}
+
+/// The `s3_*` keys of one section (`[storage]`: onair's bucket, `[livekit]`:
+/// the egress bucket), so that both are checked and turned into a client
+/// the same way.
+#[derive(Debug, Clone, Copy)]
+pub struct S3Keys<'a> {
+    /// The section, for messages: `storage` or `livekit`.
+    pub section: &'static str,
+    /// `s3_bucket`.
+    pub bucket: Option<&'a str>,
+    /// `s3_region`.
+    pub region: Option<&'a str>,
+    /// `s3_endpoint`.
+    pub endpoint: Option<&'a str>,
+    /// `s3_access_key_id`.
+    pub access_key_id: Option<&'a str>,
+    /// `s3_secret_access_key`.
+    pub secret_access_key: Option<&'a str>,
+    /// `s3_allow_http`.
+    pub allow_http: bool,
+}
+
+impl<'a> S3Keys<'a> {
+    /// The client settings, when bucket and both keys are set (a partial
+    /// setting is refused by [`Config`]'s validation).
+    pub fn settings(&self) -> Option<crate::storage::S3Settings<'a>> {
+        Some(crate::storage::S3Settings {
+            bucket: self.bucket?,
+            region: self.region,
+            endpoint: self.endpoint,
+            access_key_id: self.access_key_id?,
+            secret_access_key: self.secret_access_key?,
+            allow_http: self.allow_http,
+        })
+    }
+
+    /// Bucket and keys all or none; the other keys (and the section's own,
+    /// `also`) only with them; an endpoint is an http(s) URL, plain http only
+    /// when allowed. Every message names the key.
+    fn validate(&self, also: &[(&str, bool)]) -> Result<(), ConfigError> {
+        let section = self.section;
         let required = [
-            ("s3_bucket", self.s3_bucket.is_some()),
-            ("s3_access_key_id", self.s3_access_key_id.is_some()),
-            ("s3_secret_access_key", self.s3_secret_access_key.is_some()),
+            ("s3_bucket", self.bucket.is_some()),
+            ("s3_access_key_id", self.access_key_id.is_some()),
+            ("s3_secret_access_key", self.secret_access_key.is_some()),
         ];
-        let set: Vec<&str> = required
-            .iter()
-            .filter(|(_, present)| *present)
-            .map(|(key, _)| *key)
-            .collect();
-        if set.is_empty() {
+        if required.iter().all(|(_, present)| !present) {
             let optional = [
-                ("s3_region", self.s3_region.is_some()),
-                ("s3_endpoint", self.s3_endpoint.is_some()),
-                ("s3_prefix", !self.s3_prefix.is_empty()),
-                ("s3_allow_http", self.s3_allow_http),
+                ("s3_region", self.region.is_some()),
+                ("s3_endpoint", self.endpoint.is_some()),
+                ("s3_allow_http", self.allow_http),
             ];
-            if let Some((key, _)) = optional.iter().find(|(_, present)| *present) {
+            if let Some((key, _)) = optional.iter().chain(also).find(|(_, present)| *present) {
                 return Err(ConfigError(format!(
-                    "storage.{key} is set but storage.s3_bucket, storage.s3_access_key_id \
-                     and storage.s3_secret_access_key are not"
+                    "{section}.{key} is set but {section}.s3_bucket, {section}.s3_access_key_id \
+                     and {section}.s3_secret_access_key are not"
                 )));
             }
             return Ok(());
         }
         if let Some((missing, _)) = required.iter().find(|(_, present)| !present) {
             return Err(ConfigError(format!(
-                "storage.s3_bucket, storage.s3_access_key_id and storage.s3_secret_access_key \
-                 go together: storage.{missing} is missing"
+                "{section}.s3_bucket, {section}.s3_access_key_id and \
+                 {section}.s3_secret_access_key go together: {section}.{missing} is missing"
             )));
         }
-        if let Some(endpoint) = &self.s3_endpoint {
+        if let Some(endpoint) = self.endpoint {
             if endpoint.starts_with("http://") {
-                if !self.s3_allow_http {
-                    return Err(ConfigError(
-                        "storage.s3_endpoint is plain http://: set storage.s3_allow_http = true \
-                         to allow it"
-                            .into(),
-                    ));
+                if !self.allow_http {
+                    return Err(ConfigError(format!(
+                        "{section}.s3_endpoint is plain http://: set {section}.s3_allow_http = \
+                         true to allow it"
+                    )));
                 }
             } else if !endpoint.starts_with("https://") {
-                return Err(ConfigError(
-                    "storage.s3_endpoint must be an http(s) URL".into(),
-                ));
+                return Err(ConfigError(format!(
+                    "{section}.s3_endpoint must be an http(s) URL"
+                )));
             }
         }
         Ok(())
@@ -751,6 +858,7 @@ impl Config {
             ),
             ("auth.ticket_ttl_s", self.auth.ticket_ttl_s),
             ("recording.start_timeout_s", self.recording.start_timeout_s),
+            ("recording.stop_timeout_s", self.recording.stop_timeout_s),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -823,6 +931,7 @@ impl Config {
             }
         }
         self.storage.validate()?;
+        self.livekit.s3().validate(&[])?;
         self.auth.validate()?;
         // [cluster]
         let c = &self.cluster;
@@ -998,6 +1107,58 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("s3_allow_http"), "{err}");
+    }
+
+    #[test]
+    fn livekit_egress_bucket_settings_go_together() {
+        let load = |text: &str| {
+            let f = file(text);
+            Config::load_from(Some(f.path()), no_env()).map_err(|e| e.to_string())
+        };
+        let c = load(
+            "[livekit]\ns3_bucket = \"egress\"\ns3_access_key_id = \"a\"\n\
+             s3_secret_access_key = \"s\"\ns3_region = \"eu-west-1\"\n\
+             s3_endpoint = \"http://minio:9000\"\ns3_allow_http = true\n",
+        )
+        .unwrap();
+        let settings = c.livekit.s3().settings().unwrap();
+        assert_eq!(
+            (settings.bucket, settings.region, settings.endpoint),
+            ("egress", Some("eu-west-1"), Some("http://minio:9000"))
+        );
+        assert!(load("").unwrap().livekit.s3().settings().is_none());
+        // Each of the three missing is named, with its section.
+        for (text, missing) in [
+            (
+                "s3_access_key_id = \"a\"\ns3_secret_access_key = \"s\"",
+                "s3_bucket",
+            ),
+            (
+                "s3_bucket = \"egress\"\ns3_secret_access_key = \"s\"",
+                "s3_access_key_id",
+            ),
+            (
+                "s3_bucket = \"egress\"\ns3_access_key_id = \"a\"",
+                "s3_secret_access_key",
+            ),
+        ] {
+            let err = load(&format!("[livekit]\n{text}\n")).unwrap_err();
+            assert!(
+                err.contains(&format!("livekit.{missing} is missing")),
+                "{err}"
+            );
+        }
+        let err = load("[livekit]\ns3_region = \"eu-west-1\"\n").unwrap_err();
+        assert!(err.contains("livekit.s3_region is set"), "{err}");
+        let err = load(
+            "[livekit]\ns3_bucket = \"egress\"\ns3_access_key_id = \"a\"\n\
+             s3_secret_access_key = \"s\"\ns3_endpoint = \"http://minio:9000\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("livekit.s3_allow_http"), "{err}");
+        // [storage] has no say over [livekit] and the other way round.
+        let err = load("[livekit]\ns3_prefix = \"x\"\n").unwrap_err();
+        assert!(err.contains("s3_prefix"), "{err}");
     }
 
     #[test]

@@ -499,6 +499,9 @@ struct Inner {
     post_policy: PostPolicy,
     /// Makes the `retrievalUrl` of files onair serves: absolute, signed, expiring.
     links: crate::catalog::Links,
+    /// Reads files in buckets (onair's, LiveKit's egress bucket) for the
+    /// owner's copy; without it only local files are copied.
+    storage: Option<Arc<crate::storage::Storage>>,
     s3_endpoint: Option<String>,
     s3_url_ttl: Duration,
 }
@@ -572,9 +575,14 @@ fn mailer(config: &Config) -> Option<Mailer> {
 
 impl Notifications {
     /// Notifications from `config`'s `[smtp]` and `[notifications]`, reading
-    /// settings from `store`, linking to files with `links`. (The POSTs go
-    /// out through the outbox.)
-    pub fn new(config: &Config, store: Arc<Store>, links: crate::catalog::Links) -> Self {
+    /// settings from `store`, linking to files with `links`, reading files
+    /// in buckets from `storage`. (The POSTs go out through the outbox.)
+    pub fn new(
+        config: &Config,
+        store: Arc<Store>,
+        links: crate::catalog::Links,
+        storage: Option<Arc<crate::storage::Storage>>,
+    ) -> Self {
         let n = &config.notifications;
         Self {
             inner: Arc::new(Inner {
@@ -589,6 +597,7 @@ impl Notifications {
                     public_only: !n.allow_private_addresses,
                 },
                 links,
+                storage,
                 s3_endpoint: n.s3_endpoint.clone(),
                 s3_url_ttl: Duration::from_secs(n.s3_url_ttl_s).min(MAX_PRESIGNED),
             }),
@@ -616,8 +625,8 @@ impl Notifications {
         if !settings.notify && settings.s3.is_none() {
             return None;
         }
-        // Only a file onair holds is uploaded; then the POST waits for its URL.
-        let uploads = settings.s3.is_some() && recording.location.file().is_some();
+        // Only a file onair can read is uploaded; then the POST waits for its URL.
+        let uploads = settings.s3.is_some() && self.inner.readable(&recording.location);
         let post = match (&settings.url, settings.notify) {
             (Some(url), true) => {
                 let metadata = Metadata::new(recording, owner, self.inner.retrieval_url(recording));
@@ -896,10 +905,23 @@ impl Inner {
         .await;
     }
 
-    /// Where the file can be fetched when it was not uploaded to the owner's S3.
+    /// Whether onair can read the file at `location`: a local file, or an
+    /// object in one of its buckets (a LiveKit egress file among them).
+    fn readable(&self, location: &Location) -> bool {
+        location.file().is_some()
+            || self
+                .storage
+                .as_ref()
+                .is_some_and(|storage| storage.object(location).is_some())
+    }
+
+    /// Where the file can be fetched when it was not uploaded to the owner's
+    /// S3: an external URL as it is, anything onair serves by its own link
+    /// (an egress bucket's URL would not open without credentials).
     fn retrieval_url(&self, recording: &Recording) -> String {
         if let Location::External(url) = &recording.location
             && (url.starts_with("https://") || url.starts_with("http://"))
+            && !self.readable(&recording.location)
         {
             return url.clone();
         }
@@ -950,12 +972,12 @@ impl Inner {
     /// Uploads the file to the owner's S3 location; the presigned URL of the
     /// object, or `None` when there was nothing to upload or it failed (logged).
     async fn upload(&self, recording: &Recording, s3: &S3Settings) -> Option<String> {
-        let Location::File(path) = &recording.location else {
+        if !self.readable(&recording.location) {
             tracing::info!(
                 "the recording lives outside onair: nothing to upload to the owner's S3"
             );
             return None;
-        };
+        }
         let location = match parse_arn(&s3.arn) {
             Ok(location) => location,
             Err(e) => {
@@ -983,9 +1005,17 @@ impl Inner {
             }
         };
         let never = tokio_util::sync::CancellationToken::new();
-        if let Err(e) =
-            crate::storage::upload_file(&client, path, &key, &recording.name, &never).await
+        let uploaded = match crate::storage::open(self.storage.as_deref(), &recording.location)
+            .await
         {
+            Ok(Some(bytes)) => {
+                crate::storage::upload_stream(&client, bytes, &key, &recording.name, &never).await
+            }
+            // Gone from where onair reads it since it was catalogued.
+            Ok(None) => Err(std::io::Error::from(std::io::ErrorKind::NotFound).into()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = uploaded {
             tracing::warn!(error = %e, bucket = %location.bucket, %key, "upload to the owner's S3 failed");
             return None;
         }

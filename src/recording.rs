@@ -31,6 +31,44 @@ pub struct Policy {
     pub mode: StartMode,
     /// `false` refuses every start with `recording_disabled`.
     pub enabled: bool,
+    /// Whether a room that empties keeps its recording for a grace period
+    /// (`[recording] empty_room_grace_s` > 0), so that a page reload does not
+    /// end it; otherwise it is stopped at once.
+    pub empty_room_grace: bool,
+}
+
+/// A wait that must end: every waiting state has a deadline (SPEC §3). The
+/// room stores it with the transition that armed it, and feeds
+/// [`Input::Expired`] back when it passes, after a restart too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Deadline {
+    /// `initializing` ends after `[recording] start_timeout_s`.
+    Start,
+    /// `stopping` ends after `[recording] stop_timeout_s`.
+    Stop,
+    /// A room nobody is in stops its recording after `[recording] empty_room_grace_s`.
+    EmptyRoom,
+}
+
+impl Deadline {
+    /// The name it is stored under.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::EmptyRoom => "empty_room",
+        }
+    }
+
+    /// The deadline stored as `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "start" => Some(Self::Start),
+            "stop" => Some(Self::Stop),
+            "empty_room" => Some(Self::EmptyRoom),
+            _ => None,
+        }
+    }
 }
 
 /// The recording state of one room.
@@ -188,8 +226,11 @@ pub enum Input {
         /// The backend's words.
         reason: String,
     },
-    /// The start timeout armed by [`Effect::ArmStartTimeout`] ran out.
-    StartTimedOut {
+    /// A deadline armed by [`Effect::Arm`] passed. For
+    /// [`Deadline::EmptyRoom`], the room feeds it only while nobody is in it.
+    Expired {
+        /// Which wait ended.
+        deadline: Deadline,
         /// The recording concerned.
         recording_id: String,
     },
@@ -250,8 +291,10 @@ pub enum Effect {
         /// The recording id.
         recording_id: String,
     },
-    /// Feed [`Input::StartTimedOut`] back after the configured start timeout.
-    ArmStartTimeout {
+    /// Feed [`Input::Expired`] back once this deadline passes.
+    Arm {
+        /// Which wait.
+        deadline: Deadline,
         /// The recording id.
         recording_id: String,
     },
@@ -304,7 +347,10 @@ pub fn step(policy: Policy, state: &State, input: Input) -> (State, Vec<Effect>)
                             recording_id: id.clone(),
                             options,
                         },
-                        ArmStartTimeout { recording_id: id },
+                        Arm {
+                            deadline: Deadline::Start,
+                            recording_id: id,
+                        },
                     ],
                 ),
             }
@@ -322,9 +368,9 @@ pub fn step(policy: Policy, state: &State, input: Input) -> (State, Vec<Effect>)
             match state {
                 State::Initializing {
                     recording_id: id, ..
-                } if *id == recording_id => stop(policy, id, false),
+                } if *id == recording_id => stop(policy, id, false, None),
                 State::Recording { recording_id: id } if *id == recording_id => {
-                    stop(policy, id, true)
+                    stop(policy, id, true, None)
                 }
                 // Already on its way out: a second stop is not an error.
                 State::Stopping {
@@ -421,7 +467,10 @@ pub fn step(policy: Policy, state: &State, input: Input) -> (State, Vec<Effect>)
             }
             _ => unchanged(vec![]),
         },
-        Input::StartTimedOut { recording_id } => match state {
+        Input::Expired {
+            deadline: Deadline::Start,
+            recording_id,
+        } => match state {
             State::Initializing {
                 recording_id: id,
                 requested_by,
@@ -446,12 +495,61 @@ pub fn step(policy: Policy, state: &State, input: Input) -> (State, Vec<Effect>)
             }
             _ => unchanged(vec![]),
         },
+        Input::Expired {
+            deadline: Deadline::Stop,
+            recording_id,
+        } => match state {
+            // The provider never confirmed the stop: the room is free again.
+            State::Stopping {
+                recording_id: id,
+                announced,
+            } if *id == recording_id => {
+                let mut effects = Vec::with_capacity(3);
+                if *announced {
+                    effects.push(AnnounceStopped {
+                        recording_id: id.clone(),
+                    });
+                }
+                effects.push(status(
+                    RecordingStatus::Inactive,
+                    id,
+                    Some("stop_timeout".into()),
+                ));
+                // Once more, in case the first stop was lost (best effort).
+                effects.push(BackendStop {
+                    recording_id: id.clone(),
+                });
+                (State::Inactive, effects)
+            }
+            _ => unchanged(vec![]),
+        },
         // A provider that records on its own keeps recording when onair's
         // room empties; its own webhooks end the recording.
         Input::RoomEmptied if policy.mode == StartMode::ProviderDriven => unchanged(vec![]),
         Input::RoomEmptied => match state {
-            State::Initializing { recording_id, .. } => stop(policy, recording_id, false),
-            State::Recording { recording_id } => stop(policy, recording_id, true),
+            State::Initializing { recording_id, .. } | State::Recording { recording_id }
+                if policy.empty_room_grace =>
+            {
+                // Kept for the grace period: a reload must not end it.
+                unchanged(vec![Arm {
+                    deadline: Deadline::EmptyRoom,
+                    recording_id: recording_id.clone(),
+                }])
+            }
+            State::Initializing { recording_id, .. } => stop(policy, recording_id, false, None),
+            State::Recording { recording_id } => stop(policy, recording_id, true, None),
+            _ => unchanged(vec![]),
+        },
+        Input::Expired {
+            deadline: Deadline::EmptyRoom,
+            recording_id,
+        } => match state {
+            State::Initializing {
+                recording_id: id, ..
+            } if *id == recording_id => stop(policy, id, false, Some("empty_room")),
+            State::Recording { recording_id: id } if *id == recording_id => {
+                stop(policy, id, true, Some("empty_room"))
+            }
             _ => unchanged(vec![]),
         },
         Input::Reconciled { recording_id } => {
@@ -471,8 +569,15 @@ pub fn step(policy: Policy, state: &State, input: Input) -> (State, Vec<Effect>)
     }
 }
 
-/// Stops an initializing or recording room.
-fn stop(policy: Policy, recording_id: &str, announced: bool) -> (State, Vec<Effect>) {
+/// Stops an initializing or recording room; `reason` goes on the status
+/// event when the stop was not asked for (`empty_room`).
+fn stop(
+    policy: Policy,
+    recording_id: &str,
+    announced: bool,
+    reason: Option<&str>,
+) -> (State, Vec<Effect>) {
+    let reason = reason.map(str::to_owned);
     if policy.mode == StartMode::Immediate {
         let mut effects = Vec::with_capacity(2);
         if announced {
@@ -480,7 +585,7 @@ fn stop(policy: Policy, recording_id: &str, announced: bool) -> (State, Vec<Effe
                 recording_id: recording_id.to_owned(),
             });
         }
-        effects.push(status(RecordingStatus::Inactive, recording_id, None));
+        effects.push(status(RecordingStatus::Inactive, recording_id, reason));
         return (State::Inactive, effects);
     }
     (
@@ -489,8 +594,12 @@ fn stop(policy: Policy, recording_id: &str, announced: bool) -> (State, Vec<Effe
             announced,
         },
         vec![
-            status(RecordingStatus::Stopping, recording_id, None),
+            status(RecordingStatus::Stopping, recording_id, reason),
             Effect::BackendStop {
+                recording_id: recording_id.to_owned(),
+            },
+            Effect::Arm {
+                deadline: Deadline::Stop,
                 recording_id: recording_id.to_owned(),
             },
         ],
@@ -513,11 +622,20 @@ mod tests {
     const MANUAL: Policy = Policy {
         mode: StartMode::Immediate,
         enabled: true,
+        empty_room_grace: false,
     };
     const PROVIDER: Policy = Policy {
         mode: StartMode::AwaitProvider,
         enabled: true,
+        empty_room_grace: false,
     };
+
+    fn expired(deadline: Deadline, recording_id: &str) -> Input {
+        Input::Expired {
+            deadline,
+            recording_id: recording_id.into(),
+        }
+    }
 
     fn moderator() -> Actor {
         Actor {
@@ -611,7 +729,8 @@ mod tests {
                     recording_id: "r1".into(),
                     options: StartOptions::default(),
                 },
-                ArmStartTimeout {
+                Arm {
+                    deadline: Deadline::Start,
                     recording_id: "r1".into()
                 }
             ]
@@ -650,6 +769,10 @@ mod tests {
             vec![
                 st(RecordingStatus::Stopping, None),
                 BackendStop {
+                    recording_id: "r1".into()
+                },
+                Arm {
+                    deadline: Deadline::Stop,
                     recording_id: "r1".into()
                 }
             ]
@@ -726,6 +849,7 @@ mod tests {
         let jaas = Policy {
             mode: StartMode::ProviderDriven,
             enabled: true,
+            empty_room_grace: true,
         };
         let (_, e) = step(jaas, &State::Inactive, start(moderator()));
         assert_eq!(e, vec![Refuse(RecordingError::NotSupported)]);
@@ -797,9 +921,7 @@ mod tests {
         let (s, e) = step(
             PROVIDER,
             &initializing("r1"),
-            Input::StartTimedOut {
-                recording_id: "r1".into(),
-            },
+            expired(Deadline::Start, "r1"),
         );
         assert_eq!(s, State::Inactive);
         assert_eq!(
@@ -816,13 +938,7 @@ mod tests {
             ]
         );
         // A timeout for a recording that was confirmed in time does nothing.
-        let (s, e) = step(
-            PROVIDER,
-            &recording("r1"),
-            Input::StartTimedOut {
-                recording_id: "r1".into(),
-            },
-        );
+        let (s, e) = step(PROVIDER, &recording("r1"), expired(Deadline::Start, "r1"));
         assert_eq!((s, e), (recording("r1"), vec![]));
     }
 
@@ -839,9 +955,7 @@ mod tests {
                 recording_id: "old".into(),
                 reason: "x".into(),
             },
-            Input::StartTimedOut {
-                recording_id: "old".into(),
-            },
+            expired(Deadline::Start, "old"),
         ];
         for state in [State::Inactive, initializing("r1"), recording("r1")] {
             for input in stale.clone() {
@@ -877,10 +991,86 @@ mod tests {
     }
 
     #[test]
+    fn an_unconfirmed_stop_ends_at_its_deadline() {
+        let (s, e) = step(PROVIDER, &recording("r1"), stop_input(moderator(), "r1"));
+        assert!(e.contains(&Arm {
+            deadline: Deadline::Stop,
+            recording_id: "r1".into()
+        }));
+        // The provider never confirms: the room is free again, `stopped` goes
+        // out (it had been announced), and the stop is sent once more.
+        let (s, e) = step(PROVIDER, &s, expired(Deadline::Stop, "r1"));
+        assert_eq!(s, State::Inactive);
+        assert_eq!(
+            e,
+            vec![
+                AnnounceStopped {
+                    recording_id: "r1".into()
+                },
+                st(RecordingStatus::Inactive, Some("stop_timeout")),
+                BackendStop {
+                    recording_id: "r1".into()
+                }
+            ]
+        );
+        // A stop that was confirmed in time, or another recording's deadline: nothing.
+        for state in [State::Inactive, recording("r2")] {
+            assert_eq!(
+                step(PROVIDER, &state, expired(Deadline::Stop, "r1")),
+                (state.clone(), vec![])
+            );
+        }
+        // An unannounced recording that never confirmed its stop: no `stopped`.
+        let stopping = State::Stopping {
+            recording_id: "r1".into(),
+            announced: false,
+        };
+        let (_, e) = step(PROVIDER, &stopping, expired(Deadline::Stop, "r1"));
+        assert!(!e.iter().any(|e| matches!(e, AnnounceStopped { .. })));
+    }
+
+    #[test]
+    fn an_emptied_room_keeps_its_recording_for_the_grace_period() {
+        for base in [MANUAL, PROVIDER] {
+            let policy = Policy {
+                empty_room_grace: true,
+                ..base
+            };
+            // Emptied: nothing stops yet, a deadline is armed.
+            let (s, e) = step(policy, &recording("r1"), Input::RoomEmptied);
+            assert_eq!(s, recording("r1"));
+            assert_eq!(
+                e,
+                vec![Arm {
+                    deadline: Deadline::EmptyRoom,
+                    recording_id: "r1".into()
+                }]
+            );
+            // Still empty when it passes: stopped, with the reason.
+            let (s, e) = step(policy, &s, expired(Deadline::EmptyRoom, "r1"));
+            assert!(
+                e.contains(&AnnounceStopped {
+                    recording_id: "r1".into()
+                }) || s.status() == RecordingStatus::Stopping
+            );
+            assert!(e.iter().any(|e| matches!(
+                e,
+                AnnounceStatus { reason: Some(r), .. } if r == "empty_room"
+            )));
+            // A deadline for another recording does nothing.
+            assert_eq!(
+                step(policy, &recording("r2"), expired(Deadline::EmptyRoom, "r1")),
+                (recording("r2"), vec![])
+            );
+        }
+    }
+
+    #[test]
     fn provider_started_recordings_need_no_start() {
         let jaas = Policy {
             mode: StartMode::ProviderDriven,
             enabled: true,
+            empty_room_grace: true,
         };
         let started = Input::ProviderStarted {
             recording_id: "r1".into(),

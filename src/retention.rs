@@ -32,16 +32,19 @@ pub async fn delete(app: &AppState, id: &str) -> Option<Recording> {
                 tracing::warn!(recording_id = %id, error = %e, "cannot remove a recording's file");
             }
         }
-        Location::Object { key } => {
-            let removed = match app.catalog.storage() {
-                Some(storage) => storage.delete(key).await,
-                None => Err(crate::storage::ObjectError::NoBucket),
-            };
-            if let Err(e) = removed {
+        // An object in onair's bucket, or a LiveKit egress file in the egress
+        // bucket; any other location is not onair's to delete.
+        location @ (Location::Object { .. } | Location::External(_)) => {
+            let object = app
+                .catalog
+                .storage()
+                .and_then(|storage| Some((storage, storage.object(location)?)));
+            if let Some((storage, object)) = object
+                && let Err(e) = storage.delete(&object).await
+            {
                 tracing::warn!(recording_id = %id, error = %e, "cannot remove a recording's object");
             }
         }
-        Location::External(_) => {}
     }
     app.rooms.announce(
         &recording.room,

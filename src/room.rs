@@ -30,8 +30,9 @@
 //! effects (backend calls, timers, the store and the outbox).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use dashmap::DashMap;
 use tokio::sync::Notify;
@@ -45,8 +46,8 @@ use crate::protocol::{
     ControlError, ControlEvent, Participant, RecordingError, RecordingEvent, RecordingStatus,
     ServerFrame,
 };
-use crate::recording::{self, Effect, Input, Policy, State};
-use crate::store::{NewDelivery, Store};
+use crate::recording::{self, Deadline, Effect, Input, Policy, State};
+use crate::store::{DueDeadline, NewDeadline, NewDelivery, Store};
 use crate::webhooks::outbound::Outbox;
 
 /// A serialized server frame, shared by every recipient (cloning is a refcount).
@@ -87,8 +88,16 @@ impl Outlet {
 pub struct Queue {
     frames: Mutex<VecDeque<Frame>>,
     ready: Notify,
-    capacity: usize,
+    /// Frames it holds at most (`[server] send_queue`).
+    capacity: u32,
+    /// Keepalive sweeps since the socket last sent anything (a pong counts);
+    /// [`SILENCED`] once the sweep closed it for that. Beside `capacity`, it
+    /// costs no memory: the keepalive needs no timer or field per socket.
+    silent: AtomicU8,
 }
+
+/// [`Queue::silent`] of a socket closed for not answering pings.
+const SILENCED: u8 = u8::MAX;
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,14 +113,40 @@ impl Queue {
         Arc::new(Self {
             frames: Mutex::new(VecDeque::new()),
             ready: Notify::new(),
-            capacity,
+            capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
+            silent: AtomicU8::new(0),
         })
+    }
+
+    /// The socket sent something: it is alive.
+    pub fn heard(&self) {
+        // Read first: most frames find it at 0 and need not write the line.
+        if self.silent.load(Ordering::Relaxed) != 0 {
+            self.silent.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the keepalive sweep closed this socket for its silence.
+    pub fn silenced(&self) -> bool {
+        self.silent.load(Ordering::Relaxed) == SILENCED
+    }
+
+    /// One keepalive sweep: counts it, and says whether the socket has now
+    /// been silent for more than `limit` sweeps.
+    fn sweep(&self, limit: u8) -> bool {
+        let silent = self.silent.load(Ordering::Relaxed).saturating_add(1);
+        if silent > limit {
+            self.silent.store(SILENCED, Ordering::Relaxed);
+            return true;
+        }
+        self.silent.store(silent, Ordering::Relaxed);
+        false
     }
 
     /// Adds a frame; `false` if the queue is full.
     pub fn offer(&self, frame: Frame) -> bool {
         let mut frames = self.frames.lock().unwrap_or_else(|e| e.into_inner());
-        if frames.len() >= self.capacity {
+        if frames.len() >= self.capacity as usize {
             return false;
         }
         frames.push_back(frame);
@@ -561,12 +596,38 @@ struct Pending {
     wake_outbox: bool,
 }
 
+/// How long each wait may last (`[recording] start_timeout_s`,
+/// `stop_timeout_s`, `empty_room_grace_s`).
+#[derive(Debug, Clone, Copy)]
+pub struct Waits {
+    /// A start the backend has not confirmed.
+    pub start: Duration,
+    /// A stop the backend has not confirmed.
+    pub stop: Duration,
+    /// A recording whose room nobody is in.
+    pub empty_room: Duration,
+}
+
+impl Waits {
+    /// How long `deadline` waits.
+    pub fn of(&self, deadline: Deadline) -> Duration {
+        match deadline {
+            Deadline::Start => self.start,
+            Deadline::Stop => self.stop,
+            Deadline::EmptyRoom => self.empty_room,
+        }
+    }
+}
+
+/// How often the durable deadlines are looked at (one node).
+const DEADLINES_EVERY: Duration = Duration::from_millis(500);
+
 /// All rooms of this process.
 pub struct Registry {
     rooms: DashMap<String, Arc<Room>>,
     backend: Arc<Backend>,
     policy: Policy,
-    start_timeout: Duration,
+    waits: Waits,
     store: Arc<Store>,
     outbox: Arc<Outbox>,
     cluster: Option<Arc<Cluster>>,
@@ -583,8 +644,8 @@ pub struct RegistryParts {
     pub backend: Arc<Backend>,
     /// The state machine's policy.
     pub policy: Policy,
-    /// How long a backend has to confirm a start.
-    pub start_timeout: Duration,
+    /// How long each wait may last.
+    pub waits: Waits,
     /// Where recording state and the outbox are kept.
     pub store: Arc<Store>,
     /// Outbound webhooks.
@@ -602,7 +663,7 @@ impl Registry {
             rooms: DashMap::new(),
             backend: parts.backend,
             policy: parts.policy,
-            start_timeout: parts.start_timeout,
+            waits: parts.waits,
             store: parts.store,
             outbox: parts.outbox,
             cluster: parts.cluster,
@@ -1042,9 +1103,7 @@ impl Registry {
                     }
                     continue;
                 }
-                Effect::BackendStart { .. }
-                | Effect::BackendStop { .. }
-                | Effect::ArmStartTimeout { .. } => {
+                Effect::BackendStart { .. } | Effect::BackendStop { .. } | Effect::Arm { .. } => {
                     pending.effects.push(effect);
                     continue;
                 }
@@ -1115,18 +1174,36 @@ impl Registry {
                         }
                     });
                 }
-                Effect::ArmStartTimeout { recording_id } => {
-                    let timeout = self.start_timeout;
+                // One node: the deadline was saved with its transition and
+                // `enforce_deadlines` feeds it back, after a restart too; no
+                // timer per room. A cluster keeps a timer on the node that
+                // armed it (the start deadline is also shared in Redis, and a
+                // survivor enforces it if this node dies).
+                Effect::Arm { .. } if self.cluster.is_none() => {}
+                Effect::Arm {
+                    deadline,
+                    recording_id,
+                } => {
+                    let wait = self.waits.of(deadline);
                     let cluster = self.cluster.clone();
                     tokio::spawn(async move {
-                        // In cluster mode the transition also wrote a shared
-                        // deadline, which a survivor enforces if this node dies.
-                        tokio::time::sleep(timeout).await;
-                        let input = Input::StartTimedOut {
+                        tokio::time::sleep(wait).await;
+                        let input = Input::Expired {
+                            deadline,
                             recording_id: recording_id.clone(),
                         };
-                        registry.apply_to(&room_id, input);
-                        if let Some(cluster) = &cluster {
+                        match (&cluster, deadline) {
+                            // Only while nobody is in the room on any node.
+                            (Some(cluster), Deadline::EmptyRoom) => {
+                                if registry.cluster_room_exists(cluster, &room_id) {
+                                    registry.cluster_apply(cluster, &room_id, None, input, true);
+                                }
+                            }
+                            _ => {
+                                registry.apply_to(&room_id, input);
+                            }
+                        }
+                        if let (Some(cluster), Deadline::Start) = (&cluster, deadline) {
                             let _ = cluster.disarm_deadline(&room_id, &recording_id).await;
                         }
                     });
@@ -1158,6 +1235,18 @@ impl Registry {
                 })
                 .inc();
         }
+        // The deadline this step arms, stored with its transition.
+        let deadline = effects.iter().find_map(|effect| match effect {
+            Effect::Arm {
+                deadline,
+                recording_id,
+            } => Some(NewDeadline {
+                deadline: deadline.as_str(),
+                recording_id,
+                at_ms: unix_ms(SystemTime::now() + self.waits.of(*deadline)),
+            }),
+            _ => None,
+        });
         if to != from {
             tracing::info!(
                 room = %room_id,
@@ -1167,12 +1256,95 @@ impl Registry {
                 "recording state changed"
             );
             let deliveries = self.webhook_deliveries(room_id, effects);
-            if let Err(e) = self.store.save_room_state(room_id, to, &deliveries) {
+            if let Err(e) = self
+                .store
+                .save_room_state(room_id, to, &deliveries, deadline.as_ref())
+            {
                 tracing::error!(room = %room_id, error = %e, "cannot save the recording state");
             }
             pending.wake_outbox = !deliveries.is_empty();
+        } else if let Some(deadline) = &deadline
+            && let Err(e) = self.store.set_deadline(room_id, deadline)
+        {
+            tracing::error!(room = %room_id, error = %e, "cannot save a deadline");
         }
         pending
+    }
+
+    /// One keepalive sweep (`[server] ping_interval_s`): every joined
+    /// socket gets a ping (an empty frame in its queue, which its task sends
+    /// as a WebSocket Ping), and one that has sent nothing, not even a pong,
+    /// for more than `limit` sweeps is closed; the others then get `left`.
+    pub fn sweep_silent(&self, limit: u8) {
+        let rooms: Vec<Arc<Room>> = self.rooms.iter().map(|r| r.value().clone()).collect();
+        let mut closed = 0usize;
+        for room in rooms {
+            let inner = room.lock();
+            for member in &inner.members {
+                let queue = &member.outlet.queue;
+                if queue.sweep(limit) {
+                    member.outlet.kick.cancel();
+                    closed += 1;
+                } else {
+                    // Not counted as a frame sent: it carries nothing.
+                    queue.offer(Frame::default());
+                }
+            }
+        }
+        if closed > 0 {
+            tracing::info!(closed, "keepalive: closed sockets that answered no ping");
+        }
+    }
+
+    /// One node: feeds every stored deadline that has passed back to its
+    /// room, at start (deadlines a previous run armed) and then twice a
+    /// second, until `shutdown`. An emptied room's deadline is dropped when
+    /// somebody is back in it. A cluster enforces its deadlines itself.
+    pub async fn enforce_deadlines(self: Arc<Self>, shutdown: CancellationToken) {
+        if self.cluster.is_some() {
+            return;
+        }
+        loop {
+            let due = self
+                .store
+                .due_deadlines(unix_ms(SystemTime::now()))
+                .inspect_err(|e| tracing::error!(error = %e, "cannot read deadlines"))
+                .unwrap_or_default();
+            for due in due {
+                self.expire(&due);
+                if let Err(e) = self.store.clear_deadline(&due) {
+                    tracing::error!(room = %due.room, error = %e, "cannot clear a deadline");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(DEADLINES_EVERY) => {}
+            }
+        }
+    }
+
+    /// Feeds one passed deadline to its room.
+    fn expire(self: &Arc<Self>, due: &DueDeadline) {
+        let Some(deadline) = Deadline::parse(&due.deadline) else {
+            tracing::warn!(room = %due.room, deadline = %due.deadline, "unknown deadline dropped");
+            return;
+        };
+        if deadline == Deadline::EmptyRoom
+            && self
+                .get(&due.room)
+                .is_some_and(|room| !room.lock().members.is_empty())
+        {
+            // Somebody came back within the grace period (a reload).
+            return;
+        }
+        tracing::info!(room = %due.room, deadline = deadline.as_str(), recording_id = %due.recording_id, "deadline passed");
+        self.apply_to(
+            &due.room,
+            Input::Expired {
+                deadline,
+                recording_id: due.recording_id.clone(),
+            },
+        );
     }
 
     /// The event an announcing effect fans out.
@@ -1450,7 +1622,7 @@ impl Registry {
                         e,
                         Effect::BackendStart { .. }
                             | Effect::BackendStop { .. }
-                            | Effect::ArmStartTimeout { .. }
+                            | Effect::Arm { .. }
                     )
                 })
                 .collect();
@@ -1501,7 +1673,7 @@ impl Registry {
                     current.version,
                     &to,
                     require_empty,
-                    self.start_timeout,
+                    self.waits.start,
                     &messages,
                 )
                 .await?
@@ -1637,7 +1809,13 @@ impl Host for Registry {
     fn start_overdue(self: &Arc<Self>, room: String, recording_id: String) {
         let registry = self.clone();
         tokio::spawn(async move {
-            registry.apply_to(&room, Input::StartTimedOut { recording_id });
+            registry.apply_to(
+                &room,
+                Input::Expired {
+                    deadline: Deadline::Start,
+                    recording_id,
+                },
+            );
         });
     }
 
@@ -1652,6 +1830,12 @@ impl Host for Registry {
             }
         });
     }
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_ms(at: SystemTime) -> i64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn join_success(

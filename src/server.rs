@@ -109,9 +109,16 @@ impl AppState {
         }
         let outbox = Arc::new(Outbox::new(&config.webhooks, store.clone()));
         let rooms = Arc::new(Registry::new(RegistryParts {
-            policy: backend.policy(config.recording.enabled),
+            policy: backend.policy(
+                config.recording.enabled,
+                config.recording.empty_room_grace_s > 0,
+            ),
             backend,
-            start_timeout: Duration::from_secs(config.recording.start_timeout_s),
+            waits: crate::room::Waits {
+                start: Duration::from_secs(config.recording.start_timeout_s),
+                stop: Duration::from_secs(config.recording.stop_timeout_s),
+                empty_room: Duration::from_secs(config.recording.empty_room_grace_s),
+            },
             store: store.clone(),
             outbox: outbox.clone(),
             cluster,
@@ -130,7 +137,17 @@ impl AppState {
             sha2::Sha256::digest(format!("onair media URLs\n{base}")).into()
         };
         let links = crate::catalog::Links::from_config(&config, media_key);
-        let notifications = Arc::new(Notifications::new(&config, store.clone(), links.clone()));
+        let storage = Arc::new(crate::storage::Storage::from_config(
+            &config,
+            store.clone(),
+            shutdown.clone(),
+        )?);
+        let notifications = Arc::new(Notifications::new(
+            &config,
+            store.clone(),
+            links.clone(),
+            Some(storage.clone()),
+        ));
         let mut limits = crate::limits::Limits::new(&config.server);
         let open_files = raise_open_files();
         let websockets = limits.fit_open_files(open_files);
@@ -154,11 +171,7 @@ impl AppState {
             rooms,
             catalog: Arc::new(
                 Catalog::new(store.clone(), outbox.clone(), notifications.clone(), links)
-                    .with_storage(Arc::new(crate::storage::Storage::from_config(
-                        &config.storage,
-                        store.clone(),
-                        shutdown.clone(),
-                    )?)),
+                    .with_storage(storage),
             ),
             store,
             outbox,
@@ -236,6 +249,28 @@ pub async fn run(
     );
     // [storage] s3: check the bucket, move files still on local disk.
     app.catalog.start_storage();
+    // Keepalive: ping every joined socket, close the silent ones (one sweep, no timer per socket).
+    let ping_every = app.config.server.ping_interval_s;
+    if ping_every > 0 {
+        let rooms = app.rooms.clone();
+        let stopped = app.shutdown.clone();
+        // Sweeps a socket may miss: silent for more than ping_timeout_s.
+        let limit = u8::try_from(app.config.server.ping_timeout_s.div_ceil(ping_every))
+            .unwrap_or(u8::MAX - 1)
+            .min(u8::MAX - 1);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(ping_every));
+            every.tick().await;
+            loop {
+                tokio::select! {
+                    _ = stopped.cancelled() => return,
+                    _ = every.tick() => rooms.sweep_silent(limit),
+                }
+            }
+        });
+    }
+    // Deadlines saved with their transitions (also those of a previous run).
+    tokio::spawn(app.rooms.clone().enforce_deadlines(app.shutdown.clone()));
     // [storage] retention: expired recordings go, as DELETE would.
     tokio::spawn(crate::retention::run(app.clone(), app.shutdown.clone()));
     // [recording] reconcile_interval_s: rooms compared with the provider's list.

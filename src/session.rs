@@ -131,7 +131,7 @@ async fn drive(mut session: Session, mut socket: WebSocket) {
             let flow = tokio::select! {
                 biased;
                 _ = &mut shutdown => Flow::Close(close_code::GOING_AWAY, "server shutting down"),
-                _ = &mut kick => Flow::Close(close_code::POLICY, "send queue overflow: client is not reading"),
+                _ = &mut kick => kicked(&queue),
                 _ = async { if let Some(deadline) = join_deadline.as_mut() { deadline.await } }, if join_deadline.is_some() => {
                     Flow::Close(close_code::POLICY, "join timeout: send `join` first")
                 }
@@ -141,7 +141,7 @@ async fn drive(mut session: Session, mut socket: WebSocket) {
                             Ok(()) => Flow::Continue,
                             Err(_) => Flow::Gone,
                         },
-                        _ = &mut kick => Flow::Close(close_code::POLICY, "send queue overflow: client is not reading"),
+                        _ = &mut kick => kicked(&queue),
                         _ = &mut shutdown => Flow::Close(close_code::GOING_AWAY, "server shutting down"),
                     }
                 }
@@ -163,6 +163,21 @@ async fn drive(mut session: Session, mut socket: WebSocket) {
         tracing::debug!("disconnected");
     }
 }
+
+/// Why the room dropped this socket: it answered no ping, or it stopped reading.
+fn kicked(queue: &crate::room::Queue) -> Flow {
+    if queue.silenced() {
+        Flow::Close(close_code::GOING_AWAY, PING_TIMEOUT)
+    } else {
+        Flow::Close(
+            close_code::POLICY,
+            "send queue overflow: client is not reading",
+        )
+    }
+}
+
+/// The reason a silent socket is closed with.
+const PING_TIMEOUT: &str = "ping timeout: nothing received within [server] ping_timeout_s";
 
 /// Ends the connection: a Close frame with the server's reason (and the
 /// wait for the client's answer), or the reply to the client's Close.
@@ -221,6 +236,9 @@ async fn drain(raw: &mut tokio::net::TcpStream) {
 
 impl Session {
     fn on_incoming(&mut self, incoming: Option<Result<Message, tungstenite::Error>>) -> Flow {
+        if let Some(Ok(_)) = &incoming {
+            self.outlet.queue.heard();
+        }
         match incoming {
             None => Flow::Gone,
             Some(Err(e)) => close_for_read_error(e),
@@ -391,6 +409,10 @@ async fn write(socket: &mut WebSocket, frames: Vec<Frame>) -> Result<(), tungste
 
 /// Queues one text message, in fragments of `FRAGMENT_BYTES` when it is longer.
 async fn feed_text(socket: &mut WebSocket, text: Frame) -> Result<(), tungstenite::Error> {
+    if text.is_empty() {
+        // The keepalive sweep's ping (no message onair sends is empty).
+        return socket.feed(Message::Ping(bytes::Bytes::new())).await;
+    }
     if text.len() <= FRAGMENT_BYTES {
         return socket.feed(Message::Text(text)).await;
     }
@@ -441,6 +463,7 @@ fn close_for_read_error(error: tungstenite::Error) -> Flow {
 /// The metric label of a server-side close.
 fn close_reason(code: u16, reason: &str) -> &'static str {
     match code {
+        close_code::GOING_AWAY if reason == PING_TIMEOUT => "ping_timeout",
         close_code::GOING_AWAY => "shutdown",
         close_code::TOO_BIG if reason.starts_with("binary") => "binary_frame",
         close_code::TOO_BIG => "frame_too_large",

@@ -15,6 +15,16 @@
 //! Media is served from whichever location is current; objects are streamed
 //! through onair with HTTP Range ([`Storage::get`]), so the bucket can stay
 //! private and the media URLs (plain or signed) keep working unchanged.
+//!
+//! A second bucket, `[livekit] s3_bucket`, is the one LiveKit's egress
+//! uploads to. onair never writes there: a recording the egress made stays
+//! catalogued at the location LiveKit reported ([`Location::External`]), and
+//! [`Storage::object`] recognizes that location as a key of the egress bucket
+//! ([`egress_key`]), so the file is served, copied to an owner's bucket and
+//! deleted through the same calls as an object in onair's own bucket. Being
+//! recognized when read rather than when catalogued needs no new kind of
+//! catalog entry, and it also covers recordings catalogued before the bucket
+//! was configured.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -22,6 +32,9 @@ use std::path::Path as FsPath;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::{Path as ObjectPath, PathPart};
 use object_store::{
@@ -29,14 +42,13 @@ use object_store::{
     PutMultipartOptions, WriteMultipart,
 };
 use rand::Rng;
-use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::catalog::{Location, Recording};
-use crate::config::StorageConfig;
+use crate::config::Config;
 use crate::store::Store;
 
 /// Size of one part of a multipart upload (S3 wants at least 5 MiB but for the last).
@@ -60,7 +72,10 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
 pub enum StorageError {
     /// The S3 client refused the configuration (e.g. a malformed endpoint).
     #[error("[storage] s3: {0}")]
-    S3(#[from] object_store::Error),
+    S3(object_store::Error),
+    /// The same, for the egress bucket.
+    #[error("[livekit] s3: {0}")]
+    Egress(object_store::Error),
 }
 
 /// A failed upload.
@@ -72,6 +87,9 @@ pub enum UploadError {
     /// S3 refused or failed.
     #[error("S3: {0}")]
     S3(#[from] object_store::Error),
+    /// The object to copy could not be read.
+    #[error("reading the object: {0}")]
+    Object(#[from] ObjectError),
     /// Shutdown began.
     #[error("shutting down")]
     Cancelled,
@@ -117,6 +135,25 @@ pub fn s3_client(settings: &S3Settings<'_>) -> Result<AmazonS3, object_store::Er
     builder.build()
 }
 
+/// The bucket LiveKit's egress uploads to (`[livekit] s3_*`): onair reads
+/// and deletes there, never writes.
+struct EgressBucket {
+    client: AmazonS3,
+    /// The bucket name, matched against the locations LiveKit reports.
+    name: String,
+    /// `[livekit] s3_endpoint`, whose host a virtual-hosted location may use.
+    endpoint: Option<String>,
+}
+
+/// A recording's file in one of the buckets, from [`Storage::object`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Object {
+    /// A key in onair's bucket (`[storage] s3_bucket`).
+    Stored(String),
+    /// A key in the egress bucket (`[livekit] s3_bucket`).
+    Egress(String),
+}
+
 /// onair's bucket.
 struct Bucket {
     client: AmazonS3,
@@ -129,6 +166,7 @@ struct Bucket {
 /// Where recording files are kept.
 pub struct Storage {
     bucket: Option<Arc<Bucket>>,
+    egress: Option<Arc<EgressBucket>>,
     store: Arc<Store>,
     /// Bounds the uploads running at once.
     uploads: Arc<Semaphore>,
@@ -140,38 +178,33 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// Storage from `[storage]`: local only, unless `s3_bucket` is set.
-    /// `store` holds the catalog whose entries are moved.
+    /// Storage from `[storage]`: local only, unless `s3_bucket` is set; and
+    /// the egress bucket of `[livekit] s3_*`, if set. `store` holds the
+    /// catalog whose entries are moved.
     pub fn from_config(
-        config: &StorageConfig,
+        config: &Config,
         store: Arc<Store>,
         shutdown: CancellationToken,
     ) -> Result<Self, StorageError> {
-        let bucket = match (
-            &config.s3_bucket,
-            &config.s3_access_key_id,
-            &config.s3_secret_access_key,
-        ) {
-            (Some(bucket), Some(access_key_id), Some(secret_access_key)) => {
-                let client = s3_client(&S3Settings {
-                    bucket,
-                    region: config.s3_region.as_deref(),
-                    endpoint: config.s3_endpoint.as_deref(),
-                    access_key_id,
-                    secret_access_key,
-                    allow_http: config.s3_allow_http,
-                })?;
-                Some(Arc::new(Bucket {
-                    client,
-                    name: bucket.clone(),
-                    prefix: config.s3_prefix.trim_matches('/').to_owned(),
-                }))
-            }
-            // `Config::validate` refuses a partial setting.
-            _ => None,
+        let bucket = match config.storage.s3().settings() {
+            Some(settings) => Some(Arc::new(Bucket {
+                client: s3_client(&settings).map_err(StorageError::S3)?,
+                name: settings.bucket.to_owned(),
+                prefix: config.storage.s3_prefix.trim_matches('/').to_owned(),
+            })),
+            None => None,
+        };
+        let egress = match config.livekit.s3().settings() {
+            Some(settings) => Some(Arc::new(EgressBucket {
+                client: s3_client(&settings).map_err(StorageError::Egress)?,
+                name: settings.bucket.to_owned(),
+                endpoint: settings.endpoint.map(str::to_owned),
+            })),
+            None => None,
         };
         Ok(Self {
             bucket,
+            egress,
             store,
             uploads: Arc::new(Semaphore::new(UPLOADS_AT_ONCE)),
             moving: Arc::default(),
@@ -180,14 +213,36 @@ impl Storage {
         })
     }
 
-    /// Checks the bucket is reachable (logging the outcome either way) and
-    /// moves every local file in `catalogued` to it. Returns at once.
+    /// Checks the buckets are reachable (logging the outcome either way) and
+    /// moves every local file in `catalogued` to onair's. Returns at once.
     pub fn start(&self, catalogued: Vec<Recording>) {
-        let Some(bucket) = self.bucket.clone() else {
+        if self.bucket.is_none() && self.egress.is_none() {
             return;
-        };
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::error!("[storage] s3 needs a Tokio runtime");
+            return;
+        };
+        if let Some(egress) = self.egress.clone() {
+            self.tasks.spawn_on(
+                async move {
+                    match check(&egress.client, None).await {
+                        Ok(()) => tracing::info!(
+                            bucket = %egress.name,
+                            "LiveKit egress files are read from the S3 bucket"
+                        ),
+                        Err(e) => tracing::error!(
+                            bucket = %egress.name,
+                            error = %e,
+                            "THE LIVEKIT EGRESS BUCKET IS NOT REACHABLE: its recordings cannot be \
+                             served, copied or deleted; check [livekit] s3_*"
+                        ),
+                    }
+                },
+                &runtime,
+            );
+        }
+        let Some(bucket) = self.bucket.clone() else {
             return;
         };
         let local: Vec<Recording> = catalogued
@@ -243,33 +298,70 @@ impl Storage {
         }
     }
 
+    /// The object a recording's file is, if it is one: in onair's bucket, or
+    /// (for a location LiveKit reported) in the egress bucket. `None` for a
+    /// local file and for a location elsewhere, which onair does not read.
+    pub fn object(&self, location: &Location) -> Option<Object> {
+        match location {
+            Location::Object { key } => Some(Object::Stored(key.clone())),
+            Location::External(reported) => {
+                let egress = self.egress.as_ref()?;
+                egress_key(reported, &egress.name, egress.endpoint.as_deref()).map(Object::Egress)
+            }
+            Location::File(_) => None,
+        }
+    }
+
+    /// The client of the object's bucket and the object's path.
+    fn client(&self, object: &Object) -> Result<(&AmazonS3, ObjectPath), ObjectError> {
+        let (client, key) = match object {
+            Object::Stored(key) => (
+                self.bucket
+                    .as_ref()
+                    .map(|b| &b.client)
+                    .ok_or(ObjectError::NoBucket("[storage] s3_bucket"))?,
+                key,
+            ),
+            Object::Egress(key) => (
+                self.egress
+                    .as_ref()
+                    .map(|b| &b.client)
+                    .ok_or(ObjectError::NoBucket("[livekit] s3_bucket"))?,
+                key,
+            ),
+        };
+        // `parse`, not `from`: the key is the object's own, and `from` would
+        // percent-encode a `%` or `~` in it a second time.
+        Ok((
+            client,
+            ObjectPath::parse(key).map_err(object_store::Error::from)?,
+        ))
+    }
+
     /// Metadata of an object: its size, or `NotFound`.
-    pub async fn size(&self, key: &str) -> Result<u64, ObjectError> {
-        let bucket = self.bucket.as_ref().ok_or(ObjectError::NoBucket)?;
-        Ok(bucket.client.head(&ObjectPath::from(key)).await?.size)
+    pub async fn size(&self, object: &Object) -> Result<u64, ObjectError> {
+        let (client, path) = self.client(object)?;
+        Ok(client.head(&path).await?.size)
     }
 
     /// An object, or the bytes `range` of it, as a stream.
     pub async fn get(
         &self,
-        key: &str,
+        object: &Object,
         range: Option<Range<u64>>,
     ) -> Result<GetResult, ObjectError> {
-        let bucket = self.bucket.as_ref().ok_or(ObjectError::NoBucket)?;
+        let (client, path) = self.client(object)?;
         let options = GetOptions {
             range: range.map(GetRange::Bounded),
             ..Default::default()
         };
-        Ok(bucket
-            .client
-            .get_opts(&ObjectPath::from(key), options)
-            .await?)
+        Ok(client.get_opts(&path, options).await?)
     }
 
     /// Removes an object; one already gone counts as removed.
-    pub async fn delete(&self, key: &str) -> Result<(), ObjectError> {
-        let bucket = self.bucket.as_ref().ok_or(ObjectError::NoBucket)?;
-        match bucket.client.delete(&ObjectPath::from(key)).await {
+    pub async fn delete(&self, object: &Object) -> Result<(), ObjectError> {
+        let (client, path) = self.client(object)?;
+        match client.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -279,9 +371,9 @@ impl Storage {
 /// Why an object could not be read or removed.
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
-    /// The recording is in a bucket but `[storage] s3_bucket` is not set (any more).
-    #[error("the recording is in an S3 bucket but [storage] s3_bucket is not configured")]
-    NoBucket,
+    /// The recording is in a bucket whose setting (named) is not configured (any more).
+    #[error("the recording is in an S3 bucket but {0} is not configured")]
+    NoBucket(&'static str),
     /// S3 answered with an error or could not be reached.
     #[error("S3: {0}")]
     S3(#[from] object_store::Error),
@@ -417,18 +509,22 @@ impl Handle {
     }
 }
 
+/// Lists (at most one page of) `prefix`: fails if the bucket is missing,
+/// unreachable or the keys are wrong.
+async fn check(client: &AmazonS3, prefix: Option<&ObjectPath>) -> Result<(), String> {
+    let mut listing = client.list(prefix);
+    match tokio::time::timeout(CHECK_TIMEOUT, listing.next()).await {
+        Err(_) => Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
+        Ok(Some(Err(e))) => Err(e.to_string()),
+        Ok(_) => Ok(()),
+    }
+}
+
 impl Bucket {
-    /// Lists (at most one page of) the prefix: fails if the bucket is missing,
-    /// unreachable or the keys are wrong.
+    /// [`check`]s the prefix.
     async fn check(&self) -> Result<(), String> {
-        use futures_util::StreamExt;
         let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
-        let mut listing = self.client.list(prefix.as_ref());
-        match tokio::time::timeout(CHECK_TIMEOUT, listing.next()).await {
-            Err(_) => Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
-            Ok(Some(Err(e))) => Err(e.to_string()),
-            Ok(_) => Ok(()),
-        }
+        check(&self.client, prefix.as_ref()).await
     }
 
     /// Streams the file to the bucket.
@@ -443,9 +539,40 @@ impl Bucket {
     }
 }
 
+/// A whole file as a stream of bytes, to upload somewhere.
+pub type FileBytes = BoxStream<'static, Result<Bytes, UploadError>>;
+
+/// A local file as a stream of bytes.
+async fn file_bytes(path: &FsPath) -> Result<FileBytes, UploadError> {
+    let file = tokio::fs::File::open(path).await?;
+    Ok(
+        tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
+            .map_err(UploadError::from)
+            .boxed(),
+    )
+}
+
+/// The whole file at `location` as a stream of bytes, wherever onair keeps
+/// it: a local file, or an object in one of `storage`'s buckets (a LiveKit
+/// egress file among them). `None` for a location onair does not read.
+pub async fn open(
+    storage: Option<&Storage>,
+    location: &Location,
+) -> Result<Option<FileBytes>, UploadError> {
+    if let Location::File(path) = location {
+        return file_bytes(path).await.map(Some);
+    }
+    let Some((storage, object)) = storage.and_then(|s| Some((s, s.object(location)?))) else {
+        return Ok(None);
+    };
+    let object = storage.get(&object, None).await?;
+    Ok(Some(
+        object.into_stream().map_err(UploadError::from).boxed(),
+    ))
+}
+
 /// Streams a local file to `key` as a multipart upload with the content type
-/// of `name`; at most [`PARTS_IN_FLIGHT`] parts are held in memory. Stops
-/// (aborting the upload) when `shutdown` is cancelled.
+/// of `name` ([`upload_stream`]).
 pub async fn upload_file(
     client: &AmazonS3,
     path: &FsPath,
@@ -453,41 +580,51 @@ pub async fn upload_file(
     name: &str,
     shutdown: &CancellationToken,
 ) -> Result<(), UploadError> {
-    {
-        let mut file = tokio::fs::File::open(path).await?;
-        let options = PutMultipartOptions {
-            attributes: Attributes::from_iter([(
-                Attribute::ContentType,
-                content_type(name).to_owned(),
-            )]),
-            ..Default::default()
-        };
-        let upload = client.put_multipart_opts(key, options).await?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-        let mut buffer = vec![0; 256 * 1024];
-        let written: Result<(), UploadError> = async {
-            loop {
-                if shutdown.is_cancelled() {
-                    return Err(UploadError::Cancelled);
-                }
-                let n = file.read(&mut buffer).await?;
-                if n == 0 {
-                    return Ok(());
-                }
-                writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
-                writer.write(&buffer[..n]);
+    upload_stream(client, file_bytes(path).await?, key, name, shutdown).await
+}
+
+/// Streams `bytes` (a local file, another bucket's object) to `key` as a
+/// multipart upload with the content type of `name`; at most
+/// [`PARTS_IN_FLIGHT`] parts are held in memory. Stops (aborting the upload)
+/// when `shutdown` is cancelled or `bytes` fails.
+pub async fn upload_stream(
+    client: &AmazonS3,
+    bytes: impl Stream<Item = Result<Bytes, UploadError>>,
+    key: &ObjectPath,
+    name: &str,
+    shutdown: &CancellationToken,
+) -> Result<(), UploadError> {
+    let options = PutMultipartOptions {
+        attributes: Attributes::from_iter([(
+            Attribute::ContentType,
+            content_type(name).to_owned(),
+        )]),
+        ..Default::default()
+    };
+    let upload = client.put_multipart_opts(key, options).await?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+    let written: Result<(), UploadError> = async {
+        let mut bytes = std::pin::pin!(bytes);
+        loop {
+            if shutdown.is_cancelled() {
+                return Err(UploadError::Cancelled);
             }
+            let Some(chunk) = bytes.next().await.transpose()? else {
+                return Ok(());
+            };
+            writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+            writer.put(chunk);
         }
-        .await;
-        match written {
-            Ok(()) => {
-                writer.finish().await?;
-                Ok(())
-            }
-            Err(e) => {
-                let _ = writer.abort().await;
-                Err(e)
-            }
+    }
+    .await;
+    match written {
+        Ok(()) => {
+            writer.finish().await?;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = writer.abort().await;
+            Err(e)
         }
     }
 }
@@ -518,6 +655,67 @@ pub fn object_key(prefix: &str, recording: &Recording) -> ObjectPath {
             PathPart::from(recording.name.as_str()),
         ]);
     ObjectPath::from_iter(parts)
+}
+
+/// The key in `bucket` that `location` names, as LiveKit's egress reports
+/// an upload (`FileInfo.location`), or `None` when it names something else:
+///
+/// * `s3://bucket/key`;
+/// * virtual-hosted style, `https://bucket.s3.region.amazonaws.com/key` (any
+///   AWS S3 host) or `https://bucket.<host of endpoint>/key`;
+/// * path style, `https://host/bucket/key`, on any host that is not itself a
+///   virtual-hosted bucket: LiveKit and onair often reach the same S3 service
+///   at different addresses (a container name, loopback).
+///
+/// The key is percent-decoded, as the S3 SDKs encode it into the URL; a key
+/// with an empty, `.` or `..` segment names no object onair will touch.
+/// `endpoint` is the bucket's configured endpoint (`None`: AWS).
+pub fn egress_key(location: &str, bucket: &str, endpoint: Option<&str>) -> Option<String> {
+    let url = reqwest::Url::parse(location.trim()).ok()?;
+    let host = url.host_str()?.to_ascii_lowercase();
+    let path = url.path().strip_prefix('/').unwrap_or(url.path());
+    let encoded = match url.scheme() {
+        "s3" => host.eq_ignore_ascii_case(bucket).then_some(path)?,
+        "http" | "https" => {
+            let endpoint_host = endpoint
+                .and_then(|e| reqwest::Url::parse(e).ok())
+                .and_then(|e| e.host_str().map(str::to_ascii_lowercase));
+            match virtual_host_bucket(&host, endpoint_host.as_deref()) {
+                Some(named) => named.eq_ignore_ascii_case(bucket).then_some(path)?,
+                None => {
+                    let (first, rest) = path.split_once('/')?;
+                    first.eq_ignore_ascii_case(bucket).then_some(rest)?
+                }
+            }
+        }
+        _ => return None,
+    };
+    let key = ObjectPath::from_url_path(encoded).ok()?;
+    (!key.as_ref().is_empty()).then(|| key.as_ref().to_owned())
+}
+
+/// The bucket a virtual-hosted-style host names (`bucket.s3.amazonaws.com`,
+/// `bucket.s3-eu-west-1.amazonaws.com`, `bucket.<endpoint host>`), or `None`
+/// for a path-style host (`s3.eu-west-1.amazonaws.com`, `minio:9000`).
+fn virtual_host_bucket<'h>(host: &'h str, endpoint_host: Option<&str>) -> Option<&'h str> {
+    if let Some(endpoint) = endpoint_host
+        && let Some(bucket) = host
+            .strip_suffix(endpoint)
+            .and_then(|b| b.strip_suffix('.'))
+            .filter(|b| !b.is_empty())
+    {
+        return Some(bucket);
+    }
+    if !(host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn")) {
+        return None;
+    }
+    // The S3 part of an AWS host starts with a label `s3` or `s3-…`; a bucket
+    // name may hold dots, so the last such label is the one.
+    let at = [".s3.", ".s3-"]
+        .iter()
+        .filter_map(|l| host.rfind(l))
+        .max()?;
+    Some(&host[..at])
 }
 
 /// The media type of a recording file, from its extension.
@@ -825,6 +1023,79 @@ mod tests {
             "onair/recordings/standup/rec-1/a b.mp4"
         );
         assert_eq!(object_key("", &recording).as_ref(), "standup/rec-1/a b.mp4");
+    }
+
+    #[test]
+    fn egress_locations_are_matched_to_keys_in_the_bucket() {
+        let aws = |location: &str| egress_key(location, "egress", None);
+        let minio = |location: &str| egress_key(location, "egress", Some("http://minio:9000"));
+        let key = Some("recordings/standup-2025.mp4".to_owned());
+        // The three forms LiveKit reports.
+        assert_eq!(aws("s3://egress/recordings/standup-2025.mp4"), key);
+        assert_eq!(
+            aws("https://egress.s3.eu-west-1.amazonaws.com/recordings/standup-2025.mp4"),
+            key
+        );
+        assert_eq!(
+            aws("https://egress.s3.amazonaws.com/recordings/standup-2025.mp4"),
+            key
+        );
+        assert_eq!(
+            aws("https://egress.s3-eu-west-1.amazonaws.com/recordings/standup-2025.mp4"),
+            key
+        );
+        assert_eq!(
+            aws("https://s3.eu-west-1.amazonaws.com/egress/recordings/standup-2025.mp4"),
+            key
+        );
+        assert_eq!(
+            minio("http://minio:9000/egress/recordings/standup-2025.mp4"),
+            key
+        );
+        // Path style on another address of the same service.
+        assert_eq!(
+            minio("http://127.0.0.1:9000/egress/recordings/standup-2025.mp4"),
+            key
+        );
+        assert_eq!(
+            minio("http://egress.minio:9000/recordings/standup-2025.mp4"),
+            key
+        );
+        // Percent-encoded keys are decoded; a query string is not the key.
+        assert_eq!(
+            aws("https://egress.s3.amazonaws.com/recordings/a%20b%7E%25.mp4?X-Amz-Signature=1"),
+            Some("recordings/a b~%.mp4".to_owned())
+        );
+        assert_eq!(
+            aws("s3://egress/recordings/a b.mp4"),
+            Some("recordings/a b.mp4".to_owned())
+        );
+        // Bucket names may hold dots.
+        assert_eq!(
+            egress_key(
+                "https://my.egress.s3.us-east-2.amazonaws.com/k.mp4",
+                "my.egress",
+                None
+            ),
+            Some("k.mp4".to_owned())
+        );
+        // Another bucket, in every form, stays outside.
+        assert_eq!(aws("s3://other/recordings/standup-2025.mp4"), None);
+        assert_eq!(
+            aws("https://other.s3.amazonaws.com/recordings/standup-2025.mp4"),
+            None
+        );
+        // …even when its first path segment happens to be our bucket's name.
+        assert_eq!(aws("https://other.s3.amazonaws.com/egress/k.mp4"), None);
+        assert_eq!(minio("http://other.minio:9000/egress/k.mp4"), None);
+        assert_eq!(aws("https://cdn.example.com/other/k.mp4"), None);
+        // Not a URL, no key, or a key onair will not touch.
+        assert_eq!(aws("recordings/standup-2025.mp4"), None);
+        assert_eq!(aws("/egress/recordings/standup-2025.mp4"), None);
+        assert_eq!(aws("s3://egress/"), None);
+        assert_eq!(aws("https://egress.s3.amazonaws.com/"), None);
+        assert_eq!(aws("s3://egress/a//b.mp4"), None);
+        assert_eq!(aws("ftp://egress/k.mp4"), None);
     }
 
     #[test]

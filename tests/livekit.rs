@@ -21,6 +21,12 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::fake_livekit::FakeLivekit;
 use support::harness::{ADMIN_KEY, Client, RECV_TIMEOUT, Server, config, http};
+use support::moto::Moto;
+
+// The notification tests' HTTP receiver; the rest of that module is unused here.
+#[allow(dead_code, unused_imports)]
+#[path = "notifications/services.rs"]
+mod services;
 
 const KEY: &str = "APIonairTest";
 const SECRET: &str = "onair-livekit-test-secret-0123456789";
@@ -879,4 +885,296 @@ async fn in_a_cluster_any_node_handles_the_egress_another_started() {
         json!({"egress_id": egress["egress_id"]})
     );
     assert_eq!(fake.calls("Egress/StopEgress").await.len(), 1);
+}
+
+// The egress bucket (`[livekit] s3_*`): LiveKit's egress uploads its file to
+// a bucket — here a real S3 API, moto — and reports where; onair serves the
+// file from there by its own signed link (with Range), copies it to the
+// owner's S3 and deletes it.
+
+const EGRESS_BUCKET: &str = "egress";
+const OWNER_BUCKET: &str = "owner-copies";
+
+/// onair with the livekit backend whose egress writes to `moto`'s
+/// [`EGRESS_BUCKET`], and whose owners' S3 copies go to `moto` too.
+async fn setup_with_bucket(moto: &Moto) -> (FakeLivekit, Server) {
+    let fake = FakeLivekit::start().await;
+    let mut config = livekit_config(&fake, KEY, SECRET);
+    config.livekit.s3_bucket = Some(EGRESS_BUCKET.into());
+    config.livekit.s3_region = Some("us-east-1".into());
+    config.livekit.s3_endpoint = Some(moto.endpoint.clone());
+    config.livekit.s3_access_key_id = Some("egress-key-id".into());
+    config.livekit.s3_secret_access_key = Some("egress-secret".into());
+    config.livekit.s3_allow_http = true;
+    config.notifications.s3_endpoint = Some(moto.endpoint.clone());
+    // The owners' notification receivers are on loopback.
+    config.notifications.allow_private_addresses = true;
+    let server = Server::with(config).await;
+    fake.configure(&server, true).await;
+    fake.create_room(ROOM, r#"{"createdBy":"onair-test"}"#)
+        .await;
+    (fake, server)
+}
+
+/// Records in [`ROOM`] until LiveKit reports the file at `location`; returns
+/// `recording_available`.
+async fn record_to(fake: &FakeLivekit, moderator: &mut Client, location: &str) -> Value {
+    let id = start(moderator, &mut []).await;
+    expect_started(moderator, &id).await;
+    let egresses = fake.get("egresses").await;
+    let egress_id = egresses.as_array().unwrap().last().unwrap()["egress_id"].clone();
+    fake.webhook(
+        json!({"event": "egress_updated", "egressId": egress_id, "status": "EGRESS_ENDING"}),
+    )
+    .await;
+    expect_status(moderator, "stopping").await;
+    let delivery = fake
+        .webhook(json!({
+            "event": "egress_ended", "egressId": egress_id, "status": "EGRESS_COMPLETE",
+            "withFile": true, "location": location,
+        }))
+        .await;
+    assert_eq!(delivery["body"], json!({"result": "applied"}));
+    expect_stopped(moderator, &id).await;
+    expect_available(moderator, &id).await
+}
+
+/// A plain HTTP client: no credentials, no redirects followed.
+fn plain() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Fetches the whole file and a range of it by `available`'s signed link,
+/// without credentials, and checks both against `bytes`.
+async fn fetch_by_link(server: &Server, available: &Value, bytes: &[u8]) {
+    let link = server.url(available["url"].as_str().unwrap());
+    let whole = plain().get(&link).send().await.unwrap();
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.headers()["content-type"], "video/mp4");
+    assert_eq!(whole.headers()["accept-ranges"], "bytes");
+    assert!(
+        whole.bytes().await.unwrap() == bytes,
+        "the served bytes differ"
+    );
+    let (first, last) = (bytes.len() / 2, bytes.len() / 2 + 999);
+    let part = plain()
+        .get(&link)
+        .header("range", format!("bytes={first}-{last}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(
+        part.headers()["content-range"],
+        format!("bytes {first}-{last}/{}", bytes.len()).as_str()
+    );
+    assert!(part.bytes().await.unwrap() == bytes[first..=last]);
+}
+
+/// The owner's copy of recording `id` named `name`, once it has arrived.
+async fn owner_copy(moto: &Moto, id: &str, name: &str) -> Vec<u8> {
+    let key = format!("onair/{id}/{name}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(bytes) = moto.object(OWNER_BUCKET, &key).await {
+            return bytes;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no copy at {OWNER_BUCKET}/{key}: {:?}",
+            moto.keys(OWNER_BUCKET).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn delete_recording(server: &Server, id: &str) {
+    let response = http()
+        .delete(server.url(&format!("/v1/recordings/{id}")))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+}
+
+/// Ada, a moderator, saves her notification `settings` (seed 001) and joins
+/// [`ROOM`]; the recordings she starts are hers.
+async fn owner_joins(server: &Server, settings: Value) -> Client {
+    let mut claims = server.claims(ROOM, "Ada", Role::Moderator);
+    claims.sub = "ada".into();
+    let token = server.mint(&claims);
+    let saved = http()
+        .post(server.url("/rest/recording/notifications"))
+        .bearer_auth(&token)
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 200, "{}", saved.text().await.unwrap());
+    let mut ada = Client::connect_query(server, &token).await;
+    ada.join(None).await;
+    ada
+}
+
+fn content(len: usize, seed: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i * 7 + seed) % 251) as u8).collect()
+}
+
+#[tokio::test]
+async fn egress_files_in_the_bucket_are_served_copied_and_deleted() {
+    let moto = Moto::start().await;
+    for bucket in [EGRESS_BUCKET, OWNER_BUCKET, "other"] {
+        moto.create_bucket(bucket).await;
+    }
+    let (fake, server) = setup_with_bucket(&moto).await;
+    // Ada keeps an S3 location for copies of her recordings (seed 001).
+    let mut ada = owner_joins(
+        &server,
+        json!({
+            "notify": false,
+            "s3Arn": format!("arn:aws:s3:us-east-1::{OWNER_BUCKET}/onair"),
+            "s3AccessKeyId": "AKIAOWNER",
+            "s3SecretAccessKey": "owner-secret",
+        }),
+    )
+    .await;
+
+    // The three forms of location LiveKit reports, each for a file that the
+    // egress put in the bucket. The first is over one S3 part (8 MiB), and
+    // its key needs percent-encoding in a URL.
+    let virtual_hosted = "recordings/standup 1~a.mp4";
+    let endpoint = &moto.endpoint;
+    let files = [
+        (
+            virtual_hosted,
+            format!(
+                "https://{EGRESS_BUCKET}.s3.us-east-1.amazonaws.com/recordings/standup%201~a.mp4"
+            ),
+            content(9 * 1024 * 1024 + 77, 1),
+        ),
+        (
+            "recordings/standup-2.mp4",
+            format!("{endpoint}/{EGRESS_BUCKET}/recordings/standup-2.mp4"),
+            content(100_000, 2),
+        ),
+        (
+            "recordings/standup-3.mp4",
+            format!("s3://{EGRESS_BUCKET}/recordings/standup-3.mp4"),
+            content(4321, 3),
+        ),
+    ];
+    for (key, location, bytes) in &files {
+        moto.put(EGRESS_BUCKET, key, bytes.clone()).await;
+        assert!(moto.keys(EGRESS_BUCKET).await.iter().any(|k| k == key));
+        let available = record_to(&fake, &mut ada, location).await;
+        let id = available["recording_id"].as_str().unwrap();
+        let name = available["name"].as_str().unwrap();
+
+        fetch_by_link(&server, &available, bytes).await;
+        assert!(
+            owner_copy(&moto, id, name).await == *bytes,
+            "the owner's copy differs"
+        );
+
+        delete_recording(&server, id).await;
+        assert_eq!(
+            ada.expect("recording", "recording_deleted").await["recording_id"],
+            id
+        );
+        assert!(
+            !moto.keys(EGRESS_BUCKET).await.iter().any(|k| k == key),
+            "{location}"
+        );
+        let gone = plain()
+            .get(server.url(available["url"].as_str().unwrap()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(gone.status(), 404);
+    }
+    assert_eq!(moto.keys(EGRESS_BUCKET).await, Vec::<String>::new());
+
+    // A file in another bucket stays where it is: its link redirects there
+    // (unchanged), and deleting the recording leaves the object alone.
+    let elsewhere = format!("{endpoint}/other/recordings/standup-4.mp4");
+    moto.put("other", "recordings/standup-4.mp4", content(10, 4))
+        .await;
+    assert_eq!(moto.keys("other").await, ["recordings/standup-4.mp4"]);
+    let available = record_to(&fake, &mut ada, &elsewhere).await;
+    let redirect = plain()
+        .get(server.url(available["url"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirect.status(), 307);
+    assert_eq!(redirect.headers()["location"], elsewhere.as_str());
+    delete_recording(&server, available["recording_id"].as_str().unwrap()).await;
+    assert_eq!(moto.keys("other").await, ["recordings/standup-4.mp4"]);
+}
+
+/// Without an S3 copy, the owner's notification links to an egress file by
+/// onair's signed link, which opens; the bucket's own URL would not.
+#[tokio::test]
+async fn the_owners_notification_links_an_egress_file_through_onair() {
+    let moto = Moto::start().await;
+    moto.create_bucket(EGRESS_BUCKET).await;
+    let mut receiver = services::Receiver::start(&[]).await;
+    let (fake, server) = setup_with_bucket(&moto).await;
+    let mut ada = owner_joins(&server, json!({"notify": true, "url": receiver.url})).await;
+    let bytes = content(2048, 5);
+    moto.put(EGRESS_BUCKET, "recordings/standup-5.mp4", bytes.clone())
+        .await;
+
+    let available = record_to(
+        &fake,
+        &mut ada,
+        &format!("https://{EGRESS_BUCKET}.s3.us-east-1.amazonaws.com/recordings/standup-5.mp4"),
+    )
+    .await;
+    let id = available["recording_id"].as_str().unwrap();
+    let posted = receiver.next().await.body;
+    assert_eq!(posted["meetingId"], id);
+    let link = posted["retrievalUrl"].as_str().unwrap();
+    assert!(
+        link.starts_with(&format!("/v1/recordings/{id}/media?expires=")),
+        "{link}"
+    );
+    let opened = plain().get(server.url(link)).send().await.unwrap();
+    assert_eq!(opened.status(), 200);
+    assert!(opened.bytes().await.unwrap() == bytes);
+}
+
+#[tokio::test]
+async fn a_stop_livekit_never_confirms_ends_at_the_stop_timeout() {
+    let fake = FakeLivekit::start().await;
+    let mut config = livekit_config(&fake, KEY, SECRET);
+    config.recording.stop_timeout_s = 2;
+    let server = Server::with(config).await;
+    fake.configure(&server, true).await;
+    fake.create_room(ROOM, r#"{"createdBy":"onair-test"}"#)
+        .await;
+    let (mut ada, _) = server.join(ROOM, "Ada", Role::Moderator).await;
+    let id = start(&mut ada, &mut []).await;
+    expect_started(&mut ada, &id).await;
+
+    // LiveKit answers StopEgress, then goes silent: no egress_ended ever comes.
+    fake.configure(&server, false).await;
+    ada.recording(json!({"action": "stop", "recording_id": id}))
+        .await;
+    expect_status(&mut ada, "stopping").await;
+    // At the stop timeout the room is free again, and says why.
+    assert_eq!(ada.expect("recording", "stopped").await["recording_id"], id);
+    let inactive = expect_status(&mut ada, "inactive").await;
+    assert_eq!(inactive["reason"], "stop_timeout");
+    // The stop was sent once more, best effort.
+    fake.wait_calls("Egress/StopEgress", 2).await;
+    // And the room takes a new start instead of `already_recording`.
+    fake.configure(&server, true).await;
+    let again = start(&mut ada, &mut []).await;
+    assert_ne!(again, id);
 }

@@ -771,7 +771,8 @@ async fn an_upload_over_the_storage_limit_is_refused_and_not_kept() {
 
 #[tokio::test]
 async fn the_file_arrives_after_everyone_left() {
-    let onair = setup().await;
+    // No grace period: the room's emptying stops the recording at once.
+    let onair = setup_with(|config| config.recording.empty_room_grace_s = 0).await;
     let (mut ada, _) = onair.moderator("weekly").await;
     let id = start(&mut ada, json!({"action": "start"})).await;
     confirmed(&mut ada, &id).await;

@@ -406,7 +406,12 @@ impl Rig {
         let store = Arc::new(Store::open(&config.store.path).unwrap());
         let outbox = Arc::new(Outbox::new(&config.webhooks, store.clone()));
         let links = onair::catalog::Links::from_config(&config, [7; 32]);
-        let notifications = Arc::new(Notifications::new(&config, store.clone(), links.clone()));
+        let notifications = Arc::new(Notifications::new(
+            &config,
+            store.clone(),
+            links.clone(),
+            None,
+        ));
         let catalog = Catalog::new(
             store.clone(),
             outbox.clone(),

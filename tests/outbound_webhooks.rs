@@ -212,6 +212,8 @@ async fn a_restart_loses_nothing() {
     let mut config = with_endpoint(format!("http://127.0.0.1:{port}/ok"));
     config.store.path = data.path().join("onair.db");
     config.webhooks.retry_base_ms = 200;
+    // No grace period: the room's emptying stops the recording at once.
+    config.recording.empty_room_grace_s = 0;
 
     let server = Server::with(config.clone()).await;
     let (mut ada, _) = server.join("room", "Ada", Role::Moderator).await;

@@ -341,6 +341,7 @@ fn reconciled_is_a_stop_with_its_reason() {
     let policy = Policy {
         mode: StartMode::AwaitProvider,
         enabled: true,
+        empty_room_grace: true,
     };
     let status = |reason: Option<&str>| Effect::AnnounceStatus {
         status: RecordingStatus::Inactive,

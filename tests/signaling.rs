@@ -334,7 +334,11 @@ async fn join_timeout_closes_idle_sockets() {
 
 #[tokio::test]
 async fn rooms_disappear_when_the_last_participant_leaves() {
-    let server = Server::start().await;
+    // No grace period: the room's emptying stops the recording at once
+    // (tests/deadlines.rs covers the grace period).
+    let mut config = support::harness::config();
+    config.recording.empty_room_grace_s = 0;
+    let server = Server::with(config).await;
     let (mut ada, _) = server.join("ephemeral", "Ada", Role::Moderator).await;
     ada.recording(json!({"action": "start"})).await;
     let started = ada.expect("recording", "started").await;

@@ -7,26 +7,45 @@
 use std::collections::HashMap;
 
 use onair::protocol::RecordingStatus;
-use onair::recording::{Actor, Effect, Input, Policy, StartMode, StartOptions, State, step};
+use onair::recording::{
+    Actor, Deadline, Effect, Input, Policy, StartMode, StartOptions, State, step,
+};
 use proptest::prelude::*;
 
 /// An abstract input: ids are picked from a small pool so that stale and
 /// duplicate reports are common.
 #[derive(Debug, Clone)]
 enum Op {
-    Start { may_record: bool },
-    Stop { may_record: bool, id: usize },
+    Start {
+        may_record: bool,
+    },
+    Stop {
+        may_record: bool,
+        id: usize,
+    },
     StopCurrent,
-    Recording { id: usize },
+    Recording {
+        id: usize,
+    },
     RecordingCurrent,
-    Stopped { id: usize },
+    Stopped {
+        id: usize,
+    },
     StoppedCurrent,
-    Failed { id: usize },
+    Failed {
+        id: usize,
+    },
     FailedCurrent,
     ProviderStarted,
-    TimedOut { id: usize },
+    TimedOut {
+        id: usize,
+    },
     TimedOutCurrent,
+    StopTimedOutCurrent,
+    EmptyRoomExpiredCurrent,
     RoomEmptied,
+    /// The process dies and comes back: the state is what was saved.
+    Restart,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -43,7 +62,10 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Op::ProviderStarted),
         (0..4usize).prop_map(|id| Op::TimedOut { id }),
         Just(Op::TimedOutCurrent),
+        Just(Op::StopTimedOutCurrent),
+        Just(Op::EmptyRoomExpiredCurrent),
         Just(Op::RoomEmptied),
+        Just(Op::Restart),
     ]
 }
 
@@ -53,9 +75,12 @@ fn policy() -> impl Strategy<Value = Policy> {
         Just(StartMode::AwaitProvider),
         Just(StartMode::ProviderDriven),
     ]
-    .prop_map(|mode| Policy {
-        mode,
-        enabled: true,
+    .prop_flat_map(|mode| {
+        any::<bool>().prop_map(move |empty_room_grace| Policy {
+            mode,
+            enabled: true,
+            empty_room_grace,
+        })
     })
 }
 
@@ -103,9 +128,17 @@ proptest! {
                     issued.push(id.clone());
                     Input::ProviderStarted { recording_id: id }
                 }
-                Op::TimedOut { id } => Input::StartTimedOut { recording_id: pick(&issued, id) },
-                Op::TimedOutCurrent => Input::StartTimedOut { recording_id: current },
+                Op::TimedOut { id } => Input::Expired { deadline: Deadline::Start, recording_id: pick(&issued, id) },
+                Op::TimedOutCurrent => Input::Expired { deadline: Deadline::Start, recording_id: current },
+                Op::StopTimedOutCurrent => Input::Expired { deadline: Deadline::Stop, recording_id: current },
+                Op::EmptyRoomExpiredCurrent => Input::Expired { deadline: Deadline::EmptyRoom, recording_id: current },
                 Op::RoomEmptied => Input::RoomEmptied,
+                Op::Restart => {
+                    // What was saved is what comes back.
+                    let saved = serde_json::to_string(&state).unwrap();
+                    state = serde_json::from_str(&saved).unwrap();
+                    continue;
+                }
             };
             let before = state.clone();
             let (next, effects) = step(policy, &state, input);
@@ -130,6 +163,20 @@ proptest! {
                         prop_assert!(r >= previous, "{} moved backwards to {:?}", id, status);
                     }
                     _ => {}
+                }
+            }
+            // Every waiting state it enters has its deadline armed.
+            if next != before {
+                let wait = match &next {
+                    State::Initializing { .. } => Some(Deadline::Start),
+                    State::Stopping { .. } => Some(Deadline::Stop),
+                    _ => None,
+                };
+                if let (Some(wait), Some(id)) = (wait, next.recording_id()) {
+                    prop_assert!(
+                        effects.iter().any(|e| matches!(e, Effect::Arm { deadline, recording_id } if *deadline == wait && recording_id == id)),
+                        "{:?} entered without its deadline", next
+                    );
                 }
             }
             for (id, n) in &ended {

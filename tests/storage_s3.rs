@@ -282,3 +282,46 @@ async fn files_kept_locally_move_to_the_bucket_at_the_next_start() {
     assert_eq!(response.bytes().await.unwrap(), &bytes[..100]);
     server.stop().await;
 }
+
+/// A name with characters that object keys percent-encode (`~`, `[`, `%`) is
+/// served and deleted under the key it was uploaded with, not encoded twice.
+#[tokio::test]
+async fn names_that_keys_encode_are_served_and_deleted_from_the_bucket() {
+    let moto = Moto::start().await;
+    moto.create_bucket("encoded").await;
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::with(s3_config(&moto, "encoded", data.path())).await;
+    let bytes = content(5000);
+    let form = Form::new().text("recording_id", "rec-9").part(
+        "file",
+        Part::bytes(bytes.clone())
+            .file_name("stand~up [50%].mp4")
+            .mime_str("video/mp4")
+            .unwrap(),
+    );
+    let response = http()
+        .post(server.url("/v1/rooms/room/recordings"))
+        .bearer_auth(ADMIN_KEY)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let recordings = data.path().join("recordings");
+    eventually("the file moved to the bucket", || async {
+        !moto.keys("encoded").await.is_empty() && local_files(&recordings).is_empty()
+    })
+    .await;
+
+    let served = media(&server, "rec-9", Some("bytes=10-19")).await;
+    assert_eq!(served.status(), 206);
+    assert!(served.bytes().await.unwrap() == bytes[10..20]);
+    let deleted = http()
+        .delete(server.url("/v1/recordings/rec-9"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(moto.keys("encoded").await, Vec::<String>::new());
+}

@@ -80,8 +80,9 @@ impl Backend {
         }
     }
 
-    /// The state machine's policy for this backend.
-    pub fn policy(&self, enabled: bool) -> Policy {
+    /// The state machine's policy for this backend (`[recording] enabled`,
+    /// and whether an emptied room has a grace period).
+    pub fn policy(&self, enabled: bool, empty_room_grace: bool) -> Policy {
         let mode = match self {
             Self::Manual { confirm: false } => StartMode::Immediate,
             Self::Manual { confirm: true } | Self::Livekit(_) | Self::Nextcloud(_) => {
@@ -89,7 +90,11 @@ impl Backend {
             }
             Self::Jaas(_) => StartMode::ProviderDriven,
         };
-        Policy { mode, enabled }
+        Policy {
+            mode,
+            enabled,
+            empty_room_grace,
+        }
     }
 
     /// Asks the backend to start recording.

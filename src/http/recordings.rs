@@ -26,7 +26,7 @@ use crate::auth::{Claims, admin_key_matches};
 use crate::catalog::{Location, Recording};
 use crate::protocol::{Role, short_detail};
 use crate::server::AppState;
-use crate::storage::{MAX_FILE_NAME_BYTES, RangeRequest, fit_name, parse_range, served_as};
+use crate::storage::{MAX_FILE_NAME_BYTES, Object, RangeRequest, fit_name, parse_range, served_as};
 
 type App = State<Arc<AppState>>;
 
@@ -330,12 +330,14 @@ async fn signed_url(
 /// `GET /v1/recordings/{id}/media`: the file, with HTTP Range; or a redirect
 /// to an external URL.
 ///
-/// A file in the bucket is streamed through onair rather than redirected to
-/// a presigned URL: the bucket can stay private (no S3 endpoint exposed to
-/// browsers, no bucket CORS), and the URL clients hold — plain or signed —
-/// behaves the same wherever the file is. Local files and objects go through
-/// the same `Range` parser ([`parse_range`]) and the same headers
-/// ([`media_response`]).
+/// A file in a bucket (onair's, or the LiveKit egress bucket) is streamed
+/// through onair rather than redirected to a presigned URL: the bucket can
+/// stay private (no S3 endpoint exposed to browsers, no bucket CORS — seed
+/// 004's MinIO is not even reachable from other devices), the URL clients
+/// hold — plain or signed — behaves the same wherever the file is, and a
+/// `DELETE` or an expired link ends access at once rather than when a
+/// presigned URL would expire. Local files and objects go through the same
+/// `Range` parser ([`parse_range`]) and the same headers ([`media_response`]).
 async fn media(
     State(app): App,
     headers: HeaderMap,
@@ -365,20 +367,28 @@ async fn media(
         .get(header::RANGE)
         .filter(|_| !headers.contains_key(header::IF_RANGE))
         .and_then(|v| v.to_str().ok());
-    match recording.location.clone() {
-        Location::File(path) => match serve_file(&recording, &path, range).await? {
+    let object = |location: &Location| app.catalog.storage()?.object(location);
+    match (recording.location.clone(), object(&recording.location)) {
+        (Location::File(path), _) => match serve_file(&recording, &path, range).await? {
             Some(response) => Ok(response),
             // Moved to the bucket since the catalog was read?
-            None => match app.catalog.get(&id).map(|r| r.location) {
-                Some(Location::Object { key }) => serve_object(&app, &recording, &key, range).await,
-                _ => Err(media_missing()),
+            None => match app.catalog.get(&id).and_then(|r| object(&r.location)) {
+                Some(moved) => serve_object(&app, &recording, &moved, range).await,
+                None => Err(media_missing()),
             },
         },
-        Location::Object { key } => serve_object(&app, &recording, &key, range).await,
-        Location::External(url) if url.starts_with("https://") || url.starts_with("http://") => {
+        // In onair's bucket, or a LiveKit egress file in the egress bucket.
+        (_, Some(object)) => serve_object(&app, &recording, &object, range).await,
+        // No storage at all: answered as an unreachable bucket.
+        (Location::Object { key }, None) => {
+            serve_object(&app, &recording, &Object::Stored(key), range).await
+        }
+        (Location::External(url), None)
+            if url.starts_with("https://") || url.starts_with("http://") =>
+        {
             Ok(Redirect::temporary(&url).into_response())
         }
-        Location::External(location) => Err(AppError::new(
+        (Location::External(location), None) => Err(AppError::new(
             StatusCode::NOT_FOUND,
             "media_not_here",
             format!("the file is in the provider's storage at `{location}`, not on this server"),
@@ -512,11 +522,11 @@ fn disposition(name: &str, inline: bool) -> HeaderValue {
     .unwrap_or(HeaderValue::from_static(kind))
 }
 
-/// Streams an object from the bucket, honouring `Range`.
+/// Streams an object from its bucket, honouring `Range`.
 async fn serve_object(
     app: &AppState,
     recording: &Recording,
-    key: &str,
+    file: &Object,
     range: Option<&str>,
 ) -> Result<Response, AppError> {
     use crate::storage::ObjectError;
@@ -534,14 +544,14 @@ async fn serve_object(
     let storage = app
         .catalog
         .storage()
-        .ok_or_else(|| unavailable(ObjectError::NoBucket))?;
-    let size = storage.size(key).await.map_err(unavailable)?;
+        .ok_or_else(|| unavailable(ObjectError::NoBucket("[storage] s3_bucket")))?;
+    let size = storage.size(file).await.map_err(unavailable)?;
     let (status, wanted) = match parse_range(range, size) {
         RangeRequest::Full => (StatusCode::OK, None),
         RangeRequest::Partial(bytes) => (StatusCode::PARTIAL_CONTENT, Some(bytes)),
         RangeRequest::Unsatisfiable => return Ok(unsatisfiable(size)),
     };
-    let object = storage.get(key, wanted).await.map_err(unavailable)?;
+    let object = storage.get(file, wanted).await.map_err(unavailable)?;
     let served = object.range.clone();
     media_response(
         recording,

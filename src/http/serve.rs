@@ -208,7 +208,11 @@ pub fn into_tcp(
 
 /// Where a connection stands, for its timeouts.
 #[derive(Debug)]
-struct Activity(Mutex<Phase>);
+struct Activity {
+    phase: Mutex<Phase>,
+    /// Wakes the watcher when a request begins or ends: its deadline moves.
+    changed: tokio::sync::Notify,
+}
 
 #[derive(Debug)]
 struct Phase {
@@ -225,17 +229,20 @@ struct Phase {
 
 impl Activity {
     fn new() -> Self {
-        Self(Mutex::new(Phase {
-            in_flight: 0,
-            idle_since: Instant::now(),
-            head_started: None,
-            served: false,
-        }))
+        Self {
+            phase: Mutex::new(Phase {
+                in_flight: 0,
+                idle_since: Instant::now(),
+                head_started: None,
+                served: false,
+            }),
+            changed: tokio::sync::Notify::new(),
+        }
     }
 
     fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
         // No code panics while holding it; recover the data if one ever did.
-        self.0
+        self.phase
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -270,7 +277,10 @@ impl Activity {
             {
                 return reason;
             }
-            tokio::time::sleep_until(at).await;
+            tokio::select! {
+                _ = tokio::time::sleep_until(at) => {}
+                _ = self.changed.notified() => {}
+            }
         }
     }
 }
@@ -284,6 +294,7 @@ impl InFlight {
         phase.in_flight += 1;
         phase.head_started = None;
         drop(phase);
+        activity.changed.notify_one();
         Self(activity.clone())
     }
 }
@@ -296,6 +307,8 @@ impl Drop for InFlight {
             phase.idle_since = Instant::now();
             phase.served = true;
         }
+        drop(phase);
+        self.0.changed.notify_one();
     }
 }
 

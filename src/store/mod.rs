@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_object_locations.sql"),
     include_str!("migrations/0005_nothing_lost.sql"),
     include_str!("migrations/0006_retention.sql"),
+    include_str!("migrations/0007_deadlines.sql"),
 ];
 /// How long inbound idempotency keys are kept: no provider replays past its
 /// replay window, and 8x8's links (the longest-lived thing) die after 24 h.
@@ -141,6 +142,31 @@ pub struct LivekitEgressRow {
     pub created_ms: i64,
 }
 
+/// A deadline to arm: its name, the recording it is about, and when it
+/// passes (Unix ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewDeadline<'a> {
+    /// `start`, `stop` or `empty_room`.
+    pub deadline: &'a str,
+    /// The recording it is about.
+    pub recording_id: &'a str,
+    /// When it passes.
+    pub at_ms: i64,
+}
+
+/// A deadline that has passed (see [`Store::due_deadlines`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueDeadline {
+    /// The room.
+    pub room: String,
+    /// Its name (`start`, `stop`, `empty_room`).
+    pub deadline: String,
+    /// The recording it is about.
+    pub recording_id: String,
+    /// When it passed (Unix ms), to clear exactly this one.
+    pub at_ms: i64,
+}
+
 /// The store.
 pub struct Store {
     conn: Mutex<Connection>,
@@ -185,12 +211,14 @@ impl Store {
     }
 
     /// Saves a room's recording state (an inactive room has no row) together
-    /// with the deliveries it causes.
+    /// with the deliveries it causes and the deadline it arms, if any (an
+    /// inactive room waits for nothing: its deadlines go).
     pub fn save_room_state(
         &self,
         room: &str,
         state: &State,
         deliveries: &[NewDelivery],
+        deadline: Option<&NewDeadline<'_>>,
     ) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
@@ -222,6 +250,7 @@ impl Store {
         match row {
             None => {
                 tx.execute("DELETE FROM room_recordings WHERE room = ?1", [room])?;
+                tx.execute("DELETE FROM room_deadlines WHERE room = ?1", [room])?;
             }
             Some((status, id, announced, requested_by, reason)) => {
                 tx.execute(
@@ -233,8 +262,46 @@ impl Store {
                 )?;
             }
         }
+        if let Some(deadline) = deadline {
+            insert_deadline(&tx, room, deadline)?;
+        }
         insert_deliveries(&tx, deliveries)?;
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Arms a deadline for a room whose state does not change (an emptied
+    /// room's grace period), replacing one of the same name.
+    pub fn set_deadline(&self, room: &str, deadline: &NewDeadline<'_>) -> Result<(), StoreError> {
+        insert_deadline(&self.lock(), room, deadline)?;
+        Ok(())
+    }
+
+    /// Deadlines that have passed at `now_ms`: `(room, deadline, recording
+    /// id, when)`, earliest first.
+    pub fn due_deadlines(&self, now_ms: i64) -> Result<Vec<DueDeadline>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare(
+            "SELECT room, deadline, recording_id, at_ms FROM room_deadlines
+             WHERE at_ms <= ?1 ORDER BY at_ms LIMIT 1000",
+        )?;
+        let rows = statement.query_map([now_ms], |r| {
+            Ok(DueDeadline {
+                room: r.get(0)?,
+                deadline: r.get(1)?,
+                recording_id: r.get(2)?,
+                at_ms: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Clears a deadline that was handled, unless another one replaced it meanwhile.
+    pub fn clear_deadline(&self, due: &DueDeadline) -> Result<(), StoreError> {
+        self.lock().execute(
+            "DELETE FROM room_deadlines WHERE room = ?1 AND deadline = ?2 AND at_ms = ?3",
+            params![due.room, due.deadline, due.at_ms],
+        )?;
         Ok(())
     }
 
@@ -954,6 +1021,24 @@ fn insert_receipt(
     )? == 1)
 }
 
+fn insert_deadline(
+    conn: &Connection,
+    room: &str,
+    deadline: &NewDeadline<'_>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO room_deadlines (room, deadline, recording_id, at_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (room, deadline) DO UPDATE SET recording_id = ?3, at_ms = ?4",
+        params![
+            room,
+            deadline.deadline,
+            deadline.recording_id,
+            deadline.at_ms
+        ],
+    )?;
+    Ok(())
+}
+
 fn insert_deliveries(
     tx: &rusqlite::Transaction<'_>,
     deliveries: &[NewDelivery],
@@ -1126,11 +1211,11 @@ mod tests {
                 reason: "disk".into(),
             },
         ] {
-            store.save_room_state("room", &state, &[]).unwrap();
+            store.save_room_state("room", &state, &[], None).unwrap();
             assert_eq!(store.room_state("room").unwrap(), Some(state));
         }
         store
-            .save_room_state("room", &State::Inactive, &[])
+            .save_room_state("room", &State::Inactive, &[], None)
             .unwrap();
         assert_eq!(store.room_state("room").unwrap(), None);
     }
@@ -1161,6 +1246,61 @@ mod tests {
         store.disable_endpoint("http://127.0.0.1:1/hook").unwrap();
         assert_eq!(store.outbox_counts().unwrap().disabled, 1);
         assert_eq!(store.disabled_endpoints().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn deadlines_are_saved_with_their_transition_and_cleared_once() {
+        let store = Store::in_memory().unwrap();
+        let initializing = State::Initializing {
+            recording_id: "r1".into(),
+            requested_by: None,
+        };
+        let start = NewDeadline {
+            deadline: "start",
+            recording_id: "r1",
+            at_ms: 1_000,
+        };
+        store
+            .save_room_state("a", &initializing, &[], Some(&start))
+            .unwrap();
+        // Room a also empties: a second wait beside the start's.
+        let grace = NewDeadline {
+            deadline: "empty_room",
+            recording_id: "r1",
+            at_ms: 2_000,
+        };
+        store.set_deadline("a", &grace).unwrap();
+        assert_eq!(store.due_deadlines(999).unwrap(), []);
+        let due = store.due_deadlines(5_000).unwrap();
+        let names: Vec<_> = due
+            .iter()
+            .map(|d| {
+                (
+                    d.room.as_str(),
+                    d.deadline.as_str(),
+                    d.recording_id.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(names, [("a", "start", "r1"), ("a", "empty_room", "r1")]);
+        // Re-armed meanwhile: clearing the passed one leaves the new one.
+        store
+            .set_deadline(
+                "a",
+                &NewDeadline {
+                    at_ms: 3_000,
+                    ..grace
+                },
+            )
+            .unwrap();
+        store.clear_deadline(&due[1]).unwrap();
+        store.clear_deadline(&due[0]).unwrap();
+        assert_eq!(store.due_deadlines(5_000).unwrap().len(), 1);
+        // An inactive room waits for nothing.
+        store
+            .save_room_state("a", &State::Inactive, &[], None)
+            .unwrap();
+        assert_eq!(store.due_deadlines(5_000).unwrap(), []);
     }
 
     #[test]

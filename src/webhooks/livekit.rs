@@ -237,7 +237,9 @@ pub fn catalogue_reported(app: &Arc<AppState>, egress: &EgressRef, info: &Value)
     }
 }
 
-/// Catalogues the egress's file and announces it, once.
+/// Catalogues the egress's file and announces it, once. The location is
+/// kept as LiveKit reported it; one in `[livekit] s3_bucket` is recognized
+/// as an object there whenever the file is read (`Storage::object`).
 fn catalogue(app: &Arc<AppState>, egress: &EgressRef, info: &EgressInfo) {
     let Some(file) = info.file_results.first().or(info.file.as_ref()) else {
         tracing::warn!(room = %egress.room, recording_id = %egress.recording_id, "livekit egress ended without a file");

@@ -59,6 +59,23 @@ impl Moto {
         assert!(response.status().is_success(), "{}", response.status());
     }
 
+    /// Puts an object (unsigned), as another writer of the bucket would.
+    /// moto lists such an object to anyone but serves it only to signed
+    /// requests (onair's), so [`Moto::object`] does not find it: check it
+    /// with [`Moto::keys`].
+    pub async fn put(&self, bucket: &str, key: &str, bytes: Vec<u8>) {
+        let response = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+            .put(format!("{}/{bucket}/{key}", self.endpoint))
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+
     /// An object's bytes, or `None` while there is none.
     pub async fn object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
         let response = http()

@@ -703,6 +703,9 @@ pub struct WebhooksConfig {
     pub retry_base_ms: u64,
     /// Seconds one delivery attempt may take.
     pub timeout_s: u64,
+    /// Days delivered and dead outbox rows (webhooks and notification POSTs)
+    /// are kept, for inspection; older ones are deleted. 0 keeps them forever.
+    pub keep_days: u64,
 }
 
 impl Default for WebhooksConfig {
@@ -712,6 +715,7 @@ impl Default for WebhooksConfig {
             max_attempts: 10,
             retry_base_ms: 5_000,
             timeout_s: 10,
+            keep_days: 7,
         }
     }
 }

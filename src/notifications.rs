@@ -41,7 +41,7 @@ use tracing::Instrument;
 
 use crate::catalog::{Location, Recording};
 use crate::config::Config;
-use crate::store::{DeliveryKind, NewDelivery, Store, StoreError};
+use crate::store::{DeliveryKind, NewDelivery, RecordingFacts, Store, StoreError};
 use crate::webhooks::outbound::Outbox;
 
 /// Most addresses one setting may e-mail.
@@ -419,10 +419,12 @@ pub struct Metadata {
     pub unix_time: u64,
     /// The room.
     pub room_id: String,
-    /// How many took part, when the provider names them (JaaS); otherwise
-    /// `null` (unknown) rather than a made-up number.
+    /// How many took part: the most participants onair saw in the room
+    /// while it recorded, or as many as the provider names (JaaS); `null`
+    /// when neither is known rather than a made-up number.
     pub participants: Option<u32>,
-    /// When recording started, UTC: availability minus the duration.
+    /// When recording started, UTC: when onair announced `started`, else
+    /// availability minus the duration.
     pub start_time: String,
     /// When recording ended, UTC: taken as the time it became available.
     pub end_time: String,
@@ -431,13 +433,22 @@ pub struct Metadata {
 }
 
 impl Metadata {
-    /// The metadata of `recording`, owned by `owner`, downloadable at `retrieval_url`.
-    pub fn new(recording: &Recording, owner: &str, retrieval_url: String) -> Self {
+    /// The metadata of `recording`, owned by `owner`, downloadable at
+    /// `retrieval_url`, with what onair saw of it while it ran (`facts`).
+    pub fn new(
+        recording: &Recording,
+        owner: &str,
+        retrieval_url: String,
+        facts: Option<&RecordingFacts>,
+    ) -> Self {
         let available = humantime::parse_rfc3339_weak(&recording.created_at)
             .unwrap_or_else(|_| SystemTime::now());
         let duration =
             Duration::try_from_secs_f64(recording.duration_s.round()).unwrap_or_default();
-        let started = available.checked_sub(duration).unwrap_or(available);
+        let started = facts
+            .and_then(|f| humantime::parse_rfc3339_weak(&f.started_at).ok())
+            .unwrap_or_else(|| available.checked_sub(duration).unwrap_or(available));
+        let seen = facts.map(|f| f.peak_participants).filter(|peak| *peak > 0);
         Self {
             meeting_id: recording.id.clone(),
             api_key: owner.to_owned(),
@@ -446,8 +457,10 @@ impl Metadata {
                 .unwrap_or_default()
                 .as_secs(),
             room_id: recording.room.clone(),
-            participants: (!recording.participants.is_empty())
-                .then(|| u32::try_from(recording.participants.len()).unwrap_or(u32::MAX)),
+            participants: seen.or_else(|| {
+                (!recording.participants.is_empty())
+                    .then(|| u32::try_from(recording.participants.len()).unwrap_or(u32::MAX))
+            }),
             start_time: humantime::format_rfc3339_seconds(started).to_string(),
             end_time: humantime::format_rfc3339_seconds(available).to_string(),
             retrieval_url,
@@ -629,7 +642,12 @@ impl Notifications {
         let uploads = settings.s3.is_some() && self.inner.readable(&recording.location);
         let post = match (&settings.url, settings.notify) {
             (Some(url), true) => {
-                let metadata = Metadata::new(recording, owner, self.inner.retrieval_url(recording));
+                let metadata = Metadata::new(
+                    recording,
+                    owner,
+                    self.inner.retrieval_url(recording),
+                    self.inner.facts(recording).as_ref(),
+                );
                 Some(NewDelivery {
                     kind: DeliveryKind::Notification,
                     held: uploads,
@@ -878,13 +896,27 @@ enum Attempt {
 }
 
 impl Inner {
+    /// What onair saw of the recording while it ran, if it ran it.
+    fn facts(&self, recording: &Recording) -> Option<RecordingFacts> {
+        self.store
+            .recording_facts(&recording.id)
+            .inspect_err(|e| tracing::error!(error = %e, "cannot read a recording's start"))
+            .ok()
+            .flatten()
+    }
+
     async fn notify(&self, recording: Recording, owed: Owed, outbox: Arc<Outbox>) {
         let uploaded = match &owed.settings.s3 {
             Some(s3) => self.upload(&recording, s3).await,
             None => None,
         };
         let retrieval_url = uploaded.unwrap_or_else(|| self.retrieval_url(&recording));
-        let metadata = Metadata::new(&recording, &owed.owner, retrieval_url);
+        let metadata = Metadata::new(
+            &recording,
+            &owed.owner,
+            retrieval_url,
+            self.facts(&recording).as_ref(),
+        );
         if let Some(post) = owed.post.as_ref().filter(|p| p.held) {
             let payload = serde_json::to_string(&metadata).expect("metadata serializes");
             match self.store.release_held(&post.message_id, Some(&payload)) {
@@ -1335,7 +1367,7 @@ mod tests {
 
     #[test]
     fn metadata_has_the_seeds_fields() {
-        let metadata = Metadata::new(&recording(), "ada", "https://x.example/r".into());
+        let metadata = Metadata::new(&recording(), "ada", "https://x.example/r".into(), None);
         assert_eq!(
             serde_json::to_value(&metadata).unwrap(),
             json!({
@@ -1351,8 +1383,16 @@ mod tests {
         );
         let mut attended = recording();
         attended.participants = vec!["user-ada".into(), "user-grace".into()];
-        let metadata_attended = Metadata::new(&attended, "ada", String::new());
+        let metadata_attended = Metadata::new(&attended, "ada", String::new(), None);
         assert_eq!(metadata_attended.participants, Some(2));
+        // What onair saw wins over the estimate: the real start, the peak.
+        let facts = RecordingFacts {
+            started_at: "2024-05-01T09:59:58.250Z".into(),
+            peak_participants: 7,
+        };
+        let seen = Metadata::new(&attended, "ada", String::new(), Some(&facts));
+        assert_eq!(seen.start_time, "2024-05-01T09:59:58Z");
+        assert_eq!(seen.participants, Some(7));
         let (subject, body) = metadata.email(&recording());
         assert_eq!(subject, "Recording available: standup");
         assert!(body.contains("Duration:  0:01:30"), "{body}");

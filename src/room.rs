@@ -223,6 +223,9 @@ struct RoomInner {
     held: VecDeque<(String, Frame)>,
     /// Whether a task is sending `held` as the budget allows.
     flushing: bool,
+    /// The most members while the current recording runs (for its owner's
+    /// notification), saved when it stops.
+    peak: u32,
 }
 
 /// A frame on its way to some of a room's members.
@@ -840,6 +843,10 @@ impl Registry {
                 outlet,
                 pending: None,
             });
+            if inner.recording.is_active() {
+                let present = u32::try_from(inner.members.len()).unwrap_or(u32::MAX);
+                inner.peak = inner.peak.max(present);
+            }
             drop(inner);
             room.drain();
             return room;
@@ -1072,6 +1079,7 @@ impl Registry {
         let (state, effects) = recording::step(self.policy, &inner.recording, input);
         let mut pending = self.record_transition(&room.id, &inner.recording, &state, &effects);
         inner.recording = state;
+        self.note_facts(inner, &effects);
         let mut refused = None;
         for effect in effects {
             let event = match effect {
@@ -1119,6 +1127,27 @@ impl Registry {
             refused,
         };
         (applied, pending)
+    }
+
+    /// Saves when a recording started and the most members it saw (seed
+    /// 001's `startTime` and `participants` for its owner).
+    fn note_facts(&self, inner: &mut RoomInner, effects: &[Effect]) {
+        let present = u32::try_from(inner.members.len()).unwrap_or(u32::MAX);
+        for effect in effects {
+            let saved = match effect {
+                Effect::AnnounceStarted { recording_id } => {
+                    inner.peak = present;
+                    self.store.recording_started(recording_id, present)
+                }
+                Effect::AnnounceStopped { recording_id } => self
+                    .store
+                    .recording_peak(recording_id, inner.peak.max(present)),
+                _ => continue,
+            };
+            if let Err(e) = saved {
+                tracing::error!(error = %e, "cannot save when a recording started or who saw it");
+            }
+        }
     }
 
     /// Carries out backend calls and timers; their outcomes come back as inputs.

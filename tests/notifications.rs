@@ -720,3 +720,60 @@ async fn a_file_onair_serves_is_linked_absolute_and_signed_in_the_post_and_the_m
     assert!(mails[0].body.contains(&url), "{}", mails[0].body);
     rig.stop().await;
 }
+
+#[tokio::test]
+async fn the_post_names_the_real_start_and_the_most_people_present() {
+    let mut receiver = Receiver::start(&[]).await;
+    let mut config = config();
+    config.notifications.allow_private_addresses = true;
+    let server = Server::with(config).await;
+    // Ada turns her notifications on.
+    let ada_token = token(&server, "ada", Role::Moderator);
+    let (status, _) = call(
+        &server,
+        reqwest::Method::POST,
+        PATH,
+        Some(&ada_token),
+        Some(json!({"notify": true, "url": receiver.url})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Three people are in the room while Ada records; one leaves before the end.
+    let mut ada = support::harness::Client::connect_query(&server, &ada_token).await;
+    ada.join(None).await;
+    let (_bob, _) = server.join("room", "Bob", Role::User).await;
+    let (carol, _) = server.join("room", "Carol", Role::User).await;
+    let before = std::time::SystemTime::now();
+    ada.recording(json!({"action": "start"})).await;
+    let id = ada.until("recording", "started").await["recording_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let after = std::time::SystemTime::now();
+    drop(carol);
+    ada.until("control", "left").await;
+    ada.recording(json!({"action": "stop", "recording_id": id}))
+        .await;
+    ada.until("recording", "stopped").await;
+    // Later, the recorder hands the file in (the old estimate, hand-in minus
+    // duration, would be past the start by more than a second).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let response = http()
+        .post(server.url("/v1/rooms/room/recordings"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"recording_id": id, "url": "https://cdn.example/r.mp4", "name": "r.mp4", "duration_s": 0.5, "size_bytes": 10}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let post = receiver.next().await;
+    assert_eq!(post.body["participants"], 3, "{}", post.body);
+    // The start onair saw, not the hand-in time minus the duration.
+    let start = humantime::parse_rfc3339(post.body["startTime"].as_str().unwrap()).unwrap();
+    let second = Duration::from_secs(1);
+    assert!(
+        start + second >= before && start <= after,
+        "{:?} not within the start ({before:?}..{after:?})",
+        post.body["startTime"]
+    );
+}

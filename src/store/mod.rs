@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_nothing_lost.sql"),
     include_str!("migrations/0006_retention.sql"),
     include_str!("migrations/0007_deadlines.sql"),
+    include_str!("migrations/0008_recording_facts.sql"),
 ];
 /// How long inbound idempotency keys are kept: no provider replays past its
 /// replay window, and 8x8's links (the longest-lived thing) die after 24 h.
@@ -140,6 +141,15 @@ pub struct LivekitEgressRow {
     pub stop_requested: bool,
     /// When onair learnt of it (ms since the epoch).
     pub created_ms: i64,
+}
+
+/// What onair saw of a recording while it ran (see [`Store::recording_facts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingFacts {
+    /// When `started` went out (RFC 3339 UTC).
+    pub started_at: String,
+    /// The most participants in the room while it recorded.
+    pub peak_participants: u32,
 }
 
 /// A deadline to arm: its name, the recording it is about, and when it
@@ -454,6 +464,16 @@ impl Store {
         Ok(Some(recording))
     }
 
+    /// Deletes delivered, dead and disabled outbox rows written before
+    /// `before` (RFC 3339, as `created_at`); pending and held rows stay.
+    /// Returns how many went.
+    pub fn prune_outbox(&self, before: &str) -> Result<usize, StoreError> {
+        Ok(self.lock().execute(
+            "DELETE FROM outbox WHERE state IN ('delivered', 'dead', 'disabled') AND created_at < ?1",
+            [before],
+        )?)
+    }
+
     /// Deliveries due at `now_ms`, oldest first.
     pub fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
         let conn = self.lock();
@@ -660,6 +680,44 @@ impl Store {
             )
             .optional()?
             .flatten())
+    }
+
+    /// Notes that a recording started now, with `present` participants in its room.
+    pub fn recording_started(&self, recording_id: &str, present: u32) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT OR IGNORE INTO recording_facts (recording_id, started_at, peak_participants) VALUES (?1, ?2, ?3)",
+            params![recording_id, crate::protocol::now_rfc3339(), present],
+        )?;
+        Ok(())
+    }
+
+    /// Raises a recording's peak participant count to `peak` (never lowers it).
+    pub fn recording_peak(&self, recording_id: &str, peak: u32) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE recording_facts SET peak_participants = MAX(peak_participants, ?2) WHERE recording_id = ?1",
+            params![recording_id, peak],
+        )?;
+        Ok(())
+    }
+
+    /// When a recording started and the most participants it saw, if onair ran it.
+    pub fn recording_facts(
+        &self,
+        recording_id: &str,
+    ) -> Result<Option<RecordingFacts>, StoreError> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                "SELECT started_at, peak_participants FROM recording_facts WHERE recording_id = ?1",
+                [recording_id],
+                |r| {
+                    Ok(RecordingFacts {
+                        started_at: r.get(0)?,
+                        peak_participants: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?)
     }
 
     /// Remembers who started a recording.
@@ -1240,6 +1298,23 @@ mod tests {
     }
 
     #[test]
+    fn finished_outbox_rows_are_pruned_and_pending_ones_kept() {
+        let store = Store::in_memory().unwrap();
+        store
+            .enqueue(&[delivery("a"), delivery("b"), delivery("c")])
+            .unwrap();
+        let due = store.due_deliveries(i64::MAX, 10).unwrap();
+        store.delivered(due[0].seq).unwrap();
+        store.failed_attempt(due[1].seq, "gone", None).unwrap();
+        // Rows written now are not older than a cutoff in the past…
+        assert_eq!(store.prune_outbox("2000-01-01T00:00:00.000Z").unwrap(), 0);
+        // …and with a cutoff in the future only the finished ones go.
+        assert_eq!(store.prune_outbox("2999-01-01T00:00:00.000Z").unwrap(), 2);
+        let counts = store.outbox_counts().unwrap();
+        assert_eq!((counts.pending, counts.delivered, counts.dead), (1, 0, 0));
+    }
+
+    #[test]
     fn gone_endpoints_are_disabled() {
         let store = Store::in_memory().unwrap();
         store.enqueue(&[delivery("m1")]).unwrap();
@@ -1341,6 +1416,20 @@ mod tests {
             store.expired_recordings(cutoff, cutoff, 1).unwrap(),
             ["old"]
         );
+    }
+
+    #[test]
+    fn recording_facts_keep_the_start_and_only_raise_the_peak() {
+        let store = Store::in_memory().unwrap();
+        assert_eq!(store.recording_facts("r1").unwrap(), None);
+        store.recording_started("r1", 2).unwrap();
+        let started = store.recording_facts("r1").unwrap().unwrap();
+        store.recording_started("r1", 9).unwrap();
+        store.recording_peak("r1", 5).unwrap();
+        store.recording_peak("r1", 3).unwrap();
+        let facts = store.recording_facts("r1").unwrap().unwrap();
+        assert_eq!(facts.started_at, started.started_at);
+        assert_eq!(facts.peak_participants, 5);
     }
 
     #[test]

@@ -58,6 +58,10 @@ pub struct Outbox {
     max_attempts: u32,
     retry_base: Duration,
     timeout: Duration,
+    /// `[webhooks] keep_days`: how long finished rows stay (`None`: forever).
+    keep: Option<Duration>,
+    /// When finished rows were last pruned.
+    pruned: Mutex<Option<std::time::Instant>>,
     /// How notification rows are delivered (set by the catalog from `[notifications]`).
     notification_policy: OnceLock<PostPolicy>,
     /// The client for owners' URLs when only public addresses are allowed.
@@ -120,6 +124,8 @@ impl Outbox {
             max_attempts: config.max_attempts,
             retry_base: Duration::from_millis(config.retry_base_ms),
             timeout: Duration::from_secs(config.timeout_s),
+            keep: (config.keep_days > 0).then(|| Duration::from_secs(config.keep_days * 24 * 3600)),
+            pruned: Mutex::new(None),
             notification_policy: OnceLock::new(),
             public_client: OnceLock::new(),
         }
@@ -172,6 +178,7 @@ impl Outbox {
     pub async fn run(self: Arc<Self>, http: reqwest::Client, shutdown: CancellationToken) {
         loop {
             self.deliver_due(&http).await;
+            self.prune();
             let wait = match self.store.next_due_ms() {
                 Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(0, 60_000) as u64),
                 _ => Duration::from_secs(60),
@@ -183,6 +190,30 @@ impl Outbox {
             }
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.deliver_due(&http)).await;
+    }
+
+    /// At most hourly: deletes delivered and dead rows older than `[webhooks]
+    /// keep_days`, so the outbox does not grow without bound.
+    fn prune(&self) {
+        let Some(keep) = self.keep else {
+            return;
+        };
+        let mut pruned = self.pruned.lock().unwrap_or_else(|e| e.into_inner());
+        if pruned.is_some_and(|at| at.elapsed() < Duration::from_secs(3600)) {
+            return;
+        }
+        *pruned = Some(std::time::Instant::now());
+        drop(pruned);
+        let before =
+            humantime::format_rfc3339_millis(std::time::SystemTime::now() - keep).to_string();
+        match self.store.prune_outbox(&before) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                n,
+                "outbox: finished rows older than [webhooks] keep_days deleted"
+            ),
+            Err(e) => tracing::error!(error = %e, "outbox: cannot delete finished rows"),
+        }
     }
 
     async fn deliver_due(&self, http: &reqwest::Client) {

@@ -318,6 +318,13 @@ pub struct RecordingConfig {
     /// page reload does not end it; then it is stopped (reason `empty_room`).
     /// 0 stops it at once.
     pub empty_room_grace_s: u64,
+    /// Seconds between two comparisons of onair's recordings with what the
+    /// provider reports (LiveKit `Egress/ListEgress`): a recording the
+    /// provider ended without onair hearing of it ends (reason `reconciled`),
+    /// an egress onair started but no longer accounts for is stopped.
+    /// 0 = off. Providers without a list API (Nextcloud, JaaS) are not
+    /// reconciled; their deadlines cover them.
+    pub reconcile_interval_s: u64,
     /// `manual` only: wait for the recorder to report `recording` through
     /// `POST /v1/rooms/{room}/recording/status` instead of confirming at once.
     pub manual_confirm: bool,
@@ -331,6 +338,7 @@ impl Default for RecordingConfig {
             start_timeout_s: 30,
             stop_timeout_s: 30,
             empty_room_grace_s: 30,
+            reconcile_interval_s: 60,
             manual_confirm: false,
         }
     }

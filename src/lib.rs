@@ -22,6 +22,8 @@
 //!   shared through Redis in a cluster); the JSON nesting-depth scan.
 //! * [`backends`] — what a recording start/stop is sent to: `manual`, `livekit`, `nextcloud`, `jaas`.
 //! * [`webhooks`] — inbound provider webhooks, verified, turned into recording inputs.
+//! * [`reconcile`] — `[recording] reconcile_interval_s`: the backend compares the provider's
+//!   list (LiveKit `Egress/ListEgress`) with onair's rooms; this task applies the repairs.
 //! * [`catalog`] — finished recordings, kept in the store.
 //! * [`retention`] — how a recording goes away: the one deletion (DELETE or
 //!   `[storage] retention`), and the retention sweep with its legal hold.
@@ -58,6 +60,7 @@ pub mod limits;
 pub mod metrics;
 pub mod notifications;
 pub mod protocol;
+pub mod reconcile;
 pub mod recording;
 pub mod retention;
 pub mod room;

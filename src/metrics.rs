@@ -78,6 +78,10 @@ pub struct Metrics {
     pub notification_posts: Family<Reason, Counter>,
     /// Inbound provider webhooks, by result (`applied`, `duplicate`, `stale`, `rejected`, `ignored`).
     pub inbound_webhooks: Family<Reason, Counter>,
+    /// Repairs made by reconciliation with the provider, by kind (`ended`:
+    /// a recording the provider ended unheard; `stopped`: an egress onair no
+    /// longer accounted for, asked to stop).
+    pub reconciled: Family<Reason, Counter>,
     /// `[cluster]`: 1 while this node is connected to Redis and registered.
     pub cluster_up: Gauge,
     /// `[cluster]`: room events this node published to Redis.
@@ -115,6 +119,7 @@ impl Metrics {
             webhook_attempts: Family::default(),
             notification_posts: Family::default(),
             inbound_webhooks: Family::default(),
+            reconciled: Family::default(),
             cluster_up: Gauge::default(),
             cluster_published: Counter::default(),
             cluster_received: Counter::default(),
@@ -203,6 +208,11 @@ impl Metrics {
             "webhook_attempts",
             "Outbound webhook delivery attempts by result",
             m.webhook_attempts.clone(),
+        );
+        registry.register(
+            "reconciled",
+            "Repairs made by reconciliation with the recording provider",
+            m.reconciled.clone(),
         );
         registry.register(
             "inbound_webhooks",

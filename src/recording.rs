@@ -236,7 +236,17 @@ pub enum Input {
     },
     /// The last participant left; the room is about to be dropped.
     RoomEmptied,
+    /// Reconciliation found that the provider ended the recording without
+    /// onair hearing of it: as [`Input::BackendStopped`], with the reason
+    /// [`RECONCILED`] on the `inactive` status.
+    Reconciled {
+        /// The recording concerned.
+        recording_id: String,
+    },
 }
+
+/// The status reason of a recording that reconciliation with the provider ended.
+pub const RECONCILED: &str = "reconciled";
 
 /// What the room must carry out after a step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -542,6 +552,20 @@ pub fn step(policy: Policy, state: &State, input: Input) -> (State, Vec<Effect>)
             }
             _ => unchanged(vec![]),
         },
+        Input::Reconciled { recording_id } => {
+            let (next, mut effects) = step(policy, state, Input::BackendStopped { recording_id });
+            for effect in &mut effects {
+                if let AnnounceStatus {
+                    status: RecordingStatus::Inactive,
+                    reason,
+                    ..
+                } = effect
+                {
+                    *reason = Some(RECONCILED.into());
+                }
+            }
+            (next, effects)
+        }
     }
 }
 

@@ -273,6 +273,8 @@ pub async fn run(
     tokio::spawn(app.rooms.clone().enforce_deadlines(app.shutdown.clone()));
     // [storage] retention: expired recordings go, as DELETE would.
     tokio::spawn(crate::retention::run(app.clone(), app.shutdown.clone()));
+    // [recording] reconcile_interval_s: rooms compared with the provider's list.
+    tokio::spawn(crate::reconcile::run(app.clone(), app.shutdown.clone()));
     // 8x8 JaaS: recording downloads a previous run left pending.
     crate::webhooks::jaas::resume(&app);
     tracing::info!(%local, "onair listening");

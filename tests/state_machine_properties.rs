@@ -1,5 +1,5 @@
 //! Property tests of the pure recording state machine: for any sequence of
-//! commands, backend reports, timeouts and disconnects, there is never more
+//! commands, backend reports, timeouts, reconciliations and disconnects, there is never more
 //! than one active recording, every `started` is followed by exactly one
 //! `stopped` for that id (also when it fails: a seed-002 client knows no
 //! other end), and a recording never moves backwards.
@@ -43,6 +43,11 @@ enum Op {
     TimedOutCurrent,
     StopTimedOutCurrent,
     EmptyRoomExpiredCurrent,
+    /// Reconciliation: the provider ended it without onair hearing of it.
+    Reconciled {
+        id: usize,
+    },
+    ReconciledCurrent,
     RoomEmptied,
     /// The process dies and comes back: the state is what was saved.
     Restart,
@@ -64,6 +69,8 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Op::TimedOutCurrent),
         Just(Op::StopTimedOutCurrent),
         Just(Op::EmptyRoomExpiredCurrent),
+        (0..4usize).prop_map(|id| Op::Reconciled { id }),
+        Just(Op::ReconciledCurrent),
         Just(Op::RoomEmptied),
         Just(Op::Restart),
     ]
@@ -132,6 +139,8 @@ proptest! {
                 Op::TimedOutCurrent => Input::Expired { deadline: Deadline::Start, recording_id: current },
                 Op::StopTimedOutCurrent => Input::Expired { deadline: Deadline::Stop, recording_id: current },
                 Op::EmptyRoomExpiredCurrent => Input::Expired { deadline: Deadline::EmptyRoom, recording_id: current },
+                Op::Reconciled { id } => Input::Reconciled { recording_id: pick(&issued, id) },
+                Op::ReconciledCurrent => Input::Reconciled { recording_id: current },
                 Op::RoomEmptied => Input::RoomEmptied,
                 Op::Restart => {
                     // What was saved is what comes back.

@@ -23,6 +23,11 @@
 //! an ordered, bounded job queue worked by one task at a time, every call has
 //! the configured timeout and a few retries with backoff, and failures are
 //! logged.
+//!
+//! Reconciliation with LiveKit's `Egress/ListEgress` (`[recording]
+//! reconcile_interval_s`) is worked out in [`reconcile`].
+
+pub mod reconcile;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};

@@ -888,6 +888,21 @@ impl Store {
             )
             .optional()?)
     }
+
+    /// The egresses onair started whose end it has not applied yet (no final
+    /// status), oldest first: what reconciliation asks LiveKit about.
+    pub fn livekit_open_egresses(&self) -> Result<Vec<LivekitEgressRow>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare(&format!(
+            "{SELECT_LIVEKIT_EGRESS} WHERE status IS NULL OR status NOT IN
+               ('EGRESS_COMPLETE', 'EGRESS_FAILED', 'EGRESS_ABORTED', 'EGRESS_LIMIT_REACHED')
+             ORDER BY created_ms"
+        ))?;
+        let rows = statement
+            .query_map([], livekit_egress_from_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
 }
 
 /// The JaaS bridge's durable state (`webhooks::jaas`): per-session ordering

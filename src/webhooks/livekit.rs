@@ -225,6 +225,18 @@ fn apply(app: &Arc<AppState>, egress: &EgressRef, info: &EgressInfo, stop_reques
     }
 }
 
+/// Catalogues the file of an egress that LiveKit reports finished, given its
+/// `EgressInfo` as LiveKit wrote it (a `ListEgress` item; reconciliation
+/// calls this), exactly as an `egress_ended` webhook does: once, announced.
+pub fn catalogue_reported(app: &Arc<AppState>, egress: &EgressRef, info: &Value) {
+    match EgressInfo::deserialize(info) {
+        Ok(info) => catalogue(app, egress, &info),
+        Err(e) => {
+            tracing::warn!(room = %egress.room, recording_id = %egress.recording_id, error = %e, "cannot read a livekit egress's file")
+        }
+    }
+}
+
 /// Catalogues the egress's file and announces it, once. The location is
 /// kept as LiveKit reported it; one in `[livekit] s3_bucket` is recognized
 /// as an object there whenever the file is read (`Storage::object`).

@@ -2,7 +2,7 @@
 // SDK (`livekit-server-sdk`) and protocol classes (`@livekit/protocol`).
 //
 // As LiveKit, on 127.0.0.1 only:
-//   POST /twirp/livekit.Egress/StartRoomCompositeEgress, .../StopEgress
+//   POST /twirp/livekit.Egress/StartRoomCompositeEgress, .../StopEgress, .../ListEgress
 //   POST /twirp/livekit.RoomService/ListRooms, .../UpdateRoomMetadata, .../SendData
 // Each call's `Authorization: Bearer <JWT>` is checked with the SDK's
 // `TokenVerifier` and the grant LiveKit requires for the method; the JSON body
@@ -17,10 +17,17 @@
 // egress's life by itself: started → active after a start, ending → complete
 // (with a file) after a stop.
 //
+// `ListEgress` answers only what the test listed (`POST list`), filtered by
+// the request's `egress_id` (unknown: `not_found`), `room_name` and `active`
+// (STARTING, ACTIVE, ENDING) as LiveKit's server filters its store.
+//
 // Control API for the tests (JSON), under /_fake/:
 //   POST config    {webhookUrl?, auto?, webhooksBeforeStartReply?}
 //   POST rooms     {name, metadata}                      create or replace a room
 //   POST fail      {method, status?, code?, msg?, times?} the next calls of `method` fail
+//   POST list      {egressId?, roomName?, status, withFile?, location?, error?}
+//                  lists an egress for ListEgress (onair's, by id, or a foreign one)
+//                  with that status; again for the same id replaces it → the EgressInfo
 //   POST webhook   {event, egressId?, roomName?, status?, error?, updatedAt?, withFile?,
 //                   location?, id?, sign?, rawBody?, sha256?, apiKey?, apiSecret?, url?}
 //                  → {status, body, requestBody, token, sdkVerdict}
@@ -38,6 +45,8 @@ import {
   EgressInfo,
   EgressStatus,
   FileInfo,
+  ListEgressRequest,
+  ListEgressResponse,
   ListRoomsRequest,
   ListRoomsResponse,
   Room,
@@ -68,6 +77,8 @@ const state = {
   webhooksBeforeStartReply: false,
   rooms: new Map(),
   egresses: new Map(),
+  // What ListEgress answers, by egress id.
+  listed: new Map(),
   failures: new Map(),
   calls: [],
   deliveries: [],
@@ -107,6 +118,11 @@ const methods = {
     request: StopEgressRequest,
     allowed: (video) => video?.roomRecord === true,
     handle: stopEgress,
+  },
+  'Egress/ListEgress': {
+    request: ListEgressRequest,
+    allowed: (video) => video?.roomRecord === true,
+    handle: listEgress,
   },
   'RoomService/ListRooms': {
     request: ListRoomsRequest,
@@ -198,6 +214,41 @@ function stopEgress(req) {
     );
   }
   return reply;
+}
+
+function listEgress(req) {
+  let items = [...state.listed.values()];
+  if (req.egressId) {
+    const one = state.listed.get(req.egressId);
+    if (!one) throw new TwirpError(404, 'not_found', 'egress does not exist');
+    items = [one];
+  } else {
+    if (req.roomName) items = items.filter((info) => info.roomName === req.roomName);
+    if (req.active) items = items.filter((info) => info.status < EgressStatus.EGRESS_COMPLETE);
+  }
+  return wire(new ListEgressResponse({ items }));
+}
+
+// Lists an egress for ListEgress: one onair started (a copy of it) or a foreign one.
+function list(spec) {
+  const stored = spec.egressId !== undefined ? state.egresses.get(spec.egressId) : undefined;
+  const info = stored
+    ? EgressInfo.fromJson(stored.toJson())
+    : new EgressInfo({
+        egressId: spec.egressId ?? id('EG_'),
+        roomId: id('RM_'),
+        roomName: spec.roomName ?? '',
+        startedAt: nowNs(),
+      });
+  if (spec.roomName !== undefined) info.roomName = spec.roomName;
+  info.status = statusOf(spec.status) ?? EgressStatus.EGRESS_ACTIVE;
+  info.updatedAt = nowNs();
+  if (info.status >= EgressStatus.EGRESS_ACTIVE && !info.startedAt) info.startedAt = info.updatedAt;
+  if (info.status >= EgressStatus.EGRESS_COMPLETE) info.endedAt = info.updatedAt;
+  if (spec.error !== undefined) info.error = spec.error;
+  if (spec.withFile) info.fileResults = [fileResult(stored ?? info, spec.location)];
+  state.listed.set(info.egressId, info);
+  return wire(info);
 }
 
 // Moves an egress through statuses, one webhook each, in order.
@@ -460,6 +511,8 @@ async function control(req, res, path) {
       state.failures.set(input.method, queue);
       return {};
     }
+    case 'POST list':
+      return list(input);
     case 'POST webhook':
       return webhook(input);
     case 'GET calls':

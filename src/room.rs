@@ -1232,11 +1232,10 @@ impl Registry {
                                 registry.apply_to(&room_id, input);
                             }
                         }
-                        if let (Some(cluster), Deadline::Start | Deadline::Stop) =
-                            (&cluster, deadline)
-                        {
-                            let stop = deadline == Deadline::Stop;
-                            let _ = cluster.disarm_deadline(&room_id, &recording_id, stop).await;
+                        if let Some(cluster) = &cluster {
+                            let _ = cluster
+                                .disarm_deadline(&room_id, &recording_id, deadline)
+                                .await;
                         }
                     });
                 }
@@ -1705,11 +1704,13 @@ impl Registry {
                     current.version,
                     &to,
                     require_empty,
-                    match &to {
-                        State::Initializing { .. } => Some(self.waits.start),
-                        State::Stopping { .. } => Some(self.waits.stop),
+                    effects.iter().find_map(|effect| match effect {
+                        Effect::Arm {
+                            deadline,
+                            recording_id,
+                        } => Some((*deadline, recording_id.as_str(), self.waits.of(*deadline))),
                         _ => None,
-                    },
+                    }),
                     &messages,
                 )
                 .await?
@@ -1842,19 +1843,20 @@ impl Host for Registry {
         }
     }
 
-    fn deadline_overdue(self: &Arc<Self>, room: String, recording_id: String) {
+    fn deadline_overdue(self: &Arc<Self>, room: String, recording_id: String, deadline: Deadline) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
         let registry = self.clone();
         tokio::spawn(async move {
-            // A start's or a stop's: the one that does not apply changes nothing.
-            for deadline in [Deadline::Start, Deadline::Stop] {
-                let recording_id = recording_id.clone();
-                registry.apply_to(
-                    &room,
-                    Input::Expired {
-                        deadline,
-                        recording_id,
-                    },
-                );
+            let input = Input::Expired {
+                deadline,
+                recording_id,
+            };
+            // An emptied room's only while it is still empty on every node.
+            let require_empty = deadline == Deadline::EmptyRoom;
+            if registry.cluster_room_exists(&cluster, &room) {
+                registry.cluster_apply(&cluster, &room, None, input, require_empty);
             }
         });
     }

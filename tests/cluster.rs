@@ -410,6 +410,27 @@ async fn a_dead_nodes_stop_deadline_is_taken_over() {
     drop(ada);
 }
 
+#[tokio::test]
+async fn a_dead_nodes_empty_room_deadline_is_taken_over() {
+    let redis = Redis::start();
+    let env = [("ONAIR_RECORDING__EMPTY_ROOM_GRACE_S", "1")];
+    let mut a = Node::start_with(&redis, "node-a", &env).await;
+    let b = Node::start_with(&redis, "node-b", &env).await;
+    let (mut ada, _) = a.join("standup", "Ada", Role::Moderator).await;
+    ada.recording(json!({"action": "start"})).await;
+    let id = ada.until("recording", "started").await["recording_id"].clone();
+    // The last participant leaves node A, which armed the grace period and
+    // then dies before it passes.
+    drop(ada);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.kill();
+    // Node B enforces it: well after the grace period and a node TTL, the
+    // next one in finds the recording ended (looking sooner would keep it).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (_bob, success) = b.join("standup", "Bob", Role::User).await;
+    assert_eq!(success["recording"], Value::Null, "{success} ({id})");
+}
+
 /// A storm of joins and then of leaves (every socket dropped at once) used
 /// to park every worker of a node in a Redis wait, leaving none to drive the
 /// Redis connection: the node froze and ignored SIGTERM.

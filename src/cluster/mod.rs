@@ -54,7 +54,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ClusterConfig;
 use crate::metrics::METRICS;
 use crate::protocol::Participant;
-use crate::recording::State;
+use crate::recording::{Deadline, State};
 
 /// Why a cluster operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +94,7 @@ pub trait Host: Send + Sync + 'static {
     /// The start or stop of `recording_id` in `room` was not confirmed in
     /// time and the node that armed its deadline did not handle it (it died):
     /// this node feeds the deadline in instead.
-    fn deadline_overdue(self: &Arc<Self>, room: String, recording_id: String);
+    fn deadline_overdue(self: &Arc<Self>, room: String, recording_id: String, deadline: Deadline);
 }
 
 /// The state of a room's recording in Redis.
@@ -388,19 +388,15 @@ impl Cluster {
         Ok(receivers)
     }
 
-    /// Forgets a start's (or, with `stop`, a stop's) deadline once its
-    /// timeout has been handled.
+    /// Forgets a shared deadline once its timeout has been handled.
     pub async fn disarm_deadline(
         &self,
         room: &str,
         recording_id: &str,
-        stop: bool,
+        deadline: Deadline,
     ) -> Result<(), ClusterError> {
         let mut conn = self.conn()?;
-        let member = match stop {
-            true => wire::stop_deadline_member(room, recording_id),
-            false => wire::deadline_member(room, recording_id),
-        };
+        let member = wire::deadline_member(room, recording_id, deadline);
         let _: u64 = self
             .timed(
                 redis::cmd("ZREM")
@@ -425,7 +421,7 @@ impl Cluster {
                 redis::pipe()
                     .cmd("SET")
                     .arg(wire::egress_key(egress_id))
-                    .arg(wire::deadline_member(room, recording_id))
+                    .arg(format!("{room} {recording_id}"))
                     .arg("EX")
                     .arg(SHARED_EGRESS_TTL_S)
                     .ignore()
@@ -455,7 +451,7 @@ impl Cluster {
             )
             .await?;
         Ok(value.and_then(|v| {
-            let (room, recording_id) = wire::parse_deadline_member(&v)?;
+            let (room, recording_id) = wire::parse_room_and_recording(&v)?;
             Some((
                 egress_id.to_owned(),
                 room.to_owned(),
@@ -516,24 +512,20 @@ impl Cluster {
         expected: u64,
         state: &State,
         require_empty: bool,
-        wait: Option<Duration>,
+        deadline: Option<(Deadline, &str, Duration)>,
         messages: &[String],
     ) -> Result<Cas, ClusterError> {
         let mut conn = self.conn()?;
         let resting = matches!(state, State::Inactive | State::Failed { .. });
-        // A start or stop awaiting the backend gets a shared deadline (`wait`
-        // from now), which a survivor enforces should the node that armed
-        // the timer die.
-        let deadline = match (state, wait) {
-            (State::Initializing { recording_id, .. }, Some(_)) => {
-                wire::deadline_member(room, recording_id)
+        // The deadline the transition arms (which, for which recording, how
+        // far off) is shared in the same step, so that a survivor enforces it
+        // should the node that armed the timer die.
+        let (deadline, wait) = match deadline {
+            Some((deadline, recording_id, wait)) => {
+                (wire::deadline_member(room, recording_id, deadline), wait)
             }
-            (State::Stopping { recording_id, .. }, Some(_)) => {
-                wire::stop_deadline_member(room, recording_id)
-            }
-            _ => String::new(),
+            None => (String::new(), Duration::ZERO),
         };
-        let wait = wait.unwrap_or_default();
         let due = epoch_ms().saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
         let mut invocation = self.cas.prepare_invoke();
         invocation
@@ -842,15 +834,16 @@ impl Cluster {
                 )
                 .await?;
             if taken == 1
-                && let Some((room, recording_id)) = wire::parse_deadline_member(&member)
+                && let Some((room, recording_id, deadline)) = wire::parse_deadline(&member)
             {
                 tracing::warn!(
                     room,
                     recording_id,
-                    "cluster: taking over a start or stop deadline of a dead node"
+                    deadline = deadline.as_str(),
+                    "cluster: taking over a deadline of a dead node"
                 );
                 let _main = main.enter();
-                host.deadline_overdue(room.to_owned(), recording_id.to_owned());
+                host.deadline_overdue(room.to_owned(), recording_id.to_owned(), deadline);
             }
         }
         Ok(())

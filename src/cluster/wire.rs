@@ -3,7 +3,7 @@
 //! recording state. Pure: no I/O.
 
 use crate::protocol::Participant;
-use crate::recording::State;
+use crate::recording::{Deadline, State};
 
 /// Every key onair writes starts with this.
 pub const PREFIX: &str = "onair:";
@@ -86,23 +86,30 @@ pub fn joins_key(sub: &str) -> String {
     format!("{PREFIX}joins:{sub}")
 }
 
-/// `<room> <recording id>`: a member of [`deadlines_key`], the value of
-/// [`egress_key`]; room ids never contain a space.
-pub fn deadline_member(room: &str, recording_id: &str) -> String {
-    format!("{room} {recording_id}")
+/// The member of the sorted set of deadlines for `deadline` of
+/// `recording_id` in `room` (a start's keeps the older two-part form). Room
+/// and recording ids hold no spaces.
+pub fn deadline_member(room: &str, recording_id: &str, deadline: Deadline) -> String {
+    match deadline {
+        Deadline::Start => format!("{room} {recording_id}"),
+        other => format!("{room} {recording_id} {}", other.as_str()),
+    }
 }
 
-/// The member of the sorted set of deadlines for the stop of `recording_id`
-/// in `room` (apart from its start's, which may still be there: each is
-/// added only once).
-pub fn stop_deadline_member(room: &str, recording_id: &str) -> String {
-    format!("{room} {recording_id} stop")
+/// The room, recording id and kind of a [`deadline_member`].
+pub fn parse_deadline(member: &str) -> Option<(&str, &str, Deadline)> {
+    let mut parts = member.splitn(3, ' ');
+    let (room, recording_id) = (parts.next()?, parts.next()?);
+    let deadline = match parts.next() {
+        None => Deadline::Start,
+        Some(name) => Deadline::parse(name)?,
+    };
+    Some((room, recording_id, deadline))
 }
 
-/// The room and recording id of a [`deadline_member`] or [`stop_deadline_member`].
-pub fn parse_deadline_member(member: &str) -> Option<(&str, &str)> {
-    let (room, rest) = member.split_once(' ')?;
-    Some((room, rest.strip_suffix(" stop").unwrap_or(rest)))
+/// `room recording_id`, as egresses are shared.
+pub fn parse_room_and_recording(value: &str) -> Option<(&str, &str)> {
+    value.split_once(' ')
 }
 
 /// What a pub/sub message asks each node to do with its own sockets.
@@ -197,6 +204,18 @@ pub fn state_from_json(json: &str) -> Option<State> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn deadline_members_name_their_kind() {
+        use crate::recording::Deadline;
+        for deadline in [Deadline::Start, Deadline::Stop, Deadline::EmptyRoom] {
+            let member = deadline_member("standup", "r1", deadline);
+            assert_eq!(parse_deadline(&member), Some(("standup", "r1", deadline)));
+        }
+        // A start's keeps the older two-part form, which older nodes wrote.
+        assert_eq!(deadline_member("a", "b", Deadline::Start), "a b");
+        assert_eq!(parse_deadline("a b nonsense"), None);
+    }
     use super::*;
 
     #[test]

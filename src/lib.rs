@@ -14,8 +14,10 @@
 //!   holds back and merges `update`s), and the carrying-out of the state machine's effects.
 //! * [`cluster`] — `[cluster]`: several nodes as one over Redis (shared members and
 //!   recording state, compare-and-set transitions, per-room pub/sub, node heartbeats,
-//!   start deadlines a survivor enforces, shared LiveKit egresses), on a small runtime
+//!   deadlines a survivor enforces, shared LiveKit egresses), on a small runtime
 //!   of its own.
+//! * [`room`] also keeps the durable deadlines (start, stop, empty room; saved with their
+//!   transitions, fed back by one sweep) and the keepalive sweep (pings, silent sockets closed).
 //! * [`session`] — one WebSocket: read loop, bounded write queue, rate limit, close codes.
 //! * [`limits`] — open sockets per server, client IP (behind trusted proxies) and room,
 //!   with slots that give themselves back on drop; joins per token `sub` (`JoinRate`,
@@ -28,13 +30,15 @@
 //! * [`retention`] — how a recording goes away: the one deletion (DELETE or
 //!   `[storage] retention`), and the retention sweep with its legal hold.
 //! * [`storage`] — where their files are: `[storage] path`, or moved to an S3-compatible bucket.
-//! * [`store`] — the embedded SQLite store: catalog, active recording state per room,
-//!   the outbox (webhooks and notification POSTs), inbound idempotency keys and
-//!   provider ordering marks.
+//! * [`store`] — the embedded SQLite store: catalog (with legal holds and what onair saw
+//!   of each recording), active recording state per room and its deadlines, the outbox
+//!   (webhooks and notification POSTs), inbound idempotency keys and provider ordering marks.
 //! * [`notifications`] — Temasys-style recording notifications per owner: the POST
 //!   (through the outbox), e-mail over SMTP, upload to the owner's S3 bucket.
 //! * [`web`] — the demo page at `/` and its JS client, with a strict CSP.
-//! * [`http`] — the axum router: `/signaling` upgrade, tickets, REST API, health; one `AppError`.
+//! * [`http`] — the accept loop (header and idle timeouts, HTTP connection caps; WebSockets
+//!   leave it as plain TCP streams) and the axum router: `/signaling` upgrade, tickets,
+//!   REST API, health; one `AppError`.
 //! * [`metrics`] — Prometheus counters and gauges (`GET /metrics`).
 //! * [`server`] — shared state and the lifecycle: [`run`] serves until shutdown, then
 //!   closes every socket with 1001.
@@ -46,8 +50,9 @@
 //!   Registry::apply ─▶ recording::step(state, input) ─▶ (new state, effects)
 //!   effects ─▶ fan-out: serialize once; queued in the room's order under its lock,
 //!              then try_send the shared bytes to each socket's queue after it
-//!           ─▶ backend call / start timer (after the room lock is released)
-//!              ─▶ its answer comes back as another input (REST report, timeout)
+//!           ─▶ backend call (after the room lock is released); a deadline saved with the
+//!              transition ─▶ its answer comes back as another input (REST report, webhook,
+//!              deadline passed)
 //! ```
 
 pub mod auth;

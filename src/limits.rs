@@ -441,7 +441,7 @@ impl Drop for HttpSlot {
 
 /// Counts a limit reached or a connection closed by a timeout
 /// (`onair_limits_reached_total{reason}`) and logs it, at most once per
-/// [`LOG_EVERY`] for each reason, with how many went unlogged in between.
+/// 10 s (`LOG_EVERY`) for each reason, with how many went unlogged in between.
 pub fn limit_reached(reason: &'static str, detail: &dyn std::fmt::Display) {
     use std::collections::HashMap;
     use std::sync::Mutex;

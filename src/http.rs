@@ -414,7 +414,7 @@ async fn signaling(
                 };
                 let socket = tokio_tungstenite::WebSocketStream::from_partially_read(
                     tcp,
-                    read.to_vec(),
+                    read,
                     tungstenite::protocol::Role::Server,
                     Some(config),
                 )

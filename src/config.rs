@@ -173,7 +173,7 @@ impl Default for ServerConfig {
             max_http_connections_per_ip: 64,
             joins_per_second_per_sub: 2,
             join_burst_per_sub: 10,
-            room_fanout_per_second: 20_000,
+            room_fanout_per_second: 10_000,
         }
     }
 }

@@ -560,32 +560,37 @@ impl Drop for Slot {
 /// this node's own bucket**: joins stay limited per node (at most the number
 /// of nodes times the limit), and a Redis outage does not lock everyone out.
 ///
-/// The local buckets are a `DashMap` keyed by `sub`; a bucket that has filled
-/// up again is the same as none, so every [`JOIN_SWEEP`] the map drops those:
-/// its size is bounded by the subs that joined in the last few seconds.
+/// The local buckets are a `DashMap` keyed by a keyed hash of the `sub` (16
+/// bytes an entry: every participant who joined recently has one). A bucket
+/// that has filled up again is the same as none, so every [`JOIN_SWEEP`] a
+/// task drops those: the map holds the subs that joined in the last seconds.
 pub struct JoinRate {
     /// Joins per second; 0 = no limit.
     rate: f64,
     /// Bucket size.
     burst: f64,
-    buckets: DashMap<String, JoinBucket>,
-    /// When the full buckets were last dropped.
-    last_sweep: std::sync::Mutex<std::time::Instant>,
+    /// Hashes subs (randomly keyed: nobody can make two subs share a bucket).
+    hasher: std::hash::RandomState,
+    buckets: Arc<DashMap<u64, JoinBucket>>,
+    /// The clock of [`JoinBucket::at_ms`].
+    epoch: std::time::Instant,
 }
 
 /// How often full join buckets are dropped.
 pub const JOIN_SWEEP: std::time::Duration = std::time::Duration::from_secs(10);
 
+#[derive(Clone, Copy)]
 struct JoinBucket {
-    tokens: f64,
-    at: std::time::Instant,
+    tokens: f32,
+    /// Milliseconds since [`JoinRate::epoch`], wrapping (a bucket lives seconds, not 49 days).
+    at_ms: u32,
 }
 
 impl JoinBucket {
-    /// The tokens at `now`.
-    fn refilled(&self, now: std::time::Instant, rate: f64, burst: f64) -> f64 {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        (self.tokens + elapsed * rate).min(burst)
+    /// The tokens at `now_ms`.
+    fn refilled(self, now_ms: u32, rate: f64, burst: f64) -> f64 {
+        let elapsed = f64::from(now_ms.wrapping_sub(self.at_ms)) / 1000.0;
+        (f64::from(self.tokens) + elapsed * rate).min(burst)
     }
 }
 
@@ -597,14 +602,40 @@ pub struct TooManyJoins {
 }
 
 impl JoinRate {
-    /// The limiter for `[server] joins_per_second_per_sub` and `join_burst_per_sub`.
+    /// The limiter for `[server] joins_per_second_per_sub` and
+    /// `join_burst_per_sub`; inside a tokio runtime it starts its sweeping
+    /// task, which ends when the limiter is dropped.
     pub fn new(server: &ServerConfig) -> Self {
-        Self {
+        let joins = Self {
             rate: f64::from(server.joins_per_second_per_sub),
             burst: f64::from(server.join_burst_per_sub.max(1)),
-            buckets: DashMap::new(),
-            last_sweep: std::sync::Mutex::new(std::time::Instant::now()),
+            hasher: std::hash::RandomState::new(),
+            buckets: Arc::new(DashMap::new()),
+            epoch: std::time::Instant::now(),
+        };
+        if joins.rate > 0.0
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let buckets = Arc::downgrade(&joins.buckets);
+            let (rate, burst, epoch) = (joins.rate, joins.burst, joins.epoch);
+            runtime.spawn(async move {
+                let mut every = tokio::time::interval(JOIN_SWEEP);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    let Some(buckets) = buckets.upgrade() else {
+                        return;
+                    };
+                    sweep_joins(
+                        &buckets,
+                        ms_since(epoch, std::time::Instant::now()),
+                        rate,
+                        burst,
+                    );
+                }
+            });
         }
+        joins
     }
 
     /// Takes one join for `sub`: from the shared bucket in Redis when
@@ -631,47 +662,58 @@ impl JoinRate {
 
     /// Takes one join for `sub` from this node's bucket.
     pub fn take_local(&self, sub: &str, now: std::time::Instant) -> Result<(), TooManyJoins> {
+        use std::hash::BuildHasher;
         if self.rate <= 0.0 {
             return Ok(());
         }
-        self.sweep_if_due(now);
         let (rate, burst) = (self.rate, self.burst);
-        let mut bucket = self.buckets.entry(sub.to_owned()).or_insert(JoinBucket {
-            tokens: burst,
-            at: now,
-        });
-        let tokens = bucket.refilled(now, rate, burst);
-        bucket.at = now;
+        let now_ms = ms_since(self.epoch, now);
+        let mut bucket = self
+            .buckets
+            .entry(self.hasher.hash_one(sub))
+            .or_insert(JoinBucket {
+                tokens: burst as f32,
+                at_ms: now_ms,
+            });
+        let tokens = bucket.refilled(now_ms, rate, burst);
+        bucket.at_ms = now_ms;
         if tokens >= 1.0 {
-            bucket.tokens = tokens - 1.0;
+            bucket.tokens = (tokens - 1.0) as f32;
             Ok(())
         } else {
-            bucket.tokens = tokens;
+            bucket.tokens = tokens as f32;
             Err(TooManyJoins {
                 retry_after: std::time::Duration::from_secs_f64((1.0 - tokens) / rate),
             })
         }
     }
 
-    /// Drops the buckets that are full again, at most once per [`JOIN_SWEEP`].
-    fn sweep_if_due(&self, now: std::time::Instant) {
-        {
-            let Ok(mut last) = self.last_sweep.try_lock() else {
-                return; // Another join is sweeping.
-            };
-            if now.saturating_duration_since(*last) < JOIN_SWEEP {
-                return;
-            }
-            *last = now;
-        }
-        let (rate, burst) = (self.rate, self.burst);
-        self.buckets
-            .retain(|_, bucket| bucket.refilled(now, rate, burst) < burst);
+    /// Drops the buckets that are full again at `now` (the sweeping task does this every [`JOIN_SWEEP`]).
+    pub fn sweep(&self, now: std::time::Instant) {
+        sweep_joins(
+            &self.buckets,
+            ms_since(self.epoch, now),
+            self.rate,
+            self.burst,
+        );
     }
 
-    /// Subs with a bucket on this node (for tests and metrics).
+    /// Subs with a bucket on this node.
     pub fn tracked(&self) -> usize {
         self.buckets.len()
+    }
+}
+
+/// Milliseconds from `epoch` to `now`, wrapping at `u32`.
+fn ms_since(epoch: std::time::Instant, now: std::time::Instant) -> u32 {
+    now.saturating_duration_since(epoch).as_millis() as u32
+}
+
+/// Drops full buckets; gives the table's memory back when most of it is empty.
+fn sweep_joins(buckets: &DashMap<u64, JoinBucket>, now_ms: u32, rate: f64, burst: f64) {
+    buckets.retain(|_, bucket| bucket.refilled(now_ms, rate, burst) < burst);
+    if buckets.capacity() > 64 && buckets.len() < buckets.capacity() / 4 {
+        buckets.shrink_to_fit();
     }
 }
 
@@ -848,9 +890,10 @@ mod tests {
         let later = t0 + std::time::Duration::from_millis(500);
         assert!(joins.take_local("ada", later).is_ok());
         assert!(joins.take_local("ada", later).is_err());
-        // Once the buckets are full again they are dropped.
-        let much_later = t0 + JOIN_SWEEP + std::time::Duration::from_secs(10);
+        // Once their buckets are full again they are dropped.
+        let much_later = t0 + std::time::Duration::from_secs(10);
         assert!(joins.take_local("carol", much_later).is_ok());
+        joins.sweep(much_later);
         assert_eq!(joins.tracked(), 1, "only carol's bucket is left");
         // 0 = no limit.
         let off = JoinRate::new(&ServerConfig {

@@ -228,9 +228,11 @@ struct RoomInner {
     peak: u32,
 }
 
-/// A frame on its way to some of a room's members.
+/// Frames on their way to some of a room's members: consecutive fan-outs to
+/// the same members (`started` then `status`) share one entry, so that each
+/// socket gets them together and writes them at once.
 struct Outgoing {
-    frame: Frame,
+    frames: Vec<Frame>,
     to: Vec<Outlet>,
 }
 
@@ -347,7 +349,11 @@ impl Room {
         }
         inner.draining = true;
         loop {
-            let load: usize = inner.outgoing.iter().map(|o| o.to.len()).sum();
+            let load: usize = inner
+                .outgoing
+                .iter()
+                .map(|o| o.to.len() * o.frames.len())
+                .sum();
             if load == 0 {
                 // Dropped whole: an idle room keeps no buffer.
                 inner.outgoing = VecDeque::new();
@@ -367,7 +373,7 @@ impl Room {
             let mut full = Vec::new();
             for outgoing in batch {
                 for outlet in &outgoing.to {
-                    offer_or_note(outlet, &outgoing.frame, &mut full);
+                    offer_or_note(outlet, &outgoing.frames, &mut full);
                 }
             }
             inner = self.lock();
@@ -393,7 +399,7 @@ impl Room {
             let mut offered = 0;
             for outgoing in batch {
                 for outlet in &outgoing.to {
-                    offer_or_note(outlet, &outgoing.frame, &mut full);
+                    offer_or_note(outlet, &outgoing.frames, &mut full);
                     offered += 1;
                     if offered % DRAIN_CHUNK == 0 {
                         tokio::task::yield_now().await;
@@ -408,10 +414,15 @@ impl Room {
     }
 }
 
-/// Offers `frame` to `outlet`; a full queue is noted (once) in `full`.
-fn offer_or_note(outlet: &Outlet, frame: &Frame, full: &mut Vec<Outlet>) {
-    if !outlet.offer(frame.clone()) && !full.iter().any(|f| Arc::ptr_eq(&f.queue, &outlet.queue)) {
-        full.push(outlet.clone());
+/// Offers `frames` to `outlet`, in order; a full queue is noted (once) in `full`.
+fn offer_or_note(outlet: &Outlet, frames: &[Frame], full: &mut Vec<Outlet>) {
+    for frame in frames {
+        if !outlet.offer(frame.clone()) {
+            if !full.iter().any(|f| Arc::ptr_eq(&f.queue, &outlet.queue)) {
+                full.push(outlet.clone());
+            }
+            return;
+        }
     }
 }
 
@@ -442,9 +453,30 @@ impl RoomInner {
     fn fan_out(&mut self, frame: Frame, except: Option<&str>, rate: f64) {
         let to = self.recipients(&frame, except);
         self.budget.charge(rate, to.len(), Instant::now());
-        if !to.is_empty() {
-            self.outgoing.push_back(Outgoing { frame, to });
+        self.queue(frame, to);
+    }
+
+    /// Appends `frame` for `to` to the outgoing line (to its last entry when
+    /// that goes to the same members).
+    fn queue(&mut self, frame: Frame, to: Vec<Outlet>) {
+        if to.is_empty() {
+            return;
         }
+        if let Some(last) = self.outgoing.back_mut()
+            && last.to.len() == to.len()
+            && last
+                .to
+                .iter()
+                .zip(&to)
+                .all(|(a, b)| Arc::ptr_eq(&a.queue, &b.queue))
+        {
+            last.frames.push(frame);
+            return;
+        }
+        self.outgoing.push_back(Outgoing {
+            frames: vec![frame],
+            to,
+        });
     }
 
     /// Queues `frame` for one member, behind the fan-out already queued.
@@ -455,10 +487,7 @@ impl RoomInner {
             }
             return;
         }
-        self.outgoing.push_back(Outgoing {
-            frame,
-            to: vec![outlet.clone()],
-        });
+        self.queue(frame, vec![outlet.clone()]);
     }
 
     /// A participant's `update` (presence): fanned out now if the budget
@@ -472,9 +501,7 @@ impl RoomInner {
         let cost = self.cost(subject);
         if self.held.is_empty() && self.budget.try_take(rate, cost, Instant::now()) {
             let to = self.recipients(&frame, Some(subject));
-            if !to.is_empty() {
-                self.outgoing.push_back(Outgoing { frame, to });
-            }
+            self.queue(frame, to);
             return false;
         }
         self.held.push_back((subject.to_owned(), frame));
@@ -496,9 +523,7 @@ impl RoomInner {
             }
             let (subject, frame) = self.held.pop_front().expect("front exists");
             let to = self.recipients(&frame, Some(&subject));
-            if !to.is_empty() {
-                self.outgoing.push_back(Outgoing { frame, to });
-            }
+            self.queue(frame, to);
         }
     }
 

@@ -16,6 +16,8 @@ async fn a_client_that_stops_reading_is_closed_and_the_room_goes_on() {
     config.server.send_queue = 64;
     config.server.messages_per_second = 1_000_000;
     config.server.message_burst = 1_000_000;
+    // Every update is counted below: no fan-out budget merging them.
+    config.server.room_fanout_per_second = 0;
     let server = Server::with(config).await;
 
     let (mut producer, _) = server.join("busy", "Producer", Role::User).await;

@@ -2,6 +2,7 @@
 //! baselines it is compared with), measuring what its users would see.
 //!
 //! * [`worker`] — the bots of one process and the phases of a run.
+//! * [`busy_room`] — the room-isolation scenario (one process, a probe thread of its own).
 //! * [`client`] — opening a socket (source address, token, small buffers).
 //! * [`proto`] — the few frames bots send and the fields they read.
 //! * [`stats`] — HDR histograms, counters and the report.
@@ -12,6 +13,7 @@
 //! `--worker-index`), starts them together, reads the server from `/proc`
 //! at the window's edges, and merges what the workers measured.
 
+mod busy_room;
 mod client;
 mod procfs;
 mod proto;
@@ -186,6 +188,31 @@ enum Scenario {
         #[command(flatten)]
         window: WindowArgs,
     },
+    /// Room isolation: a quiet room of two, probed in a closed loop (A toggles
+    /// its consent, the time until B sees the `update`), first alone and then
+    /// while --busy-size sockets in another room each toggle their consent
+    /// --busy-rate times a second. Reports the quiet room's round-trip
+    /// p50/p99 in both phases. One process (--procs is ignored).
+    BusyRoom {
+        /// Sockets in the busy room.
+        #[arg(long, default_value_t = 1000)]
+        busy_size: u64,
+        /// Consent toggles per busy socket per second.
+        #[arg(long, default_value_t = 1.0)]
+        busy_rate: f64,
+        /// Quiet-room probes per second (keep it under `[server] messages_per_second`, 20).
+        #[arg(long, default_value_t = 15.0)]
+        probe_rate: f64,
+        /// Seconds of probing with the server otherwise idle.
+        #[arg(long, default_value_t = 30.0)]
+        idle: f64,
+        /// Seconds the busy room toggles before the loaded probing starts.
+        #[arg(long, default_value_t = 3.0)]
+        warmup: f64,
+        /// Seconds of probing while the busy room toggles.
+        #[arg(long, default_value_t = 30.0)]
+        duration: f64,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -226,7 +253,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        if cli.common.worker_index.is_some() {
+        if let Scenario::BusyRoom { .. } = &cli.scenario {
+            busy_room_main(&cli).await
+        } else if cli.common.worker_index.is_some() {
             child_worker(&cli).await.map(|()| true)
         } else {
             parent(&cli).await
@@ -332,6 +361,7 @@ fn plan(cli: &Cli, index: usize, run_id: &str) -> anyhow::Result<Plan> {
             p.duration = secs(window.duration);
             p.drain = secs(window.drain);
         }
+        Scenario::BusyRoom { .. } => bail!("busy-room runs on its own (busy_room_main)"),
         Scenario::Mixed {
             rooms,
             command_rate,
@@ -350,6 +380,7 @@ fn plan(cli: &Cli, index: usize, run_id: &str) -> anyhow::Result<Plan> {
         }
     }
     ensure!(p.clients > 0, "no clients to run");
+    // (`busy-room` never gets here: see `busy_room_main`.)
     ensure!(
         p.rooms as usize >= p.worker_count,
         "--procs {} is more than the {} rooms: rooms are not split across processes",
@@ -357,6 +388,54 @@ fn plan(cli: &Cli, index: usize, run_id: &str) -> anyhow::Result<Plan> {
         p.rooms
     );
     Ok(p)
+}
+
+/// Runs `busy-room` and prints its report; `Ok(false)` when a probe or a busy socket failed.
+async fn busy_room_main(cli: &Cli) -> anyhow::Result<bool> {
+    let c = &cli.common;
+    let Scenario::BusyRoom {
+        busy_size,
+        busy_rate,
+        probe_rate,
+        idle,
+        warmup,
+        duration,
+    } = &cli.scenario
+    else {
+        bail!("not busy-room");
+    };
+    ensure!(
+        matches!(c.dialect, DialectArg::Onair),
+        "busy-room speaks onair's protocol only"
+    );
+    let secret = c
+        .secret
+        .clone()
+        .context("--secret (or ONAIR_AUTH__JWT_SECRET) is needed to mint tokens for onair")?;
+    let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
+    let options = busy_room::Options {
+        target: target(&c.url, c.source_ips.as_deref())?,
+        secret,
+        busy_size: *busy_size,
+        busy_rate: *busy_rate,
+        probe_rate: *probe_rate,
+        idle: secs(*idle),
+        warmup: secs(*warmup),
+        duration: secs(*duration),
+        concurrency: c.concurrency,
+        timeout: Duration::from_secs(c.join_timeout),
+        server_pid: c.server_pid,
+    };
+    let report = tokio::time::timeout(Duration::from_secs(c.max_secs), busy_room::run(options))
+        .await
+        .with_context(|| format!("--max-secs {} reached", c.max_secs))??;
+    if c.json {
+        busy_room::print(&report, &mut std::io::stderr())?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        busy_room::print(&report, &mut std::io::stdout())?;
+    }
+    Ok(report.idle.lost == 0 && report.loaded.lost == 0 && report.busy_failed == 0)
 }
 
 /// Parses the URLs and source addresses; refuses anything but loopback.

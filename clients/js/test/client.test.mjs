@@ -164,7 +164,13 @@ test("a failure reported by the recorder reaches everyone with its reason", asyn
   });
   assert.equal(report.status, 200, JSON.stringify(report.body));
   for (const { client, events } of [ada, bob]) {
-    const status = await events.next("status");
+    // It had started: `stopped` comes first (a seed-002 client knows no other end)…
+    assert.equal((await events.next("stopped")).recordingId, recordingId);
+    // …then the failure with its reason.
+    let status;
+    do {
+      status = await events.next("status");
+    } while (status.recording.status !== "failed");
     assert.equal(status.recording.status, "failed");
     assert.equal(status.recording.reason, "disk full");
     assert.equal(client.room.recording.reason, "disk full");

@@ -138,6 +138,11 @@ pub struct ServerConfig {
     /// starve the others; recording events, `joined` and `left` are never
     /// held back (they count against the budget). 0 = no budget.
     pub room_fanout_per_second: u32,
+    /// Large rooms (webinars, town halls): in a room with more members than
+    /// this, only moderators get `joined`/`left`/`update` of everyone; the
+    /// others see the moderators plus a `participant_count` at most once a
+    /// second. 0 = off. One node only for now: ignored with `[cluster]`.
+    pub large_room_threshold: u32,
 }
 
 impl Default for ServerConfig {
@@ -174,6 +179,7 @@ impl Default for ServerConfig {
             joins_per_second_per_sub: 2,
             join_burst_per_sub: 10,
             room_fanout_per_second: 10_000,
+            large_room_threshold: 250,
         }
     }
 }

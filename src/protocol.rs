@@ -249,6 +249,11 @@ pub enum ControlEvent {
         participants: Vec<Participant>,
         /// The room's recording, `null` when none is active.
         recording: Option<RecordingData>,
+        /// Large rooms only: how many are in the room, the joiner included
+        /// (`participants` then lists only the moderators, unless the joiner
+        /// is one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        participant_count: Option<u32>,
     },
     /// Someone joined (to everyone else).
     Joined(Participant),
@@ -259,6 +264,15 @@ pub enum ControlEvent {
     },
     /// A participant's data changed (e.g. consent).
     Update(Participant),
+    /// Large rooms: how many are in the room and how many of them consent,
+    /// at most once a second, in place of other participants' `joined`,
+    /// `left` and `update` (moderators still get those).
+    ParticipantCount {
+        /// Participants in the room.
+        count: u32,
+        /// Those of them whose consent is given.
+        consenting: u32,
+    },
     /// A protocol error, to the sender only.
     Error {
         /// What went wrong.

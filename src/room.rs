@@ -29,6 +29,8 @@
 //! back with a compare-and-set; only the node whose write won carries out the
 //! effects (backend calls, timers, the store and the outbox).
 
+mod large;
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -43,12 +45,13 @@ use crate::backends::{Backend, StartRequest, StopRequest};
 use crate::cluster::{Cas, Cluster, ClusterError, Host, wire};
 use crate::metrics::{METRICS, Status, count};
 use crate::protocol::{
-    ControlError, ControlEvent, Participant, RecordingError, RecordingEvent, RecordingStatus,
+    ControlError, ControlEvent, Participant, RecordingError, RecordingEvent, RecordingStatus, Role,
     ServerFrame,
 };
 use crate::recording::{self, Deadline, Effect, Input, Policy, State};
 use crate::store::{DueDeadline, NewDeadline, NewDelivery, Store};
 use crate::webhooks::outbound::Outbox;
+use large::{Audience, Headcount, Next};
 
 /// A serialized server frame, shared by every recipient (cloning is a refcount).
 pub type Frame = Utf8Bytes;
@@ -187,6 +190,12 @@ struct Member {
     pending: Option<PendingJoin>,
 }
 
+impl Member {
+    fn is_moderator(&self) -> bool {
+        self.participant.control.role == Role::Moderator
+    }
+}
+
 /// A cluster joiner whose `join_success` waits for two things: the snapshot
 /// (the join script's answer) and its own `joined` in the room's message
 /// stream. Messages before that `joined` are in the snapshot and are skipped;
@@ -226,6 +235,10 @@ struct RoomInner {
     /// The most members while the current recording runs (for its owner's
     /// notification), saved when it stops.
     peak: u32,
+    /// Large-room mode ([`large`]): more than `[server] large_room_threshold` members.
+    large: bool,
+    /// The pace of a large room's `participant_count`.
+    headcount: Headcount,
 }
 
 /// Frames on their way to some of a room's members: consecutive fan-outs to
@@ -296,6 +309,8 @@ pub struct Room {
     pub id: String,
     /// Deliveries per second this room may make (`[server] room_fanout_per_second`; 0 = any).
     fanout_rate: f64,
+    /// Members above which the room is large (`[server] large_room_threshold`; 0 = never).
+    large_threshold: usize,
     /// Cluster mode: a member that does not read is only kicked here; its
     /// session's leave removes it everywhere.
     clustered: bool,
@@ -317,13 +332,14 @@ impl Room {
     fn new(
         id: &str,
         inner: RoomInner,
-        fanout_rate: f64,
+        (fanout_rate, large_threshold): (f64, usize),
         clustered: bool,
         runtime: Option<tokio::runtime::Handle>,
     ) -> Self {
         Self {
             id: id.to_owned(),
             fanout_rate,
+            large_threshold,
             clustered,
             runtime,
             inner: Mutex::new(inner),
@@ -378,8 +394,10 @@ impl Room {
                 }
             }
             inner = self.lock();
-            if !full.is_empty() {
-                inner.drop_unread(&full, self.fanout_rate, self.clustered);
+            if !full.is_empty()
+                && let Some(wait) = inner.drop_unread(&full, self)
+            {
+                self.count_later(wait);
             }
         }
     }
@@ -408,8 +426,43 @@ impl Room {
                 }
             }
             if !full.is_empty() {
-                self.lock()
-                    .drop_unread(&full, self.fanout_rate, self.clustered);
+                let wait = self.lock().drop_unread(&full, &self);
+                if let Some(wait) = wait {
+                    self.count_later(wait);
+                }
+            }
+        }
+    }
+
+    /// Sends a large room's `participant_count` after `wait` (a task: it went
+    /// out less than a second ago).
+    fn count_later(self: &Arc<Self>, wait: Duration) {
+        let room = self.clone();
+        let send = async move {
+            tokio::time::sleep(wait).await;
+            let mut inner = room.lock();
+            if inner.headcount.due(Instant::now()) && inner.large && !inner.closed {
+                inner.send_headcount(room.fanout_rate);
+            }
+            drop(inner);
+            room.drain();
+        };
+        match self
+            .runtime
+            .clone()
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
+        {
+            Some(runtime) => {
+                runtime.spawn(send);
+            }
+            // No runtime to wait on: send it now.
+            None => {
+                let mut inner = self.lock();
+                if inner.headcount.due(Instant::now()) && inner.large {
+                    inner.send_headcount(self.fanout_rate);
+                }
+                drop(inner);
+                self.drain();
             }
         }
     }
@@ -428,12 +481,20 @@ fn offer_or_note(outlet: &Outlet, frames: &[Frame], full: &mut Vec<Outlet>) {
 }
 
 impl RoomInner {
-    /// The outlets of every member but `except`; a pending cluster joiner
-    /// buffers `frame` instead (or is kicked when its buffer is full).
-    fn recipients(&mut self, frame: &Frame, except: Option<&str>) -> Vec<Outlet> {
+    /// The outlets of every member of `audience` but `except`; a pending
+    /// cluster joiner buffers `frame` instead (or is kicked when its buffer is full).
+    fn recipients(
+        &mut self,
+        frame: &Frame,
+        except: Option<&str>,
+        audience: Audience,
+    ) -> Vec<Outlet> {
         let mut to = Vec::with_capacity(self.members.len());
         for member in self.members.iter_mut() {
-            if except == Some(member.participant.id.as_str()) || member.outlet.kick.is_cancelled() {
+            if except == Some(member.participant.id.as_str())
+                || member.outlet.kick.is_cancelled()
+                || !audience.includes(member.is_moderator())
+            {
                 continue;
             }
             match member.pending.as_mut() {
@@ -452,9 +513,94 @@ impl RoomInner {
     /// it counts against the budget but never waits for it. The caller
     /// drains ([`Room::drain`]) once the lock is released.
     fn fan_out(&mut self, frame: Frame, except: Option<&str>, rate: f64) {
-        let to = self.recipients(&frame, except);
+        self.fan_out_to(frame, except, rate, Audience::Everyone);
+    }
+
+    /// [`RoomInner::fan_out`] to `audience` only.
+    fn fan_out_to(&mut self, frame: Frame, except: Option<&str>, rate: f64, audience: Audience) {
+        let to = self.recipients(&frame, except, audience);
         self.budget.charge(rate, to.len(), Instant::now());
         self.queue(frame, to);
+    }
+
+    /// Who hears about a member ([`large`]): everyone, or in a large room
+    /// only the moderators unless the member is one.
+    fn audience_about(&self, subject: &str) -> Audience {
+        let moderator = self
+            .members
+            .iter()
+            .any(|m| m.participant.id == subject && m.is_moderator());
+        Audience::of(self.large, moderator)
+    }
+
+    /// A large room's headcount changed: `participant_count` goes out now, or
+    /// `Some(wait)` when a task must send it later ([`Room::count_later`]).
+    #[must_use]
+    fn headcount_changed(&mut self, rate: f64) -> Option<Duration> {
+        if !self.large {
+            return None;
+        }
+        match self.headcount.changed(Instant::now()) {
+            Next::Now => {
+                self.send_headcount(rate);
+                None
+            }
+            Next::Later(wait) => Some(wait),
+            Next::Scheduled => None,
+        }
+    }
+
+    /// Fans out `participant_count` to everyone.
+    fn send_headcount(&mut self, rate: f64) {
+        let count = u32::try_from(self.members.len()).unwrap_or(u32::MAX);
+        let consenting = self
+            .members
+            .iter()
+            .filter(|m| m.participant.recording.consents_recording)
+            .count();
+        let frame = encode(&ServerFrame::control(ControlEvent::ParticipantCount {
+            count,
+            consenting: u32::try_from(consenting).unwrap_or(u32::MAX),
+        }));
+        self.fan_out(frame, None, rate);
+    }
+
+    /// Removes a member and tells those who hear about it; a large room that
+    /// becomes small again catches its non-moderators up with a `joined` of
+    /// every other non-moderator (they heard of none while it was large).
+    /// `Some(wait)`: see [`RoomInner::headcount_changed`].
+    #[must_use]
+    fn remove_member(&mut self, index: usize, room: &Room) -> Option<Duration> {
+        let member = self.members.remove(index);
+        METRICS.participants.dec();
+        let id = member.participant.id;
+        self.forget(&id);
+        let audience = Audience::of(
+            self.large,
+            member.participant.control.role == Role::Moderator,
+        );
+        let left = encode(&ServerFrame::control(ControlEvent::Left { id }));
+        self.fan_out_to(left, None, room.fanout_rate, audience);
+        if !self.large || large::is_large(room.large_threshold, self.members.len()) {
+            return self.headcount_changed(room.fanout_rate);
+        }
+        self.large = false;
+        let others: Vec<(String, Frame)> = self
+            .members
+            .iter()
+            .filter(|m| !m.is_moderator())
+            .map(|m| {
+                let joined = ControlEvent::Joined(m.participant.clone());
+                (
+                    m.participant.id.clone(),
+                    encode(&ServerFrame::control(joined)),
+                )
+            })
+            .collect();
+        for (id, joined) in others {
+            self.fan_out_to(joined, Some(&id), room.fanout_rate, Audience::Others);
+        }
+        None
     }
 
     /// Appends `frame` for `to` to the outgoing line (to its last entry when
@@ -499,9 +645,10 @@ impl RoomInner {
             held.1 = frame;
             return false;
         }
-        let cost = self.cost(subject);
+        let audience = self.audience_about(subject);
+        let cost = self.cost(subject, audience);
         if self.held.is_empty() && self.budget.try_take(rate, cost, Instant::now()) {
-            let to = self.recipients(&frame, Some(subject));
+            let to = self.recipients(&frame, Some(subject), audience);
             self.queue(frame, to);
             return false;
         }
@@ -518,12 +665,13 @@ impl RoomInner {
                 self.held = VecDeque::new();
                 return None;
             };
-            let cost = self.cost(subject);
+            let audience = self.audience_about(subject);
+            let cost = self.cost(subject, audience);
             if !self.budget.try_take(rate, cost, Instant::now()) {
                 return Some(self.budget.wait(rate, cost));
             }
             let (subject, frame) = self.held.pop_front().expect("front exists");
-            let to = self.recipients(&frame, Some(&subject));
+            let to = self.recipients(&frame, Some(&subject), audience);
             self.queue(frame, to);
         }
     }
@@ -533,40 +681,33 @@ impl RoomInner {
         self.held.retain(|(id, _)| id != subject);
     }
 
-    /// Deliveries a fan-out to everyone but `except` makes.
-    fn cost(&self, except: &str) -> usize {
+    /// Deliveries a fan-out to `audience` but `except` makes.
+    fn cost(&self, except: &str, audience: Audience) -> usize {
         self.members
             .iter()
-            .filter(|m| m.participant.id != except)
+            .filter(|m| m.participant.id != except && audience.includes(m.is_moderator()))
             .count()
     }
 
     /// Members whose queue was full: kicked; in one-node mode also removed
     /// here and the others told they left (in cluster mode the session's leave
     /// does that, through Redis).
-    fn drop_unread(&mut self, full: &[Outlet], rate: f64, clustered: bool) {
+    /// `Some(wait)`: see [`RoomInner::headcount_changed`].
+    #[must_use]
+    fn drop_unread(&mut self, full: &[Outlet], room: &Room) -> Option<Duration> {
         let unread = |m: &Member| full.iter().any(|f| Arc::ptr_eq(&f.queue, &m.outlet.queue));
-        if clustered {
+        if room.clustered {
             for member in self.members.iter().filter(|m| unread(m)) {
                 kick(member);
             }
-            return;
+            return None;
         }
-        let mut gone = Vec::new();
-        self.members.retain(|m| {
-            if !unread(m) {
-                return true;
-            }
-            kick(m);
-            METRICS.participants.dec();
-            gone.push(m.participant.id.clone());
-            false
-        });
-        for id in gone {
-            self.forget(&id);
-            let left = encode(&ServerFrame::control(ControlEvent::Left { id }));
-            self.fan_out(left, None, rate);
+        let mut wait = None;
+        while let Some(index) = self.members.iter().position(unread) {
+            kick(&self.members[index]);
+            wait = self.remove_member(index, room).or(wait);
         }
+        wait
     }
 }
 
@@ -662,6 +803,8 @@ pub struct Registry {
     cluster: Option<Arc<Cluster>>,
     /// `[server] room_fanout_per_second`, for every room.
     fanout_rate: f64,
+    /// `[server] large_room_threshold` (0 in cluster mode: not there yet).
+    large_threshold: usize,
     /// Where the rooms' flush tasks run (the main runtime, also when cluster
     /// messages are delivered from the cluster's own).
     runtime: Option<tokio::runtime::Handle>,
@@ -683,12 +826,28 @@ pub struct RegistryParts {
     pub cluster: Option<Arc<Cluster>>,
     /// `[server] room_fanout_per_second`: each room's fan-out budget (0 = none).
     pub room_fanout_per_second: u32,
+    /// `[server] large_room_threshold` (0 = off; ignored in cluster mode).
+    pub large_room_threshold: u32,
 }
 
 impl Registry {
     /// An empty registry.
     pub fn new(parts: RegistryParts) -> Self {
+        // Cluster rooms keep only this node's members, so they cannot tell
+        // whether they are large: large-room mode is one node only for now.
+        let large_threshold = match &parts.cluster {
+            Some(_) if parts.large_room_threshold > 0 => {
+                tracing::warn!(
+                    "[server] large_room_threshold is not supported with [cluster] yet: \
+                     every room gets per-participant presence"
+                );
+                0
+            }
+            Some(_) => 0,
+            None => usize::try_from(parts.large_room_threshold).unwrap_or(usize::MAX),
+        };
         Self {
+            large_threshold,
             rooms: DashMap::new(),
             backend: parts.backend,
             policy: parts.policy,
@@ -709,7 +868,7 @@ impl Registry {
                 recording,
                 ..RoomInner::default()
             },
-            self.fanout_rate,
+            (self.fanout_rate, self.large_threshold),
             self.cluster.is_some(),
             self.runtime.clone(),
         ))
@@ -844,6 +1003,15 @@ impl Registry {
                 std::thread::yield_now();
                 continue;
             }
+            let present = inner.members.len() + 1;
+            inner.large |= large::is_large(room.large_threshold, present);
+            let moderator = participant.control.role == Role::Moderator;
+            // In a large room, a non-moderator is shown the moderators only.
+            let shown = if inner.large && !moderator {
+                Audience::Moderators
+            } else {
+                Audience::Everyone
+            };
             let success = ServerFrame::control(ControlEvent::JoinSuccess {
                 id: participant.id.clone(),
                 display_name: participant.control.display_name.clone(),
@@ -851,16 +1019,21 @@ impl Registry {
                 participants: inner
                     .members
                     .iter()
+                    .filter(|m| shown.includes(m.is_moderator()))
                     .map(|m| m.participant.clone())
                     .collect(),
                 recording: inner.recording.join_data(),
+                participant_count: inner
+                    .large
+                    .then(|| u32::try_from(present).unwrap_or(u32::MAX)),
             });
             // Behind the fan-out already queued, which the joiner is not part of.
             inner.send_one(&outlet, encode(&success));
             let joined = encode(&ServerFrame::control(ControlEvent::Joined(
                 participant.clone(),
             )));
-            inner.fan_out(joined, None, room.fanout_rate);
+            let audience = Audience::of(inner.large, moderator);
+            inner.fan_out_to(joined, None, room.fanout_rate, audience);
             METRICS.participants.inc();
             inner.members.push(Member {
                 participant,
@@ -873,8 +1046,12 @@ impl Registry {
                 let present = u32::try_from(inner.members.len()).unwrap_or(u32::MAX);
                 inner.peak = inner.peak.max(present);
             }
+            let count_later = inner.headcount_changed(room.fanout_rate);
             drop(inner);
             room.drain();
+            if let Some(wait) = count_later {
+                room.count_later(wait);
+            }
             return room;
         }
     }
@@ -885,22 +1062,20 @@ impl Registry {
             return self.cluster_leave(cluster, room, participant_id);
         }
         let mut inner = room.lock();
+        let mut count_later = None;
         if let Some(index) = inner
             .members
             .iter()
             .position(|m| m.participant.id == participant_id)
         {
-            inner.members.remove(index);
-            METRICS.participants.dec();
-            inner.forget(participant_id);
-            let left = encode(&ServerFrame::control(ControlEvent::Left {
-                id: participant_id.to_owned(),
-            }));
-            inner.fan_out(left, None, room.fanout_rate);
+            count_later = inner.remove_member(index, room);
         }
         if !inner.members.is_empty() || inner.closed {
             drop(inner);
             room.drain();
+            if let Some(wait) = count_later {
+                room.count_later(wait);
+            }
             return;
         }
         inner.closed = true;
@@ -967,10 +1142,14 @@ impl Registry {
         );
         let flush =
             self.cluster.is_none() && inner.presence(participant_id, update, room.fanout_rate);
+        let count_later = inner.headcount_changed(room.fanout_rate);
         drop(inner);
         room.drain();
         if flush {
             self.start_flush(room);
+        }
+        if let Some(wait) = count_later {
+            room.count_later(wait);
         }
         if !deliveries.is_empty() {
             match self.store.enqueue(&deliveries) {
@@ -1906,6 +2085,7 @@ fn unix_ms(at: SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// A cluster joiner's `join_success` (cluster rooms are never large).
 fn join_success(
     participant: &Participant,
     participants: Vec<Participant>,
@@ -1917,6 +2097,7 @@ fn join_success(
         role: participant.control.role,
         participants,
         recording,
+        participant_count: None,
     }))
 }
 

@@ -123,6 +123,7 @@ impl AppState {
             outbox: outbox.clone(),
             cluster,
             room_fanout_per_second: config.server.room_fanout_per_second,
+            large_room_threshold: config.server.large_room_threshold,
         }));
         // Media URLs must verify after a restart and on every node, so their
         // key derives from a configured secret: the token secret, else the

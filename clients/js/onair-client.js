@@ -57,7 +57,10 @@ export const SUBPROTOCOL = "opentalk-signaling-json-v1.0";
  * @property {string|null} selfId    This connection's participant id.
  * @property {string|null} role      This participant's role.
  * @property {boolean} consent       This participant's own consent.
- * @property {Map<string, Participant>} participants  Everyone, this participant included.
+ * @property {Map<string, Participant>} participants  Everyone, this participant included; in a
+ *   large room (`headcount` set) a non-moderator knows only the moderators and itself.
+ * @property {{count: number, consenting: number}|null} headcount  In a large room (more than the
+ *   server's `large_room_threshold`): how many are in it and how many consent. `null` otherwise.
  * @property {Recording} recording
  * @property {Map<string, RecordingFile>} recordings  Announced on the socket since joining.
  */
@@ -160,6 +163,7 @@ const PERMANENT_ERRORS = new Set(["invalid_token", "token_expired", "room_mismat
  * Events (all `CustomEvent`s; `detail` as listed):
  * - `joinSuccess` `{payload, reconnected}` — joined (again, after a reconnect).
  * - `joined` `{participant}`, `left` `{participant}`, `update` `{participant, previous}`.
+ * - `headcount` `{count, consenting}` — a large room's `participant_count` (at most once a second).
  * - `started` `{recordingId}`, `stopped` `{recordingId}`.
  * - `status` `{recording, previous}` — the recording state changed (onair's `status` extension).
  * - `recordingAvailable` `{recording}`, `recordingDeleted` `{recordingId}`.
@@ -235,6 +239,7 @@ export class OnairClient extends EventTarget {
       role: null,
       consent: false,
       participants: new Map(),
+      headcount: null,
       recording: { ...INACTIVE },
       recordings: new Map(),
     };
@@ -542,6 +547,8 @@ export class OnairClient extends EventTarget {
       consents: this.room.consent,
       self: true,
     });
+    this.room.headcount =
+      p.participant_count == null ? null : { count: p.participant_count, consenting: 0 };
     this.room.recording = fromRecordingData(p.recording, previous);
     this._everJoined = true;
     this._attempt = 0;
@@ -560,6 +567,9 @@ export class OnairClient extends EventTarget {
   _onJoined(p) {
     const participant = toParticipant(p, false);
     this.room.participants.set(participant.id, participant);
+    // A non-moderator hears of another only while the room is small: it is small again.
+    if (this.room.role !== "moderator" && participant.role !== "moderator") this.room.headcount = null;
+    this._recount();
     this._emit("joined", { participant: { ...participant } });
     this._emit("change");
   }
@@ -569,6 +579,7 @@ export class OnairClient extends EventTarget {
     const participant = this.room.participants.get(p.id);
     if (!participant) return;
     this.room.participants.delete(p.id);
+    this._recount();
     this._emit("left", { participant });
     this._emit("change");
   }
@@ -578,8 +589,36 @@ export class OnairClient extends EventTarget {
     const previous = this.room.participants.get(p.id);
     const participant = toParticipant(p, p.id === this.room.selfId);
     this.room.participants.set(participant.id, participant);
+    this._recount();
     this._emit("update", { participant: { ...participant }, previous: previous ?? null });
     this._emit("change");
+  }
+
+  /**
+   * A large room's headcount. A room that just became large stops telling a non-moderator
+   * about other non-moderators, so those it knew are dropped: the list stays true (moderators
+   * and itself), and `joined` brings them back if the room becomes small again.
+   * @private
+   */
+  _onParticipantCount(p) {
+    if (this.room.headcount === null && this.room.role !== "moderator") {
+      for (const [id, participant] of this.room.participants) {
+        if (!participant.self && participant.role !== "moderator") this.room.participants.delete(id);
+      }
+    }
+    this.room.headcount = { count: p.count, consenting: p.consenting };
+    this._emit("headcount", { ...this.room.headcount });
+    this._emit("change");
+  }
+
+  /**
+   * A moderator knows everyone, so its headcount follows every event, not only the paced one.
+   * @private
+   */
+  _recount() {
+    if (this.room.headcount === null || this.room.role !== "moderator") return;
+    const everyone = [...this.room.participants.values()];
+    this.room.headcount = { count: everyone.length, consenting: everyone.filter((q) => q.consents).length };
   }
 
   /** @private */
@@ -684,6 +723,7 @@ const HANDLERS = {
   "control.joined": OnairClient.prototype._onJoined,
   "control.left": OnairClient.prototype._onLeft,
   "control.update": OnairClient.prototype._onUpdate,
+  "control.participant_count": OnairClient.prototype._onParticipantCount,
   "control.error": function (p) { this._onError("control", p); },
   "recording.started": OnairClient.prototype._onStarted,
   "recording.stopped": OnairClient.prototype._onStopped,

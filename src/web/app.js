@@ -375,7 +375,11 @@ function renderPeople() {
   const list = $("people");
   const people = [...client.room.participants.values()]
     .sort((a, b) => Number(b.self) - Number(a.self));
-  $("people-count").textContent = `(${people.length})`;
+  const headcount = client.room.headcount;
+  // A large room shows a non-moderator only the moderators: say how many are there in all.
+  $("people-count").textContent = headcount && headcount.count > people.length
+    ? `(${headcount.count}, ${headcount.consenting} consenting; moderators shown)`
+    : `(${people.length})`;
   list.replaceChildren(...people.map((p) => {
     const li = document.createElement("li");
     li.dataset.id = p.id;

@@ -441,7 +441,8 @@ impl Room {
         let send = async move {
             tokio::time::sleep(wait).await;
             let mut inner = room.lock();
-            if inner.headcount.due(Instant::now()) && inner.large && !inner.closed {
+            // Also when the room became small since: that count is its last.
+            if inner.headcount.due(Instant::now()) && !inner.closed {
                 inner.send_headcount(room.fanout_rate);
             }
             drop(inner);
@@ -458,7 +459,7 @@ impl Room {
             // No runtime to wait on: send it now.
             None => {
                 let mut inner = self.lock();
-                if inner.headcount.due(Instant::now()) && inner.large {
+                if inner.headcount.due(Instant::now()) {
                     inner.send_headcount(self.fanout_rate);
                 }
                 drop(inner);
@@ -540,6 +541,12 @@ impl RoomInner {
         if !self.large {
             return None;
         }
+        self.pace_headcount(rate)
+    }
+
+    /// Sends `participant_count` now, or `Some(wait)` when it must wait.
+    #[must_use]
+    fn pace_headcount(&mut self, rate: f64) -> Option<Duration> {
         match self.headcount.changed(Instant::now()) {
             Next::Now => {
                 self.send_headcount(rate);
@@ -567,7 +574,9 @@ impl RoomInner {
 
     /// Removes a member and tells those who hear about it; a large room that
     /// becomes small again catches its non-moderators up with a `joined` of
-    /// every other non-moderator (they heard of none while it was large).
+    /// every other non-moderator (they heard of none while it was large),
+    /// then sends a last `participant_count`: one that is no more than what
+    /// each member now knows tells a client that its list is whole again.
     /// `Some(wait)`: see [`RoomInner::headcount_changed`].
     #[must_use]
     fn remove_member(&mut self, index: usize, room: &Room) -> Option<Duration> {
@@ -600,7 +609,7 @@ impl RoomInner {
         for (id, joined) in others {
             self.fan_out_to(joined, Some(&id), room.fanout_rate, Audience::Others);
         }
-        None
+        self.pace_headcount(room.fanout_rate)
     }
 
     /// Appends `frame` for `to` to the outgoing line (to its last entry when

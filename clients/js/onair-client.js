@@ -59,8 +59,9 @@ export const SUBPROTOCOL = "opentalk-signaling-json-v1.0";
  * @property {boolean} consent       This participant's own consent.
  * @property {Map<string, Participant>} participants  Everyone, this participant included; in a
  *   large room (`headcount` set) a non-moderator knows only the moderators and itself.
- * @property {{count: number, consenting: number}|null} headcount  In a large room (more than the
- *   server's `large_room_threshold`): how many are in it and how many consent. `null` otherwise.
+ * @property {{count: number, consenting: number}|null} headcount  Set while `participants` is not
+ *   the whole room (a non-moderator in a large room, over the server's `large_room_threshold`):
+ *   how many are in the room and how many consent. `null` when the list is the whole room.
  * @property {Recording} recording
  * @property {Map<string, RecordingFile>} recordings  Announced on the socket since joining.
  */
@@ -547,8 +548,10 @@ export class OnairClient extends EventTarget {
       consents: this.room.consent,
       self: true,
     });
-    this.room.headcount =
-      p.participant_count == null ? null : { count: p.participant_count, consenting: 0 };
+    // Consent is counted from the first `participant_count`, which follows within a second.
+    this.room.headcount = p.participant_count > this.room.participants.size
+      ? { count: p.participant_count, consenting: 0 }
+      : null;
     this.room.recording = fromRecordingData(p.recording, previous);
     this._everJoined = true;
     this._attempt = 0;
@@ -567,9 +570,6 @@ export class OnairClient extends EventTarget {
   _onJoined(p) {
     const participant = toParticipant(p, false);
     this.room.participants.set(participant.id, participant);
-    // A non-moderator hears of another only while the room is small: it is small again.
-    if (this.room.role !== "moderator" && participant.role !== "moderator") this.room.headcount = null;
-    this._recount();
     this._emit("joined", { participant: { ...participant } });
     this._emit("change");
   }
@@ -579,7 +579,6 @@ export class OnairClient extends EventTarget {
     const participant = this.room.participants.get(p.id);
     if (!participant) return;
     this.room.participants.delete(p.id);
-    this._recount();
     this._emit("left", { participant });
     this._emit("change");
   }
@@ -589,36 +588,28 @@ export class OnairClient extends EventTarget {
     const previous = this.room.participants.get(p.id);
     const participant = toParticipant(p, p.id === this.room.selfId);
     this.room.participants.set(participant.id, participant);
-    this._recount();
     this._emit("update", { participant: { ...participant }, previous: previous ?? null });
     this._emit("change");
   }
 
   /**
-   * A large room's headcount. A room that just became large stops telling a non-moderator
-   * about other non-moderators, so those it knew are dropped: the list stays true (moderators
-   * and itself), and `joined` brings them back if the room becomes small again.
+   * A large room's headcount. The room holds more than this client knows while it is large
+   * and this client is no moderator: a room that just became large stops telling it about
+   * other non-moderators, so those it knew are dropped and the list stays true (moderators and
+   * itself). When the room is small again, `joined` brings them back and the next count is
+   * no more than the list: `headcount` is `null` again.
    * @private
    */
   _onParticipantCount(p) {
-    if (this.room.headcount === null && this.room.role !== "moderator") {
+    const partial = p.count > this.room.participants.size;
+    if (partial && this.room.headcount === null && this.room.role !== "moderator") {
       for (const [id, participant] of this.room.participants) {
         if (!participant.self && participant.role !== "moderator") this.room.participants.delete(id);
       }
     }
-    this.room.headcount = { count: p.count, consenting: p.consenting };
+    this.room.headcount = partial ? { count: p.count, consenting: p.consenting } : null;
     this._emit("headcount", { ...this.room.headcount });
     this._emit("change");
-  }
-
-  /**
-   * A moderator knows everyone, so its headcount follows every event, not only the paced one.
-   * @private
-   */
-  _recount() {
-    if (this.room.headcount === null || this.room.role !== "moderator") return;
-    const everyone = [...this.room.participants.values()];
-    this.room.headcount = { count: everyone.length, consenting: everyone.filter((q) => q.consents).length };
   }
 
   /** @private */

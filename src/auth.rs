@@ -27,7 +27,6 @@ use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use dashmap::DashMap;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::Rng;
@@ -778,106 +777,6 @@ pub fn claims_for(room: &str, name: &str, sub: Option<&str>, role: Role, ttl: Du
     }
 }
 
-/// Single-use tickets (OpenTalk's `ticket#…` subprotocol), each good for a short time.
-///
-/// A ticket expires at its TTL or at its token's `exp`, whichever comes first,
-/// so it never outlives the token it was traded for. One `sub` may hold at most
-/// `[auth] max_tickets_per_sub` unredeemed, unexpired tickets: the store's
-/// memory is bounded by the number of valid tokens, not by how fast one token
-/// asks.
-pub struct Tickets {
-    issued: DashMap<String, (Claims, Instant)>,
-    /// Outstanding tickets per `sub` (entries at zero are removed).
-    per_sub: DashMap<String, usize>,
-    ttl: Duration,
-}
-
-/// Why no ticket was issued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum TicketRefusal {
-    /// The `sub` already holds the most outstanding tickets allowed.
-    #[error(
-        "this user already holds {0} unredeemed tickets ([auth] max_tickets_per_sub); redeem or let them expire"
-    )]
-    TooMany(usize),
-    /// The token is already past its `exp` (accepted only within the leeway).
-    #[error("token expired: a ticket cannot outlive its token")]
-    TokenExpired,
-}
-
-impl Tickets {
-    /// A ticket store whose tickets expire after `ttl`.
-    pub fn new(ttl: Duration) -> Self {
-        Self {
-            issued: DashMap::new(),
-            per_sub: DashMap::new(),
-            ttl,
-        }
-    }
-
-    /// Issues a ticket for verified claims, unless their `sub` already holds
-    /// `max_per_sub` (0 = no limit) or the token has expired. The ticket
-    /// expires after the TTL or at the token's `exp`, whichever is first.
-    pub fn issue(&self, claims: Claims, max_per_sub: usize) -> Result<String, TicketRefusal> {
-        let now_unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let token_left = Duration::from_secs(claims.exp).saturating_sub(now_unix);
-        if token_left.is_zero() {
-            return Err(TicketRefusal::TokenExpired);
-        }
-        let expires = Instant::now() + self.ttl.min(token_left);
-        {
-            // The entry guard makes check-and-count one step for this sub.
-            let mut count = self.per_sub.entry(claims.sub.clone()).or_insert(0);
-            if max_per_sub > 0 && *count >= max_per_sub {
-                return Err(TicketRefusal::TooMany(max_per_sub));
-            }
-            *count += 1;
-        }
-        let ticket = random_string(48);
-        self.issued.insert(ticket.clone(), (claims, expires));
-        Ok(ticket)
-    }
-
-    /// Redeems a ticket: it works once, and only before it expires.
-    pub fn redeem(&self, ticket: &str) -> Option<Claims> {
-        let (_, (claims, expires)) = self.issued.remove(ticket)?;
-        self.release(&claims.sub);
-        (Instant::now() < expires).then_some(claims)
-    }
-
-    /// Forgets expired tickets that were never redeemed.
-    pub fn sweep(&self) {
-        let now = Instant::now();
-        let mut expired = Vec::new();
-        self.issued.retain(|_, (claims, expires)| {
-            let keep = *expires > now;
-            if !keep {
-                expired.push(std::mem::take(&mut claims.sub));
-            }
-            keep
-        });
-        // After `retain`: no guard of `issued` is held while `per_sub` is touched.
-        for sub in expired {
-            self.release(&sub);
-        }
-    }
-
-    /// One outstanding ticket of `sub` is gone.
-    fn release(&self, sub: &str) {
-        if let Some(mut count) = self.per_sub.get_mut(sub) {
-            *count = count.saturating_sub(1);
-        }
-        self.per_sub.remove_if(sub, |_, count| *count == 0);
-    }
-
-    /// The ticket lifetime.
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-}
-
 /// Compares a presented admin key with the configured one in constant time.
 pub fn admin_key_matches(configured: &str, presented: &str) -> bool {
     configured.as_bytes().ct_eq(presented.as_bytes()).into()
@@ -951,59 +850,6 @@ mod tests {
         assert!(!valid_room_id(".."));
         assert!(!valid_room_id("."));
         assert!(!valid_room_id(&"x".repeat(129)));
-    }
-
-    #[test]
-    fn tickets_are_single_use_and_expire() {
-        let tickets = Tickets::new(Duration::from_secs(30));
-        let claims = claims_for("r", "Ada", None, Role::User, Duration::from_secs(60));
-        let t = tickets.issue(claims.clone(), 10).unwrap();
-        assert_eq!(tickets.redeem(&t), Some(claims.clone()));
-        assert_eq!(tickets.redeem(&t), None);
-        let short = Tickets::new(Duration::ZERO);
-        let t = short.issue(claims, 10).unwrap();
-        assert_eq!(short.redeem(&t), None);
-    }
-
-    #[test]
-    fn tickets_are_capped_per_sub_and_given_back() {
-        let tickets = Tickets::new(Duration::from_secs(30));
-        let ada = claims_for("r", "Ada", Some("ada"), Role::User, Duration::from_secs(60));
-        let bob = claims_for("r", "Bob", Some("bob"), Role::User, Duration::from_secs(60));
-        let issued: Vec<String> = (0..3)
-            .map(|_| tickets.issue(ada.clone(), 3).unwrap())
-            .collect();
-        assert_eq!(
-            tickets.issue(ada.clone(), 3),
-            Err(TicketRefusal::TooMany(3))
-        );
-        assert!(tickets.issue(bob, 3).is_ok());
-        assert!(tickets.redeem(&issued[0]).is_some());
-        assert!(tickets.issue(ada.clone(), 3).is_ok());
-        // Expired tickets give their place back when swept.
-        let short = Tickets::new(Duration::ZERO);
-        short.issue(ada.clone(), 1).unwrap();
-        short.sweep();
-        assert!(short.issue(ada, 1).is_ok());
-        assert!(short.per_sub.len() == 1);
-    }
-
-    #[test]
-    fn a_ticket_never_outlives_its_token() {
-        let tickets = Tickets::new(Duration::from_secs(30));
-        let mut expired = claims_for("r", "Ada", None, Role::User, Duration::from_secs(60));
-        expired.exp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            - 1;
-        assert_eq!(tickets.issue(expired, 10), Err(TicketRefusal::TokenExpired));
-        let (_, (_, expires)) = {
-            let soon = claims_for("r", "Ada", None, Role::User, Duration::from_secs(2));
-            let t = tickets.issue(soon, 10).unwrap();
-            tickets.issued.remove(&t).unwrap()
-        };
-        assert!(expires <= Instant::now() + Duration::from_secs(2));
     }
 
     #[test]

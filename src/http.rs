@@ -20,13 +20,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::auth::{AuthError, Claims, TicketRefusal, admin_key_matches, claims_for, valid_room_id};
+use crate::auth::{AuthError, Claims, admin_key_matches, claims_for, valid_room_id};
 use crate::limits::{Limits, Refusal, TooManyJoins, json_too_deep};
 use crate::metrics::{METRICS, count, count_http_refusal};
 use crate::protocol::{RecordingError, Role, SUBPROTOCOL};
 use crate::recording::{Actor, Input, StartOptions, State as RecordingState};
 use crate::room::RecordingSnapshot;
 use crate::server::AppState;
+use crate::tickets::{TicketError, TicketRefusal};
 
 mod notifications;
 mod recordings;
@@ -368,6 +369,7 @@ async fn signaling(
         http.release();
     }
     let claims = authenticate(&app, headers, query.token.as_deref())
+        .await
         .inspect_err(refused("invalid_token"))?;
     check_room_id(&claims.room).inspect_err(refused("invalid_room"))?;
     // Reconnecting must not get around the message rate: joins per `sub`.
@@ -520,7 +522,7 @@ fn limit_refused(refusal: Refusal) -> AppError {
 
 /// Finds the credential on an upgrade request: a `ticket#` subprotocol, a
 /// bearer header, or `?token=`, in that order.
-fn authenticate(
+async fn authenticate(
     app: &AppState,
     headers: &HeaderMap,
     query: Option<&str>,
@@ -533,7 +535,12 @@ fn authenticate(
         .map(str::trim)
         .find_map(|p| p.strip_prefix("ticket#"));
     let claims = if let Some(ticket) = offered {
-        match app.tickets.redeem(ticket) {
+        match app
+            .tickets
+            .redeem(ticket)
+            .await
+            .map_err(tickets_unavailable)?
+        {
             Some(claims) => claims,
             // OpenTalk clients may put the JWT itself behind `ticket#`.
             None if ticket.contains('.') => app.verifier.verify(ticket)?,
@@ -589,15 +596,31 @@ async fn ticket(
     let ticket = app
         .tickets
         .issue(claims, app.config.auth.max_tickets_per_sub)
-        .map_err(|refusal| match refusal {
-            TicketRefusal::TooMany(_) => AppError::new(
+        .await
+        .map_err(|e| match e {
+            TicketError::Refused(refusal @ TicketRefusal::TooMany(_)) => AppError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_tickets",
                 refusal.to_string(),
             ),
-            TicketRefusal::TokenExpired => AppError::unauthorized(refusal.to_string()),
+            TicketError::Refused(refusal @ TicketRefusal::TokenExpired) => {
+                AppError::unauthorized(refusal.to_string())
+            }
+            TicketError::Unavailable(e) => tickets_unavailable(e),
         })?;
     Ok(Json(json!({"ticket": ticket, "resumption": null})))
+}
+
+/// `[cluster]`: tickets live in Redis, which did not answer.
+fn tickets_unavailable(error: crate::cluster::ClusterError) -> AppError {
+    tracing::warn!(error = %error, "cluster: tickets are unavailable");
+    AppError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "cluster_unavailable",
+        format!(
+            "tickets are kept in the cluster's Redis, which did not answer ({error}); try again"
+        ),
+    )
 }
 
 /// The body of `POST /v1/dev/token`.

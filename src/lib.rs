@@ -5,7 +5,8 @@
 //!
 //! * [`config`] — `Config`: TOML file + `ONAIR_<SECTION>__<KEY>` env + flags, with errors that name the key.
 //! * [`auth`] — participant JWTs (HS256 secret, PEM public keys, a cached JWKS; each key pinned
-//!   to its algorithm), single-use tickets, the admin key.
+//!   to its algorithm), the admin key.
+//! * [`tickets`] — single-use tickets: in memory on one node, in Redis with `[cluster]`.
 //! * [`protocol`] — wire types only (serde): the envelope, `control` and `recording`
 //!   messages. No tokio, no I/O. Checked against `protocol/` by tests.
 //! * [`recording`] — the recording state machine: pure `(state, input) → (state, effects)`.
@@ -73,6 +74,7 @@ pub mod server;
 pub mod session;
 pub mod storage;
 pub mod store;
+pub mod tickets;
 pub mod web;
 pub mod webhooks;
 

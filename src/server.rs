@@ -8,13 +8,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Tickets, Verifier, random_string};
+use crate::auth::{Verifier, random_string};
 use crate::backends::Backend;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::notifications::Notifications;
 use crate::room::{Registry, RegistryParts};
 use crate::store::Store;
+use crate::tickets::Tickets;
 use crate::webhooks::outbound::Outbox;
 
 /// Everything the HTTP handlers and socket sessions share.
@@ -167,7 +168,10 @@ impl AppState {
                 (config.auth.jwt_secret.is_some() || dev_mode).then_some(secret.as_str()),
                 http.clone(),
             )?,
-            tickets: Tickets::new(Duration::from_secs(config.auth.ticket_ttl_s)),
+            tickets: Tickets::new(
+                Duration::from_secs(config.auth.ticket_ttl_s),
+                rooms.cluster().cloned(),
+            ),
             joins: crate::limits::JoinRate::new(&config.server),
             rooms,
             catalog: Arc::new(

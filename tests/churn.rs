@@ -1,7 +1,9 @@
 //! Churn limits against the real server (issue 16): joins per token `sub`
 //! (`[server] joins_per_second_per_sub`, burst `join_burst_per_sub`), on one
 //! node and across two nodes sharing a real `redis-server`; tickets capped per
-//! `sub` (`[auth] max_tickets_per_sub`) and never outliving their token.
+//! `sub` (`[auth] max_tickets_per_sub`) and never outliving their token, and
+//! shared by the nodes of a cluster (issued on one, redeemed once on any,
+//! capped across both, 503 while Redis is away).
 //!
 //! No test asserts how fast anything is: a limit is checked by counting the
 //! joins it let through against what it may let through in the time the
@@ -336,4 +338,83 @@ async fn the_eleventh_outstanding_ticket_of_one_sub_is_refused_with_429() {
     let mut client = Client::connect_request(with_protocols(&server, &offer)).await;
     client.join(None).await;
     assert_eq!(ticket(&server, "r", &token).await.status(), 200);
+}
+
+#[tokio::test]
+async fn tickets_are_shared_by_two_nodes_sharing_redis() {
+    let mut redis = Redis::start();
+    let a = node(&redis, "node-a").await;
+    let b = node(&redis, "node-b").await;
+    let token = token_of(&a.server, "traveller", "t", Duration::from_secs(600));
+
+    // Issued by one node, redeemed on the other, once.
+    let response = ticket(&a.server, "t", &token).await;
+    assert_eq!(response.status(), 200);
+    let first = response.json::<Value>().await.unwrap()["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let offer = format!("opentalk-signaling-json-v1.0, ticket#{first}");
+    let mut client = Client::connect_request(with_protocols(&b.server, &offer)).await;
+    client.join(None).await;
+    for server in [&a.server, &b.server] {
+        let (status, body) = refused(with_protocols(server, &offer)).await;
+        assert_eq!(status, 401, "a redeemed ticket works once: {body}");
+    }
+
+    // The cap counts both nodes' tickets: 5 from each, then both refuse.
+    let mut held = Vec::new();
+    for k in 0..10 {
+        let server = if k % 2 == 0 { &a.server } else { &b.server };
+        let response = ticket(server, "t", &token).await;
+        assert_eq!(response.status(), 200, "ticket {k}");
+        held.push(
+            response.json::<Value>().await.unwrap()["ticket"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    for server in [&a.server, &b.server] {
+        let response = ticket(server, "t", &token).await;
+        assert_eq!(response.status(), 429);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "too_many_tickets", "{body}");
+    }
+    // Redeemed on B, one of A's gives its place back on A.
+    let offer = format!("opentalk-signaling-json-v1.0, ticket#{}", held[0]);
+    let mut client = Client::connect_request(with_protocols(&b.server, &offer)).await;
+    client.join(None).await;
+    assert_eq!(ticket(&a.server, "t", &token).await.status(), 200);
+
+    // Without Redis, no node can vouch for a ticket: 503, not a wrong answer.
+    redis.kill();
+    let response = ticket(&a.server, "t", &token).await;
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "cluster_unavailable", "{body}");
+    let offer = format!("opentalk-signaling-json-v1.0, ticket#{}", held[1]);
+    let (status, body) = refused(with_protocols(&b.server, &offer)).await;
+    assert_eq!(status, 503, "{body}");
+    // Redis back (empty: this test's Redis keeps nothing): tickets work again.
+    redis.restart();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let fresh = loop {
+        let response = ticket(&a.server, "t", &token).await;
+        if response.status() == 200 {
+            break response.json::<Value>().await.unwrap()["ticket"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        }
+        assert_eq!(response.status(), 503);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no ticket after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let offer = format!("opentalk-signaling-json-v1.0, ticket#{fresh}");
+    let mut client = Client::connect_request(with_protocols(&b.server, &offer)).await;
+    client.join(None).await;
 }

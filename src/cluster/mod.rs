@@ -166,6 +166,7 @@ pub struct Cluster {
     cas: Script,
     reap: Script,
     join_rate: Script,
+    ticket_issue: Script,
 }
 
 impl Cluster {
@@ -193,6 +194,7 @@ impl Cluster {
             cas: Script::new(scripts::CAS),
             reap: Script::new(scripts::REAP),
             join_rate: Script::new(scripts::JOIN_RATE),
+            ticket_issue: Script::new(scripts::TICKET_ISSUE),
         })))
     }
 
@@ -263,6 +265,79 @@ impl Cluster {
                     )
                     .await?;
                 Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms.unsigned_abs())))
+            })
+            .await
+            .map_err(|_| ClusterError::Unavailable)?
+    }
+
+    /// Keeps a single-use ticket for every node ([`scripts::TICKET_ISSUE`]):
+    /// `false` when `sub` already holds `max` (0 = no limit). `claims` is
+    /// what redeeming it gives back; it expires after `ttl`. Awaited on the
+    /// cluster's own runtime: no thread is blocked.
+    pub async fn issue_ticket(
+        self: &Arc<Self>,
+        ticket: &str,
+        sub: &str,
+        claims: String,
+        ttl: Duration,
+        max: usize,
+    ) -> Result<bool, ClusterError> {
+        let this = self.clone();
+        let keys = (wire::ticket_key(ticket), wire::tickets_of_key(sub));
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.io
+            .handle()
+            .spawn(async move {
+                let mut conn = this.conn()?;
+                let issued: i64 = this
+                    .timed(
+                        this.ticket_issue
+                            .key(keys.0)
+                            .key(keys.1)
+                            .arg(claims)
+                            .arg(ttl_ms)
+                            .arg(max)
+                            .invoke_async(&mut conn),
+                    )
+                    .await?;
+                Ok(issued == 1)
+            })
+            .await
+            .map_err(|_| ClusterError::Unavailable)?
+    }
+
+    /// Redeems a ticket on whichever node it was issued: its claims (JSON)
+    /// the first time, `None` after that or once it expired. `sub_of` reads
+    /// the `sub` out of the claims, to give the ticket's place back.
+    pub async fn redeem_ticket(
+        self: &Arc<Self>,
+        ticket: &str,
+        sub_of: fn(&str) -> Option<String>,
+    ) -> Result<Option<String>, ClusterError> {
+        let this = self.clone();
+        let key = wire::ticket_key(ticket);
+        self.io
+            .handle()
+            .spawn(async move {
+                let mut conn = this.conn()?;
+                let claims: Option<String> = this
+                    .timed(redis::cmd("GETDEL").arg(&key).query_async(&mut conn))
+                    .await?;
+                if let Some(sub) = claims.as_deref().and_then(sub_of) {
+                    // Best effort: the entry also goes when its score passes.
+                    let freed: Result<i64, _> = this
+                        .timed(
+                            redis::cmd("ZREM")
+                                .arg(wire::tickets_of_key(&sub))
+                                .arg(&key)
+                                .query_async(&mut conn),
+                        )
+                        .await;
+                    if let Err(e) = freed {
+                        tracing::debug!(error = %e, "cluster: a redeemed ticket's place is given back when it expires");
+                    }
+                }
+                Ok(claims)
             })
             .await
             .map_err(|_| ClusterError::Unavailable)?

@@ -128,3 +128,25 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) * 1000 / rate) + 1000)
 return wait
 ";
+
+/// Issue a single-use ticket, unless its `sub` holds the most outstanding.
+/// KEYS: the ticket ([`super::wire::ticket_key`]), the `sub`'s outstanding
+/// tickets ([`super::wire::tickets_of_key`], a sorted set of ticket keys
+/// scored by their expiry on Redis's clock). ARGV: the claims (JSON), the
+/// ticket's lifetime in ms, the most a `sub` may hold (0 = no limit).
+/// Returns 1 when issued, 0 when the `sub` holds too many.
+pub const TICKET_ISSUE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+local max = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if max > 0 and redis.call('ZCARD', KEYS[2]) >= max then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+redis.call('ZADD', KEYS[2], now + ttl, KEYS[1])
+local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[2], tonumber(last[2]) + 1000)
+return 1
+";

@@ -86,6 +86,18 @@ pub fn joins_key(sub: &str) -> String {
     format!("{PREFIX}joins:{sub}")
 }
 
+/// `onair:ticket:<ticket>` — the claims (JSON) a single-use ticket stands
+/// for, expiring with the ticket; redeemed with `GETDEL`, so once on any node.
+pub fn ticket_key(ticket: &str) -> String {
+    format!("{PREFIX}ticket:{ticket}")
+}
+
+/// `onair:tickets:<sub>` — sorted set of a `sub`'s outstanding ticket keys,
+/// scored by when each expires (`[auth] max_tickets_per_sub`, on every node).
+pub fn tickets_of_key(sub: &str) -> String {
+    format!("{PREFIX}tickets:{sub}")
+}
+
 /// The member of the sorted set of deadlines for `deadline` of
 /// `recording_id` in `room` (a start's keeps the older two-part form). Room
 /// and recording ids hold no spaces.

@@ -183,7 +183,12 @@ pub struct AppError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// `Retry-After`, in seconds, for an error worth retrying.
+    retry_after_s: Option<u32>,
 }
+
+/// How long a caller refused for an unreachable cluster Redis should wait.
+pub const CLUSTER_RETRY_AFTER_S: u32 = 5;
 
 impl AppError {
     /// An error with a status, a snake_case code and a human message.
@@ -192,6 +197,23 @@ impl AppError {
             status,
             code,
             message: message.into(),
+            retry_after_s: None,
+        }
+    }
+
+    /// 503 `cluster_unavailable` with `Retry-After`: `[cluster]`'s Redis did
+    /// not answer, so nothing was done; the same request later will be.
+    pub fn cluster_unavailable(error: &crate::cluster::ClusterError) -> Self {
+        tracing::warn!(error = %error, "cluster: a request is answered 503 until Redis is back");
+        Self {
+            retry_after_s: Some(CLUSTER_RETRY_AFTER_S),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_unavailable",
+                format!(
+                    "the cluster's Redis did not answer ({error}); nothing was done, try again"
+                ),
+            )
         }
     }
 
@@ -217,6 +239,11 @@ impl IntoResponse for AppError {
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),
             );
+        }
+        if let Some(seconds) = self.retry_after_s {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
         }
         response
     }
@@ -613,14 +640,7 @@ async fn ticket(
 
 /// `[cluster]`: tickets live in Redis, which did not answer.
 fn tickets_unavailable(error: crate::cluster::ClusterError) -> AppError {
-    tracing::warn!(error = %error, "cluster: tickets are unavailable");
-    AppError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "cluster_unavailable",
-        format!(
-            "tickets are kept in the cluster's Redis, which did not answer ({error}); try again"
-        ),
-    )
+    AppError::cluster_unavailable(&error)
 }
 
 /// The body of `POST /v1/dev/token`.
@@ -937,6 +957,7 @@ async fn report_status(
     let applied = app
         .rooms
         .apply_to(&room, input)
+        .map_err(|e| AppError::cluster_unavailable(&e))?
         .ok_or_else(|| AppError::room_not_found(&room))?;
     Ok(answer(&room, &applied.state).into_response())
 }

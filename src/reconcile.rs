@@ -80,7 +80,11 @@ async fn repair(app: &Arc<AppState>, livekit: &Livekit, repairs: Repairs) {
             status = ended.status.name(),
             "reconciled: livekit ended the egress without onair hearing of it"
         );
-        app.rooms.apply_to(&egress.room, ended.input);
+        if let Err(e) = app.rooms.apply_to(&egress.room, ended.input) {
+            tracing::warn!(room = %egress.room, error = %e, "cannot reconcile now; trying again next round");
+            livekit.readmit(&ended.egress_id, ended.before);
+            continue;
+        }
         count(&METRICS.reconciled, "ended");
         if let Some(info) = &ended.file {
             crate::webhooks::livekit::catalogue_reported(app, egress, info);

@@ -846,7 +846,7 @@ impl Registry {
         // whether they are large: large-room mode is one node only for now.
         let large_threshold = match &parts.cluster {
             Some(_) if parts.large_room_threshold > 0 => {
-                tracing::warn!(
+                tracing::info!(
                     "[server] large_room_threshold is not supported with [cluster] yet: \
                      every room gets per-participant presence"
                 );
@@ -1197,17 +1197,28 @@ impl Registry {
     /// Feeds a recording input to a room by id (backend answers, timers, the
     /// REST API). A room nobody is in still takes inputs while its saved
     /// recording is not inactive; `None` for a room that is neither live nor recording.
-    pub fn apply_to(self: &Arc<Self>, room_id: &str, input: Input) -> Option<Applied> {
+    ///
+    /// `Err` only with `[cluster]`, when Redis did not answer: nothing was
+    /// applied, and a provider's webhook must be answered so that it retries.
+    pub fn apply_to(
+        self: &Arc<Self>,
+        room_id: &str,
+        input: Input,
+    ) -> Result<Option<Applied>, ClusterError> {
         if let Some(cluster) = &self.cluster {
-            if !self.cluster_room_exists(cluster, room_id) {
-                return None;
+            if !self.cluster_room_exists_or_err(cluster, room_id)? {
+                return Ok(None);
             }
-            return Some(self.cluster_apply(cluster, room_id, None, input, false));
+            return self
+                .cluster_apply_or_err(cluster, room_id, None, input, false)
+                .map(Some);
         }
-        let room = self.room_with_recording(room_id)?;
+        let Some(room) = self.room_with_recording(room_id) else {
+            return Ok(None);
+        };
         let applied = self.apply(&room, None, input);
         self.release(&room);
-        Some(applied)
+        Ok(Some(applied))
     }
 
     /// A live room by id.
@@ -1388,7 +1399,7 @@ impl Registry {
                         if let Err(e) = backend.start(&request).await {
                             tracing::warn!(room = %room_id, recording_id, error = %e, "backend start failed");
                             count(&METRICS.backend_errors, "start");
-                            registry.apply_to(
+                            registry.apply_or_log(
                                 &room_id,
                                 Input::BackendFailed {
                                     recording_id,
@@ -1407,7 +1418,7 @@ impl Registry {
                         if let Err(e) = backend.stop(&request).await {
                             tracing::warn!(room = %room_id, recording_id, error = %e, "backend stop failed");
                             count(&METRICS.backend_errors, "stop");
-                            registry.apply_to(
+                            registry.apply_or_log(
                                 &room_id,
                                 Input::BackendFailed {
                                     recording_id,
@@ -1435,18 +1446,23 @@ impl Registry {
                             deadline,
                             recording_id: recording_id.clone(),
                         };
-                        match (&cluster, deadline) {
+                        let applied = match (&cluster, deadline) {
                             // Only while nobody is in the room on any node.
-                            (Some(cluster), Deadline::EmptyRoom) => {
-                                if registry.cluster_room_exists(cluster, &room_id) {
-                                    registry.cluster_apply(cluster, &room_id, None, input, true);
-                                }
-                            }
-                            _ => {
-                                registry.apply_to(&room_id, input);
-                            }
-                        }
-                        if let Some(cluster) = &cluster {
+                            (Some(cluster), Deadline::EmptyRoom) => registry
+                                .cluster_room_exists_or_err(cluster, &room_id)
+                                .and_then(|exists| {
+                                    if exists {
+                                        registry.cluster_apply_or_err(
+                                            cluster, &room_id, None, input, true,
+                                        )?;
+                                    }
+                                    Ok(())
+                                }),
+                            _ => registry.apply_to(&room_id, input).map(drop),
+                        };
+                        // Redis did not answer: the shared deadline stays, and
+                        // a node's sweep enforces it once Redis is back.
+                        if let (Some(cluster), Ok(())) = (&cluster, applied) {
                             let _ = cluster
                                 .disarm_deadline(&room_id, &recording_id, deadline)
                                 .await;
@@ -1583,13 +1599,21 @@ impl Registry {
             return;
         }
         tracing::info!(room = %due.room, deadline = deadline.as_str(), recording_id = %due.recording_id, "deadline passed");
-        self.apply_to(
+        self.apply_or_log(
             &due.room,
             Input::Expired {
                 deadline,
                 recording_id: due.recording_id.clone(),
             },
         );
+    }
+
+    /// [`Registry::apply_to`] for inputs nobody waits to hear about: a
+    /// cluster's Redis that did not answer is logged (by the cluster path).
+    pub fn apply_or_log(self: &Arc<Self>, room_id: &str, input: Input) {
+        if let Err(e) = self.apply_to(room_id, input) {
+            tracing::debug!(room = room_id, error = %e, "input not applied");
+        }
     }
 
     /// The event an announcing effect fans out.
@@ -1798,12 +1822,20 @@ impl Registry {
 
     /// Whether the room has members somewhere.
     fn cluster_room_exists(&self, cluster: &Cluster, room_id: &str) -> bool {
-        cluster
-            .wait(async {
-                let state = cluster.read_state(room_id).await?;
-                Ok(state.exists || !cluster.members(room_id).await?.is_empty())
-            })
+        self.cluster_room_exists_or_err(cluster, room_id)
             .unwrap_or(false)
+    }
+
+    /// Whether the room has a recording state or members in Redis.
+    fn cluster_room_exists_or_err(
+        &self,
+        cluster: &Cluster,
+        room_id: &str,
+    ) -> Result<bool, ClusterError> {
+        cluster.wait(async {
+            let state = cluster.read_state(room_id).await?;
+            Ok(state.exists || !cluster.members(room_id).await?.is_empty())
+        })
     }
 
     fn cluster_snapshot(&self, cluster: &Cluster, room_id: &str) -> Option<RoomSnapshot> {
@@ -1833,20 +1865,34 @@ impl Registry {
         input: Input,
         require_empty: bool,
     ) -> Applied {
-        let stepped = cluster.wait(self.cluster_step(cluster, room_id, input, require_empty));
-        let stepped = match stepped {
-            Ok(stepped) => stepped,
+        match self.cluster_apply_or_err(cluster, room_id, reply, input, require_empty) {
+            Ok(applied) => applied,
             Err(e) => {
-                tracing::warn!(room = room_id, error = %e, "cluster: recording input not applied");
                 if let Some(outlet) = reply {
                     outlet.offer(cluster_unavailable(&e));
                 }
-                return Applied {
+                Applied {
                     state: State::Inactive,
                     refused: Some(RecordingError::BackendUnavailable),
-                };
+                }
             }
-        };
+        }
+    }
+
+    /// [`Registry::cluster_apply`], `Err` when Redis did not answer (nothing applied).
+    fn cluster_apply_or_err(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        room_id: &str,
+        reply: Option<&Outlet>,
+        input: Input,
+        require_empty: bool,
+    ) -> Result<Applied, ClusterError> {
+        let stepped = cluster
+            .wait(self.cluster_step(cluster, room_id, input, require_empty))
+            .inspect_err(|e| {
+                tracing::warn!(room = room_id, error = %e, "cluster: recording input not applied");
+            })?;
         let mut refused = None;
         for effect in &stepped.effects {
             if let Effect::Refuse(error) = effect {
@@ -1873,10 +1919,10 @@ impl Registry {
                 .collect();
             self.run_effects(room_id, pending);
         }
-        Applied {
+        Ok(Applied {
             state: stepped.to,
             refused,
-        }
+        })
     }
 
     async fn cluster_step(

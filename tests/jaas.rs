@@ -789,3 +789,70 @@ async fn the_order_and_the_catalogue_survive_a_kill_9() {
     // The catalogue kept who was there and who started it.
     assert_catalogued_with_people(&onair.server, &id).await;
 }
+
+/// A node of a two-node `jaas` cluster on `redis`.
+async fn cluster_node(redis: &support::redis::Redis, id: &str) -> Onair {
+    let data = tempfile::tempdir().unwrap();
+    let onair = Onair::spawn(
+        support::binary::command(data.path())
+            .env("ONAIR_RECORDING__BACKEND", "jaas")
+            .env("ONAIR_JAAS__WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .env("ONAIR_CLUSTER__REDIS_URL", redis.url())
+            .env("ONAIR_CLUSTER__NODE_ID", id)
+            .env("ONAIR_CLUSTER__HEARTBEAT_S", "1")
+            .env("ONAIR_CLUSTER__NODE_TTL_S", "5"),
+    )
+    .owning(data);
+    ready(&onair.server, 200).await;
+    onair
+}
+
+/// Waits (bounded) until `/readyz` answers `status`.
+async fn ready(server: &Server, status: u16) {
+    eventually(&format!("/readyz answering {status}"), || async {
+        http()
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().as_u16() == status)
+    })
+    .await;
+}
+
+/// `[cluster]`: a webhook that arrives while Redis is unreachable is answered
+/// 503 with `Retry-After`, never 200 with its effect lost; once Redis is back
+/// (with its append-only file), 8x8's retry of the same event is applied and
+/// reaches a participant on the other node.
+#[tokio::test]
+async fn a_webhook_without_redis_is_refused_and_its_retry_applied() {
+    let mut redis = support::redis::Redis::start_persisting();
+    let a = cluster_node(&redis, "node-a").await;
+    let b = cluster_node(&redis, "node-b").await;
+    let (mut ada, _) = a.server.join(ROOM, "Ada", Role::User).await;
+    let session = key();
+    let event = started(ROOM, &session, now_ms());
+
+    redis.kill();
+    ready(&b.server, 503).await;
+    let body = event.to_string().into_bytes();
+    let response = http()
+        .post(b.server.url("/webhooks/jaas"))
+        .header("content-type", "application/json")
+        .header("X-Jaas-Signature", sign(WEBHOOK_SECRET, now_s(), &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let refusal: Value = response.json().await.unwrap();
+    assert_eq!(refusal["code"], "cluster_unavailable", "{refusal}");
+
+    // Redis comes back with what it had; both nodes reconnect.
+    redis.restart();
+    ready(&a.server, 200).await;
+    ready(&b.server, 200).await;
+    expect_result(&b.server, &event, "applied").await;
+    let started = ada.until("recording", "started").await;
+    assert_eq!(started["recording_id"], recording_id(&session));
+}

@@ -140,12 +140,21 @@ pub enum Admission {
     Apply {
         /// Whether onair had asked LiveKit to stop the egress.
         stop_requested: bool,
+        /// The egress's mark before this event, for [`Livekit::readmit`].
+        before: Mark,
     },
     /// Older than (or the same as) what was applied, or about an egress that
     /// already finished: dropped.
     Stale,
     /// Not an egress onair started.
     Unknown,
+}
+
+/// Where an egress's ordering stood before an admitted event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    last: Option<(i64, u8)>,
+    status: Option<EgressStatus>,
 }
 
 /// LiveKit's `EgressStatus`, as protojson spells it (name or number).
@@ -484,6 +493,10 @@ impl Livekit {
         {
             return Admission::Stale;
         }
+        let before = Mark {
+            last: egress.last,
+            status: egress.status,
+        };
         egress.last = Some(key);
         egress.status = Some(status);
         if status.is_final() {
@@ -491,7 +504,20 @@ impl Livekit {
         }
         let stop_requested = egress.stop_requested;
         drop(egress);
-        Admission::Apply { stop_requested }
+        Admission::Apply {
+            stop_requested,
+            before,
+        }
+    }
+
+    /// Takes back an admission whose event could not be applied (the
+    /// cluster's Redis did not answer), so that LiveKit's retry is admitted.
+    pub fn readmit(&self, egress_id: &str, before: Mark) {
+        if let Some(mut egress) = self.inner.egresses.get_mut(egress_id) {
+            egress.last = before.last;
+            egress.status = before.status;
+            egress.finished = None;
+        }
     }
 }
 
@@ -1114,6 +1140,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
+    /// An admission that applies, onair not having asked for a stop.
+    fn applied_once(admission: Admission) -> bool {
+        matches!(
+            admission,
+            Admission::Apply {
+                stop_requested: false,
+                ..
+            }
+        )
+    }
+
     fn backend() -> Livekit {
         let config = LivekitConfig {
             url: Some("wss://livekit.invalid/".into()),
@@ -1218,11 +1255,8 @@ mod tests {
             lk.admit("EG_other", 1, EgressStatus::Active),
             Admission::Unknown
         );
-        let apply = Admission::Apply {
-            stop_requested: false,
-        };
-        assert_eq!(lk.admit("EG_1", 10, EgressStatus::Starting), apply);
-        assert_eq!(lk.admit("EG_1", 20, EgressStatus::Active), apply);
+        assert!(applied_once(lk.admit("EG_1", 10, EgressStatus::Starting)));
+        assert!(applied_once(lk.admit("EG_1", 20, EgressStatus::Active)));
         // The same event again, an older one, and a newer one that goes backwards.
         assert_eq!(lk.admit("EG_1", 20, EgressStatus::Active), Admission::Stale);
         assert_eq!(
@@ -1234,8 +1268,8 @@ mod tests {
             Admission::Stale
         );
         // Same timestamp, further along: newer.
-        assert_eq!(lk.admit("EG_1", 20, EgressStatus::Ending), apply);
-        assert_eq!(lk.admit("EG_1", 40, EgressStatus::Complete), apply);
+        assert!(applied_once(lk.admit("EG_1", 20, EgressStatus::Ending)));
+        assert!(applied_once(lk.admit("EG_1", 40, EgressStatus::Complete)));
         // Nothing after the end, not even a newer final event.
         assert_eq!(lk.admit("EG_1", 50, EgressStatus::Active), Admission::Stale);
         assert_eq!(
@@ -1250,10 +1284,7 @@ mod tests {
         let before = backend();
         before.attach_store(store.clone());
         before.inner.register("EG_1", "room", "rec");
-        let apply = Admission::Apply {
-            stop_requested: false,
-        };
-        assert_eq!(before.admit("EG_1", 20, EgressStatus::Active), apply);
+        assert!(applied_once(before.admit("EG_1", 20, EgressStatus::Active)));
         // The webhook writes the mark once the event is applied.
         let applied = |at: i64, status: EgressStatus| {
             store
@@ -1283,7 +1314,11 @@ mod tests {
             after.admit("EG_1", 10, EgressStatus::Starting),
             Admission::Stale
         );
-        assert_eq!(after.admit("EG_1", 30, EgressStatus::Complete), apply);
+        assert!(applied_once(after.admit(
+            "EG_1",
+            30,
+            EgressStatus::Complete
+        )));
         applied(30, EgressStatus::Complete);
         drop(after);
 

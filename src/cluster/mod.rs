@@ -37,6 +37,7 @@
 //! A standalone Redis (or a primary) is assumed, not Redis Cluster: the
 //! scripts touch keys of several rooms.
 
+pub mod persistence;
 pub mod scripts;
 pub mod wire;
 
@@ -732,6 +733,10 @@ impl Cluster {
         let (mut sink, mut stream) = self.timed(self.client.get_async_pubsub()).await?.split();
         *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
         self.beat(&mut conn).await?;
+        // Each connection: the Redis may have been replaced by one that does not persist.
+        self.persistence(&mut conn)
+            .await
+            .report(&self.client.get_connection_info().addr().to_string());
         // Re-register every local participant (Redis may have restarted empty)
         // and resubscribe to their rooms.
         let members = host.local_members();

@@ -71,7 +71,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
 
-use super::{Outcome, bad_signature, parse_event, read_signed_body, rejected};
+use super::{Outcome, bad_signature, cluster_reachable, parse_event, read_signed_body, rejected};
 use crate::backends::Backend;
 use crate::backends::jaas::{self, DownloadError, Jaas};
 use crate::catalog::{Location, Recording};
@@ -135,7 +135,9 @@ async fn accept(
         tracing::warn!(error = %e, "jaas webhook refused");
         return Err(bad_signature(e));
     }
-    parse_event(&body, "JaaS webhook event")
+    let event = parse_event(&body, "JaaS webhook event")?;
+    cluster_reachable(app)?;
+    Ok(event)
 }
 
 /// The answer when the store fails: 8x8 retries on a non-2xx answer, and
@@ -234,7 +236,12 @@ async fn lifecycle(
                 recording_id: recording_id.clone(),
             }
         };
-        match app.rooms.apply_to(room, input) {
+        // Redis did not answer: nothing recorded as seen, 8x8 retries.
+        match app
+            .rooms
+            .apply_to(room, input)
+            .map_err(|e| AppError::cluster_unavailable(&e))?
+        {
             Some(applied) => {
                 tracing::info!(room, recording_id, session_id = %event.session_id, event = %event.event_type, status = ?applied.state.status(), "jaas recording update");
                 Outcome::Applied

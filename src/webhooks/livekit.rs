@@ -60,7 +60,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{Outcome, bad_signature, parse_event, read_signed_body, rejected};
+use super::{Outcome, bad_signature, cluster_reachable, parse_event, read_signed_body, rejected};
 use crate::backends::Backend;
 use crate::backends::livekit::{Admission, EgressRef, EgressStatus, Livekit};
 use crate::catalog::{Location, Recording};
@@ -116,22 +116,31 @@ async fn accept(
         return Err(bad_signature(e));
     }
     let event: WebhookEvent = parse_event(&body, "LiveKit webhook event")?;
-    Ok(handle(app, livekit, event).await)
+    cluster_reachable(app)?;
+    handle(app, livekit, event).await
 }
 
 /// Applies a verified event, at most once and never out of order.
-async fn handle(app: &Arc<AppState>, livekit: &Livekit, event: WebhookEvent) -> Outcome {
+/// `Err` (503) when the cluster's Redis did not answer: nothing is
+/// remembered, so LiveKit's retry is applied.
+async fn handle(
+    app: &Arc<AppState>,
+    livekit: &Livekit,
+    event: WebhookEvent,
+) -> Result<Outcome, AppError> {
     // LiveKit sends every room, participant and track event here too: only
     // egress events about onair's egresses go further (and touch the store).
     let Some(info) = event
         .egress_info
         .filter(|info| event.event.starts_with("egress_") && !info.egress_id.is_empty())
     else {
-        return Outcome::Ignored;
+        return Ok(Outcome::Ignored);
     };
     let Some(egress) = livekit.egress(&info.egress_id, &info.room_name).await else {
+        // With [cluster], the lookup may have missed for want of Redis.
+        cluster_reachable(app)?;
         tracing::debug!(egress_id = %info.egress_id, room = %info.room_name, "livekit webhook about an egress onair did not start");
-        return Outcome::Ignored;
+        return Ok(Outcome::Ignored);
     };
     let event_id = Some(event.id.as_str()).filter(|id| !id.is_empty());
     let now_ms = SystemTime::now()
@@ -142,15 +151,22 @@ async fn handle(app: &Arc<AppState>, livekit: &Livekit, event: WebhookEvent) -> 
         match app.store.receipt_seen("livekit", id) {
             Ok(true) => {
                 tracing::debug!(event_id = id, "livekit webhook already received");
-                return Outcome::Duplicate;
+                return Ok(Outcome::Duplicate);
             }
             Ok(false) => {}
             // Applying it is safe: events are ordered per egress and a file is catalogued once.
             Err(e) => tracing::error!(event_id = id, error = %e, "cannot read livekit webhook ids"),
         }
     }
-    let stop_requested = match livekit.admit(&info.egress_id, info.updated_at, info.status) {
-        Admission::Apply { stop_requested } => stop_requested,
+    let (stop_requested, before) = match livekit.admit(
+        &info.egress_id,
+        info.updated_at,
+        info.status,
+    ) {
+        Admission::Apply {
+            stop_requested,
+            before,
+        } => (stop_requested, before),
         Admission::Stale => {
             tracing::debug!(egress_id = %info.egress_id, status = info.status.name(), "stale livekit webhook dropped");
             // Remembered, so that a redelivery is answered as one.
@@ -159,9 +175,9 @@ async fn handle(app: &Arc<AppState>, livekit: &Livekit, event: WebhookEvent) -> 
             {
                 tracing::error!(event_id = id, error = %e, "cannot record a livekit webhook id");
             }
-            return Outcome::Stale;
+            return Ok(Outcome::Stale);
         }
-        Admission::Unknown => return Outcome::Ignored,
+        Admission::Unknown => return Ok(Outcome::Ignored),
     };
     tracing::info!(
         room = %egress.room,
@@ -171,7 +187,11 @@ async fn handle(app: &Arc<AppState>, livekit: &Livekit, event: WebhookEvent) -> 
         status = info.status.name(),
         "livekit egress update"
     );
-    apply(app, &egress, &info, stop_requested);
+    if let Err(e) = apply(app, &egress, &info, stop_requested) {
+        // Not applied: the egress's mark goes back, so the retry is not stale.
+        livekit.readmit(&info.egress_id, before);
+        return Err(AppError::cluster_unavailable(&e));
+    }
     // Only now, with the room's state and the catalog saved.
     if let Err(e) = app.store.livekit_event_applied(
         &info.egress_id,
@@ -183,11 +203,17 @@ async fn handle(app: &Arc<AppState>, livekit: &Livekit, event: WebhookEvent) -> 
         // A retry after a restart is applied again, which changes nothing.
         tracing::error!(egress_id = %info.egress_id, error = %e, "cannot record a livekit egress event");
     }
-    Outcome::Applied
+    Ok(Outcome::Applied)
 }
 
-/// Feeds the egress's new status to its room.
-fn apply(app: &Arc<AppState>, egress: &EgressRef, info: &EgressInfo, stop_requested: bool) {
+/// Feeds the egress's new status to its room; `Err` when the cluster's Redis
+/// did not answer (then nothing is catalogued either).
+fn apply(
+    app: &Arc<AppState>,
+    egress: &EgressRef,
+    info: &EgressInfo,
+    stop_requested: bool,
+) -> Result<(), crate::cluster::ClusterError> {
     let rooms = &app.rooms;
     let recording_id = egress.recording_id.clone();
     let input = match info.status {
@@ -215,7 +241,7 @@ fn apply(app: &Arc<AppState>, egress: &EgressRef, info: &EgressInfo, stop_reques
         }
     };
     if let Some(input) = input {
-        rooms.apply_to(&egress.room, input);
+        rooms.apply_to(&egress.room, input)?;
     }
     if matches!(
         info.status,
@@ -223,6 +249,7 @@ fn apply(app: &Arc<AppState>, egress: &EgressRef, info: &EgressInfo, stop_reques
     ) {
         catalogue(app, egress, info);
     }
+    Ok(())
 }
 
 /// Catalogues the file of an egress that LiveKit reports finished, given its

@@ -118,3 +118,16 @@ fn parse_event<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, AppErr
         )
     })
 }
+
+/// `[cluster]`: a verified webhook is taken only while this node reaches
+/// Redis, where the rooms' state lives; otherwise 503 with `Retry-After`, and
+/// nothing is remembered (no idempotency key, no ordering mark), so the
+/// provider's retry is applied once Redis is back.
+fn cluster_reachable(app: &AppState) -> Result<(), AppError> {
+    match app.rooms.cluster() {
+        Some(cluster) if !cluster.is_ready() => Err(AppError::cluster_unavailable(
+            &crate::cluster::ClusterError::Unavailable,
+        )),
+        _ => Ok(()),
+    }
+}

@@ -36,6 +36,7 @@ use crate::auth::valid_room_id;
 use crate::backends::Backend;
 use crate::backends::nextcloud::{CHECKSUM_HEADER, Nextcloud, RANDOM_HEADER};
 use crate::catalog::{Location, Recording};
+use crate::cluster::ClusterError;
 use crate::protocol::now_rfc3339;
 use crate::recording::{Input, State as RecordingState};
 use crate::server::AppState;
@@ -315,6 +316,9 @@ async fn backend(
         tracing::warn!("recording server request with a bad or missing checksum");
         return Ocs::forbidden(format, StatusCode::FORBIDDEN);
     }
+    if app.rooms.cluster().is_some_and(|c| !c.is_ready()) {
+        return cluster_unavailable(format);
+    }
     let random = random.unwrap_or_default();
     if !claim(&app, nc, random) {
         tracing::info!("recording server request replayed or retried: acknowledged, ignored");
@@ -427,6 +431,11 @@ fn report(app: &AppState, nc: &Nextcloud, body: &[u8], format: Format) -> Ocs {
         "stopped" => stopped(app, nc, token),
         _ => failed(app, nc, token),
     };
+    // Redis did not answer: nothing applied, and the request's random is
+    // released (not a success), so the same report is taken again.
+    let Ok(found) = found else {
+        return cluster_unavailable(format);
+    };
     tracing::info!(room = %token, kind, found, "recording server report");
     if found {
         Ocs::ok(format)
@@ -437,23 +446,23 @@ fn report(app: &AppState, nc: &Nextcloud, body: &[u8], format: Format) -> Ocs {
 
 /// `started` confirms a start only while the room is starting; a repeated or
 /// late confirmation of a recording already running is acknowledged.
-fn started(app: &AppState, token: &str) -> bool {
-    match app.rooms.recording_state(token) {
+fn started(app: &AppState, token: &str) -> Result<bool, ClusterError> {
+    Ok(match app.rooms.recording_state(token) {
         Some(RecordingState::Initializing { recording_id, .. }) => {
             app.rooms
-                .apply_to(token, Input::BackendRecording { recording_id });
+                .apply_to(token, Input::BackendRecording { recording_id })?;
             true
         }
         Some(RecordingState::Recording { .. } | RecordingState::Stopping { .. }) => true,
         // Nextcloud answers a start nobody asked for as if the room did not exist.
         _ => false,
-    }
+    })
 }
 
 /// `stopped` ends the room's recording; for an emptied room that still owes
 /// a file it is acknowledged so that the recording server goes on to upload.
-fn stopped(app: &AppState, nc: &Nextcloud, token: &str) -> bool {
-    match app.rooms.recording_state(token) {
+fn stopped(app: &AppState, nc: &Nextcloud, token: &str) -> Result<bool, ClusterError> {
+    Ok(match app.rooms.recording_state(token) {
         Some(state) => {
             if let Some(recording_id) = state.recording_id().filter(|_| state.is_active()) {
                 app.rooms.apply_to(
@@ -461,19 +470,18 @@ fn stopped(app: &AppState, nc: &Nextcloud, token: &str) -> bool {
                     Input::BackendStopped {
                         recording_id: recording_id.to_owned(),
                     },
-                );
+                )?;
             }
             true
         }
         None => nc.pending(token).is_some(),
-    }
+    })
 }
 
 /// `failed` fails the room's recording; no file follows it.
-fn failed(app: &AppState, nc: &Nextcloud, token: &str) -> bool {
+fn failed(app: &AppState, nc: &Nextcloud, token: &str) -> Result<bool, ClusterError> {
     let owed = nc.pending(token).is_some();
-    nc.forget(token);
-    match app.rooms.recording_state(token) {
+    let found = match app.rooms.recording_state(token) {
         Some(state) => {
             if let Some(recording_id) = state.recording_id().filter(|_| state.is_active()) {
                 app.rooms.apply_to(
@@ -482,12 +490,27 @@ fn failed(app: &AppState, nc: &Nextcloud, token: &str) -> bool {
                         recording_id: recording_id.to_owned(),
                         reason: FAILURE_REASON.into(),
                     },
-                );
+                )?;
             }
             true
         }
         None => owed,
-    }
+    };
+    // Only once applied: a retry still finds what the room owes.
+    nc.forget(token);
+    Ok(found)
+}
+
+/// `[cluster]`: the recording server's report is refused while Redis does
+/// not answer (503), and nothing is remembered, so it may send it again.
+fn cluster_unavailable(format: Format) -> Ocs {
+    tracing::warn!("recording server report refused: the cluster's Redis did not answer");
+    Ocs::error(
+        format,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "cluster_unavailable",
+        "The cluster's Redis did not answer; nothing was done. Try again.",
+    )
 }
 
 /// `POST …/recording/{token}/store`: the recording server uploads the file.

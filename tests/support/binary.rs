@@ -59,8 +59,8 @@ pub struct Onair {
     pub server: Server,
     /// A data directory that lives as long as the process, if it owns one.
     data: Option<tempfile::TempDir>,
-    /// The thread draining the logs; it returns those after the listening
-    /// line when they are kept ([`Onair::spawn_keeping_logs`]).
+    /// The thread draining the logs; it returns them all when they are kept
+    /// ([`Onair::spawn_keeping_logs`]).
     drain: Option<std::thread::JoinHandle<String>>,
 }
 
@@ -71,8 +71,7 @@ impl Onair {
         Self::start(command, false)
     }
 
-    /// [`Onair::spawn`], keeping the logs that follow the listening line for
-    /// [`Onair::logs`].
+    /// [`Onair::spawn`], keeping the logs for [`Onair::logs`].
     pub fn spawn_keeping_logs(command: &mut Command) -> Self {
         Self::start(command, true)
     }
@@ -89,11 +88,11 @@ impl Onair {
             let mut told = false;
             let mut kept = String::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if keep_logs {
+                    kept.push_str(&line);
+                    kept.push('\n');
+                }
                 if told {
-                    if keep_logs {
-                        kept.push_str(&line);
-                        kept.push('\n');
-                    }
                     continue;
                 }
                 let log: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
@@ -169,8 +168,8 @@ impl Onair {
         self.child.wait().expect("onair is reaped")
     }
 
-    /// The logs after the listening line, once onair has exited (empty unless
-    /// started with [`Onair::spawn_keeping_logs`]).
+    /// The logs, once onair has exited (empty unless started with
+    /// [`Onair::spawn_keeping_logs`]).
     pub fn logs(&mut self) -> String {
         self.drain
             .take()

@@ -9,21 +9,47 @@ use std::time::Duration;
 pub struct Redis {
     port: u16,
     child: Option<Child>,
+    /// More `redis-server` options (they override the defaults).
+    extra: Vec<String>,
+    /// Where a persisting Redis writes its files.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Redis {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With the append-only file on (`--appendonly yes`) in a directory of its own:
+    /// a restart comes back with everything written before it.
+    pub fn start_persisting() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_str().unwrap().to_owned();
+        let mut redis = Self::start_with(&["--appendonly", "yes", "--dir", &path]);
+        redis.dir = Some(dir);
+        redis
+    }
+
+    /// With more `redis-server` options, which override the defaults.
+    pub fn start_with(extra: &[&str]) -> Self {
         let port = free_port();
-        let mut redis = Self { port, child: None };
+        let mut redis = Self {
+            port,
+            child: None,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            dir: None,
+        };
         redis.restart();
         redis
     }
 
-    /// Starts (again) on the same port, without persistence: a restart comes back empty.
+    /// Starts (again) on the same port; without persistence (the default) a
+    /// restart comes back empty.
     pub fn restart(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

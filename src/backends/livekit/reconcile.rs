@@ -70,6 +70,8 @@ pub struct Ended {
     pub status: EgressStatus,
     /// Its `updatedAt` (ns): the egress's ordering mark, to save once applied.
     pub updated_at: i64,
+    /// The mark before, to take the admission back if it cannot be applied.
+    pub before: super::Mark,
 }
 
 /// An egress onair started that LiveKit runs but onair's room no longer
@@ -261,8 +263,11 @@ impl Livekit {
                 // No time from LiveKit: now, which orders after every event so far.
                 unix_ms(std::time::SystemTime::now()).saturating_mul(1_000_000)
             };
-            let stop_requested = match self.admit(&egress_id, updated_at, listed.status) {
-                Admission::Apply { stop_requested } => stop_requested,
+            let (stop_requested, before) = match self.admit(&egress_id, updated_at, listed.status) {
+                Admission::Apply {
+                    stop_requested,
+                    before,
+                } => (stop_requested, before),
                 // A webhook applied its end meanwhile.
                 Admission::Stale | Admission::Unknown => continue,
             };
@@ -278,6 +283,7 @@ impl Livekit {
                 file: wrote_file.then_some(listed.info),
                 status: listed.status,
                 updated_at,
+                before,
             });
         }
         Ok(repairs)

@@ -856,3 +856,37 @@ async fn a_webhook_without_redis_is_refused_and_its_retry_applied() {
     let started = ada.until("recording", "started").await;
     assert_eq!(started["recording_id"], recording_id(&session));
 }
+
+/// `[cluster]`: keys and session marks live in Redis, so a redelivery sent to
+/// the other node is a duplicate, and an event older than one another node
+/// applied is stale there.
+#[tokio::test]
+async fn duplicates_and_stale_events_sent_to_different_nodes_are_applied_once() {
+    let redis = support::redis::Redis::start();
+    let a = cluster_node(&redis, "node-a").await;
+    let b = cluster_node(&redis, "node-b").await;
+    let (mut ada, _) = a.server.join(ROOM, "Ada", Role::User).await;
+    let session = key();
+    let t0 = now_ms();
+
+    let start = started(ROOM, &session, t0);
+    expect_result(&a.server, &start, "applied").await;
+    ada.until("recording", "started").await;
+    expect_result(&b.server, &start, "duplicate").await;
+
+    expect_result(&b.server, &ended(ROOM, &session, t0 + 10_000), "applied").await;
+    ada.until("recording", "stopped").await;
+    // An older start, delivered late to the node that did not apply the end.
+    expect_result(&a.server, &started(ROOM, &session, t0 + 5_000), "stale").await;
+
+    // One upload, delivered to both: only one node takes the download on.
+    let upload = uploaded(ROOM, &session, "http://127.0.0.1:9/never.mp4");
+    expect_result(&a.server, &upload, "accepted").await;
+    expect_result(&b.server, &upload, "duplicate").await;
+
+    // Nobody was told of a second start.
+    let quiet_until = tokio::time::Instant::now() + QUIET;
+    while let Ok(frame) = tokio::time::timeout_at(quiet_until, ada.recv()).await {
+        assert_ne!(frame["payload"]["message"], "started", "{frame}");
+    }
+}

@@ -38,6 +38,7 @@
 //! scripts touch keys of several rooms.
 
 pub mod persistence;
+mod receipts;
 pub mod scripts;
 pub mod wire;
 
@@ -250,25 +251,20 @@ impl Cluster {
         rate: f64,
         burst: f64,
     ) -> Result<Option<Duration>, ClusterError> {
-        let this = self.clone();
         let key = wire::joins_key(sub);
-        self.io
-            .handle()
-            .spawn(async move {
-                let mut conn = this.conn()?;
-                let wait_ms: i64 = this
-                    .timed(
-                        this.join_rate
-                            .key(key)
-                            .arg(rate)
-                            .arg(burst)
-                            .invoke_async(&mut conn),
-                    )
-                    .await?;
-                Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms.unsigned_abs())))
-            })
-            .await
-            .map_err(|_| ClusterError::Unavailable)?
+        self.on_io(move |this, mut conn| async move {
+            let wait_ms: i64 = this
+                .timed(
+                    this.join_rate
+                        .key(key)
+                        .arg(rate)
+                        .arg(burst)
+                        .invoke_async(&mut conn),
+                )
+                .await?;
+            Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms.unsigned_abs())))
+        })
+        .await
     }
 
     /// Keeps a single-use ticket for every node ([`scripts::TICKET_ISSUE`]):
@@ -283,28 +279,23 @@ impl Cluster {
         ttl: Duration,
         max: usize,
     ) -> Result<bool, ClusterError> {
-        let this = self.clone();
         let keys = (wire::ticket_key(ticket), wire::tickets_of_key(sub));
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.io
-            .handle()
-            .spawn(async move {
-                let mut conn = this.conn()?;
-                let issued: i64 = this
-                    .timed(
-                        this.ticket_issue
-                            .key(keys.0)
-                            .key(keys.1)
-                            .arg(claims)
-                            .arg(ttl_ms)
-                            .arg(max)
-                            .invoke_async(&mut conn),
-                    )
-                    .await?;
-                Ok(issued == 1)
-            })
-            .await
-            .map_err(|_| ClusterError::Unavailable)?
+        self.on_io(move |this, mut conn| async move {
+            let issued: i64 = this
+                .timed(
+                    this.ticket_issue
+                        .key(keys.0)
+                        .key(keys.1)
+                        .arg(claims)
+                        .arg(ttl_ms)
+                        .arg(max)
+                        .invoke_async(&mut conn),
+                )
+                .await?;
+            Ok(issued == 1)
+        })
+        .await
     }
 
     /// Redeems a ticket on whichever node it was issued: its claims (JSON)
@@ -315,30 +306,45 @@ impl Cluster {
         ticket: &str,
         sub_of: fn(&str) -> Option<String>,
     ) -> Result<Option<String>, ClusterError> {
-        let this = self.clone();
         let key = wire::ticket_key(ticket);
+        self.on_io(move |this, mut conn| async move {
+            let claims: Option<String> = this
+                .timed(redis::cmd("GETDEL").arg(&key).query_async(&mut conn))
+                .await?;
+            if let Some(sub) = claims.as_deref().and_then(sub_of) {
+                // Best effort: the entry also goes when its score passes.
+                let freed: Result<i64, _> = this
+                    .timed(
+                        redis::cmd("ZREM")
+                            .arg(wire::tickets_of_key(&sub))
+                            .arg(&key)
+                            .query_async(&mut conn),
+                    )
+                    .await;
+                if let Err(e) = freed {
+                    tracing::debug!(error = %e, "cluster: a redeemed ticket's place is given back when it expires");
+                }
+            }
+            Ok(claims)
+        })
+        .await
+    }
+
+    /// Runs one Redis exchange on the cluster's own runtime and awaits it:
+    /// no thread of the caller's is blocked, and the command timeout applies
+    /// inside `exchange`.
+    async fn on_io<T, F, Fut>(self: &Arc<Self>, exchange: F) -> Result<T, ClusterError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Self>, MultiplexedConnection) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, ClusterError>> + Send + 'static,
+    {
+        let this = self.clone();
         self.io
             .handle()
             .spawn(async move {
-                let mut conn = this.conn()?;
-                let claims: Option<String> = this
-                    .timed(redis::cmd("GETDEL").arg(&key).query_async(&mut conn))
-                    .await?;
-                if let Some(sub) = claims.as_deref().and_then(sub_of) {
-                    // Best effort: the entry also goes when its score passes.
-                    let freed: Result<i64, _> = this
-                        .timed(
-                            redis::cmd("ZREM")
-                                .arg(wire::tickets_of_key(&sub))
-                                .arg(&key)
-                                .query_async(&mut conn),
-                        )
-                        .await;
-                    if let Err(e) = freed {
-                        tracing::debug!(error = %e, "cluster: a redeemed ticket's place is given back when it expires");
-                    }
-                }
-                Ok(claims)
+                let conn = this.conn()?;
+                exchange(this, conn).await
             })
             .await
             .map_err(|_| ClusterError::Unavailable)?

@@ -86,6 +86,18 @@ pub fn joins_key(sub: &str) -> String {
     format!("{PREFIX}joins:{sub}")
 }
 
+/// `onair:receipt:<provider>:<key>` — a provider's webhook idempotency key
+/// (or a Nextcloud request's random), claimed by the node that applies it.
+pub fn receipt_key(provider: &str, key: &str) -> String {
+    format!("{PREFIX}receipt:{provider}:{key}")
+}
+
+/// `onair:jaas:mark:<session>` — the newest event timestamp (ms) applied for
+/// a JaaS recording session, so that an older event is stale on every node.
+pub fn jaas_mark_key(session: &str) -> String {
+    format!("{PREFIX}jaas:mark:{session}")
+}
+
 /// `onair:ticket:<ticket>` — the claims (JSON) a single-use ticket stands
 /// for, expiring with the ticket; redeemed with `GETDEL`, so once on any node.
 pub fn ticket_key(ticket: &str) -> String {

@@ -180,9 +180,37 @@ fn nothing(app: &AppState, event: &Event, outcome: Outcome) -> Result<Outcome, A
     Ok(if first { outcome } else { Outcome::Duplicate })
 }
 
-/// Applies a verified event, at most once.
+/// Applies a verified event, at most once. With `[cluster]` its key is first
+/// claimed in Redis, on every node at once, so that a duplicate sent to
+/// another node (or racing this one) is answered as one; a delivery that
+/// could not be applied gives the key back for 8x8's retry.
 async fn handle(app: &Arc<AppState>, jaas: &Jaas, event: Event) -> Result<Outcome, AppError> {
-    if seen(app, &event)? {
+    let (Some(cluster), Some(key)) = (app.rooms.cluster(), key_of(&event)) else {
+        return handle_here(app, jaas, &event).await;
+    };
+    let cluster = cluster.clone();
+    let key = key.to_owned();
+    if !cluster
+        .claim_receipt("jaas", &key)
+        .await
+        .map_err(|e| AppError::cluster_unavailable(&e))?
+    {
+        tracing::debug!(idempotency_key = %key, event = %event.event_type, "jaas webhook already taken by a node");
+        return Ok(Outcome::Duplicate);
+    }
+    let outcome = handle_here(app, jaas, &event).await;
+    if outcome.is_err()
+        && let Err(e) = cluster.release_receipt("jaas", &key).await
+    {
+        tracing::warn!(idempotency_key = %key, error = %e, "cluster: cannot give a jaas webhook key back; its retry counts as a duplicate until it expires");
+    }
+    outcome
+}
+
+/// [`handle`] on this node: its own store's keys and marks (and, with
+/// `[cluster]`, the sessions' marks in Redis).
+async fn handle_here(app: &Arc<AppState>, jaas: &Jaas, event: &Event) -> Result<Outcome, AppError> {
+    if seen(app, event)? {
         tracing::debug!(idempotency_key = %event.idempotency_key, event = %event.event_type, "jaas webhook already seen");
         return Ok(Outcome::Duplicate);
     }
@@ -190,17 +218,17 @@ async fn handle(app: &Arc<AppState>, jaas: &Jaas, event: Event) -> Result<Outcom
         if event.event_type.starts_with("RECORDING_") {
             tracing::warn!(fqn = %event.fqn, event = %event.event_type, "jaas webhook names no valid room");
         }
-        return nothing(app, &event, Outcome::Ignored);
+        return nothing(app, event, Outcome::Ignored);
     };
     if event.session_id.is_empty() {
-        return nothing(app, &event, Outcome::Ignored);
+        return nothing(app, event, Outcome::Ignored);
     }
     let room = room.to_owned();
     match event.event_type.as_str() {
-        "RECORDING_STARTED" => lifecycle(app, jaas, &event, &room, true).await,
-        "RECORDING_ENDED" => lifecycle(app, jaas, &event, &room, false).await,
-        "RECORDING_UPLOADED" => uploaded(app, jaas, &event, room).await,
-        _ => nothing(app, &event, Outcome::Ignored),
+        "RECORDING_STARTED" => lifecycle(app, jaas, event, &room, true).await,
+        "RECORDING_ENDED" => lifecycle(app, jaas, event, &room, false).await,
+        "RECORDING_UPLOADED" => uploaded(app, jaas, event, room).await,
+        _ => nothing(app, event, Outcome::Ignored),
     }
 }
 
@@ -222,6 +250,18 @@ async fn lifecycle(
         .store
         .jaas_mark(&event.session_id)
         .map_err(store_unavailable)?;
+    // [cluster]: the newest any node applied (this node's `turn` serializes
+    // only its own deliveries; the claimed key keeps one event from being
+    // applied twice).
+    let mark = match app.rooms.cluster() {
+        Some(cluster) => mark.max(
+            cluster
+                .jaas_mark(&event.session_id)
+                .await
+                .map_err(|e| AppError::cluster_unavailable(&e))?,
+        ),
+        None => mark,
+    };
     let outcome = if !jaas::is_newer(mark, event.timestamp) {
         tracing::debug!(room, session_id = %event.session_id, event = %event.event_type, "stale jaas webhook dropped");
         Outcome::Stale
@@ -258,6 +298,13 @@ async fn lifecycle(
     app.store
         .jaas_lifecycle_applied(&event.session_id, event.timestamp, key_of(event), unix_ms())
         .map_err(store_unavailable)?;
+    if let Some(cluster) = app.rooms.cluster()
+        && let Err(e) = cluster
+            .raise_jaas_mark(&event.session_id, event.timestamp)
+            .await
+    {
+        tracing::warn!(session_id = %event.session_id, error = %e, "cluster: cannot share a jaas session's mark; an older event sent to another node may still apply");
+    }
     Ok(outcome)
 }
 

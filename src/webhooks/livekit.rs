@@ -122,7 +122,9 @@ async fn accept(
 
 /// Applies a verified event, at most once and never out of order.
 /// `Err` (503) when the cluster's Redis did not answer: nothing is
-/// remembered, so LiveKit's retry is applied.
+/// remembered, so LiveKit's retry is applied. With `[cluster]` the id of an
+/// event about one of onair's egresses is claimed in Redis, on every node at
+/// once, so that a duplicate sent to another node is answered as one.
 async fn handle(
     app: &Arc<AppState>,
     livekit: &Livekit,
@@ -147,6 +149,16 @@ async fn handle(
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0);
+    let cluster = app.rooms.cluster().cloned();
+    if let (Some(cluster), Some(id)) = (&cluster, event_id)
+        && !cluster
+            .claim_receipt("livekit", id)
+            .await
+            .map_err(|e| AppError::cluster_unavailable(&e))?
+    {
+        tracing::debug!(event_id = id, "livekit webhook already taken by a node");
+        return Ok(Outcome::Duplicate);
+    }
     if let Some(id) = event_id {
         match app.store.receipt_seen("livekit", id) {
             Ok(true) => {
@@ -188,8 +200,14 @@ async fn handle(
         "livekit egress update"
     );
     if let Err(e) = apply(app, &egress, &info, stop_requested) {
-        // Not applied: the egress's mark goes back, so the retry is not stale.
+        // Not applied: the egress's mark and the event's id go back, so the
+        // retry is neither stale nor a duplicate.
         livekit.readmit(&info.egress_id, before);
+        if let (Some(cluster), Some(id)) = (&cluster, event_id)
+            && let Err(e) = cluster.release_receipt("livekit", id).await
+        {
+            tracing::warn!(event_id = id, error = %e, "cluster: cannot give a livekit event id back");
+        }
         return Err(AppError::cluster_unavailable(&e));
     }
     // Only now, with the room's state and the catalog saved.

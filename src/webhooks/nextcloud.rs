@@ -320,39 +320,55 @@ async fn backend(
         return cluster_unavailable(format);
     }
     let random = random.unwrap_or_default();
-    if !claim(&app, nc, random) {
-        tracing::info!("recording server request replayed or retried: acknowledged, ignored");
-        return Ocs::ok(format);
+    match claim(&app, nc, random).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!("recording server request replayed or retried: acknowledged, ignored");
+            return Ocs::ok(format);
+        }
+        Err(_) => return cluster_unavailable(format),
     }
     let answer = report(&app, nc, &body, format);
     if !answer.status.is_success() {
-        release(&app, nc, random);
+        release(&app, nc, random).await;
     }
     answer
 }
 
 /// Claims a request's random: in memory, and in the store so that a replay is
 /// recognised after a restart too. `false` for a replay or a retry.
-fn claim(app: &AppState, nc: &Nextcloud, random: &str) -> bool {
+/// With `[cluster]`, also in Redis, so that a replay sent to another node is
+/// one too (`Err` when Redis did not answer: nothing is claimed).
+async fn claim(app: &AppState, nc: &Nextcloud, random: &str) -> Result<bool, ClusterError> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default();
+    let fresh_everywhere = match app.rooms.cluster() {
+        Some(cluster) => cluster.claim_receipt("nextcloud", random).await?,
+        None => true,
+    };
     let fresh_here = nc.claim(random);
-    match app.store.first_receipt("nextcloud", random, now_ms) {
-        Ok(fresh) => fresh_here && fresh,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot record a recording server request");
-            fresh_here
-        }
-    }
+    Ok(fresh_everywhere
+        && match app.store.first_receipt("nextcloud", random, now_ms) {
+            Ok(fresh) => fresh_here && fresh,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record a recording server request");
+                fresh_here
+            }
+        })
 }
 
 /// Releases a claim after a refusal, so the recording server's retry is judged again.
-fn release(app: &AppState, nc: &Nextcloud, random: &str) {
+async fn release(app: &AppState, nc: &Nextcloud, random: &str) {
     nc.release(random);
     if let Err(e) = app.store.forget_receipt("nextcloud", random) {
         tracing::error!(error = %e, "cannot release a recording server request");
+    }
+    if let Some(cluster) = app.rooms.cluster()
+        && let Err(e) = cluster.release_receipt("nextcloud", random).await
+    {
+        tracing::warn!(error = %e, "cluster: cannot release a recording server request");
     }
 }
 
@@ -542,9 +558,13 @@ async fn store(
         return Ocs::store_error(format, StatusCode::PAYLOAD_TOO_LARGE, "size");
     }
     let random = random.unwrap_or_default();
-    if !claim(&app, nc, random) {
-        tracing::info!(room = %token, "recording upload replayed or retried: acknowledged, ignored");
-        return Ocs::ok(format);
+    match claim(&app, nc, random).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(room = %token, "recording upload replayed or retried: acknowledged, ignored");
+            return Ocs::ok(format);
+        }
+        Err(_) => return cluster_unavailable(format),
     }
     let answer = match receive(&app, nc, &token, multipart).await {
         Ok(()) => Ocs::ok(format),
@@ -562,7 +582,7 @@ async fn store(
         }
     };
     if !answer.status.is_success() {
-        release(&app, nc, random);
+        release(&app, nc, random).await;
     }
     answer
 }

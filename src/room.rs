@@ -711,9 +711,12 @@ impl RoomInner {
             }
             return None;
         }
+        // All kicked first, so that none of them is offered another's `left`.
+        for member in self.members.iter().filter(|m| unread(m)) {
+            kick(member);
+        }
         let mut wait = None;
         while let Some(index) = self.members.iter().position(unread) {
-            kick(&self.members[index]);
             wait = self.remove_member(index, room).or(wait);
         }
         wait

@@ -106,7 +106,9 @@ test("a moderator starts and stops; everyone sees it; others cannot", async () =
     assert.equal(status.recording.status, "recording");
     assert.equal(status.recording.recordingId, recordingId);
     assert.equal(client.room.recording.status, "recording");
-    assert.equal(client.room.recording.provider, "manual");
+    // `started` made the change; the `status` frame behind it names the provider
+    // (it may arrive in a later read than `started`).
+    await until(client, () => client.room.recording.provider === "manual", "the provider");
     assert.ok(Date.now() - client.room.recording.since < TIMEOUT_FOR_CLOCK);
   }
   const recordingId = ada.client.room.recording.recordingId;

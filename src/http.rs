@@ -442,7 +442,7 @@ async fn signaling(
                     return;
                 };
                 let socket = tokio_tungstenite::WebSocketStream::from_partially_read(
-                    tcp,
+                    crate::session::cork::Corked::new(tcp),
                     read,
                     tungstenite::protocol::Role::Server,
                     Some(config),

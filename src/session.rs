@@ -7,6 +7,8 @@
 //! overflows the room drops the participant and cancels its `kick` token, and
 //! this task closes the socket with 1008.
 
+pub mod cork;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,8 +61,9 @@ const WRITE_BATCH: usize = 64;
 /// ~600 would make it larger than `max_write_buffer_size`.
 const FRAGMENT_BYTES: usize = 512;
 
-/// The socket of one participant.
-pub type WebSocket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+/// The socket of one participant: its TCP stream, writes corked until each
+/// batch's flush ([`cork`]).
+pub type WebSocket = tokio_tungstenite::WebSocketStream<cork::Corked>;
 
 /// Serves one upgraded socket until it closes.
 pub async fn serve(socket: WebSocket, claims: Claims, app: Arc<AppState>) {
@@ -202,7 +205,7 @@ async fn close(mut socket: WebSocket, flow: Flow) {
                             // unread would make the kernel answer with a
                             // reset, which destroys our Close frame before
                             // the client reads it. Discard it instead.
-                            drain(socket.get_mut()).await;
+                            drain(socket.get_mut().tcp_mut()).await;
                             break;
                         }
                     }

@@ -1,0 +1,141 @@
+//! The socket under the WebSocket: a TCP stream whose writes are corked
+//! until the next flush.
+//!
+//! tungstenite runs with `write_buffer_size(0)` (a buffer it keeps costs
+//! every idle socket its largest frame), so each frame it writes goes
+//! straight to the kernel: one `send` per frame. A batch of queued frames
+//! (a transition's `started` and `status`, a burst of `update`s) then costs
+//! one system call, and on loopback one wake-up of the reader, per frame.
+//! Here the frames of a batch gather in a buffer that the session's flush
+//! writes with one `send`, and the buffer is dropped once written, so an
+//! idle socket still holds none. tokio's `BufWriter` would keep its capacity
+//! for the socket's whole life, which is why this is written by hand.
+//! Measured in `load-tests/RESULTS.md` ("Corked writes").
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Bytes gathered before they are written without waiting for the flush.
+const CORK_LIMIT: usize = 16 * 1024;
+
+/// A TCP stream that holds writes until `flush` (or [`CORK_LIMIT`]).
+#[derive(Debug)]
+pub struct Corked {
+    tcp: TcpStream,
+    /// Written by the caller, not yet by the kernel; empty (unallocated) when idle.
+    out: Vec<u8>,
+}
+
+impl Corked {
+    /// Wraps an open stream.
+    pub fn new(tcp: TcpStream) -> Self {
+        Self {
+            tcp,
+            out: Vec::new(),
+        }
+    }
+
+    /// The stream itself, for reads that bypass the WebSocket.
+    pub fn tcp_mut(&mut self) -> &mut TcpStream {
+        &mut self.tcp
+    }
+
+    /// Writes out what is gathered; frees the buffer once it is all written.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut written = 0;
+        let result = loop {
+            if written == self.out.len() {
+                break Poll::Ready(Ok(()));
+            }
+            match Pin::new(&mut self.tcp).poll_write(cx, &self.out[written..]) {
+                Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
+                Poll::Pending => break Poll::Pending,
+            }
+        };
+        if written == self.out.len() {
+            // An idle socket holds no buffer.
+            self.out = Vec::new();
+        } else {
+            self.out.drain(..written);
+        }
+        result
+    }
+}
+
+impl AsyncRead for Corked {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Corked {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.out.len() + data.len() > CORK_LIMIT {
+            ready!(this.poll_write_out(cx))?;
+            if data.len() > CORK_LIMIT {
+                return Pin::new(&mut this.tcp).poll_write(cx, data);
+            }
+        }
+        this.out.extend_from_slice(data);
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_write_out(cx))?;
+        Pin::new(&mut this.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_write_out(cx))?;
+        Pin::new(&mut this.tcp).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn writes_wait_for_the_flush_and_leave_no_buffer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let mut corked = Corked::new(server.unwrap().0);
+        let mut client = client.unwrap();
+        corked.write_all(b"one ").await.unwrap();
+        corked.write_all(b"two").await.unwrap();
+        assert_eq!(corked.out, b"one two");
+        let mut buf = [0u8; 16];
+        let early =
+            tokio::time::timeout(std::time::Duration::from_millis(50), client.read(&mut buf)).await;
+        assert!(early.is_err(), "nothing leaves before the flush");
+        corked.flush().await.unwrap();
+        assert_eq!(corked.out.capacity(), 0);
+        let n = client.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"one two");
+        // Over the limit, what is gathered goes out without a flush.
+        let big = vec![7u8; CORK_LIMIT + 1];
+        corked.write_all(&big).await.unwrap();
+        let mut got = vec![0u8; big.len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, big);
+    }
+}

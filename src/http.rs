@@ -566,7 +566,7 @@ async fn authenticate(
             .tickets
             .redeem(ticket)
             .await
-            .map_err(tickets_unavailable)?
+            .map_err(|e| AppError::cluster_unavailable(&e))?
         {
             Some(claims) => claims,
             // OpenTalk clients may put the JWT itself behind `ticket#`.
@@ -633,14 +633,9 @@ async fn ticket(
             TicketError::Refused(refusal @ TicketRefusal::TokenExpired) => {
                 AppError::unauthorized(refusal.to_string())
             }
-            TicketError::Unavailable(e) => tickets_unavailable(e),
+            TicketError::Unavailable(e) => AppError::cluster_unavailable(&e),
         })?;
     Ok(Json(json!({"ticket": ticket, "resumption": null})))
-}
-
-/// `[cluster]`: tickets live in Redis, which did not answer.
-fn tickets_unavailable(error: crate::cluster::ClusterError) -> AppError {
-    AppError::cluster_unavailable(&error)
 }
 
 /// The body of `POST /v1/dev/token`.

@@ -885,6 +885,23 @@ async fn in_a_cluster_any_node_handles_the_egress_another_started() {
         json!({"egress_id": egress["egress_id"]})
     );
     assert_eq!(fake.calls("Egress/StopEgress").await.len(), 1);
+
+    // A late event reaches node B (stale there), and LiveKit's redelivery of
+    // it (the same id) reaches node A, which started the egress but heard
+    // none of its webhooks: a duplicate there too, not applied.
+    let late = json!({
+        "event": "egress_updated", "egressId": egress["egress_id"], "status": "EGRESS_ACTIVE",
+        "id": "EV_redelivered", "updatedAt": 1, "noStore": true,
+    });
+    let first = fake.webhook(late.clone()).await;
+    assert_eq!(first["body"], json!({"result": "stale"}), "{first}");
+    let mut again = late;
+    again["url"] = json!(a.url("/webhooks/livekit"));
+    let second = fake.webhook(again).await;
+    assert_eq!(second["body"], json!({"result": "duplicate"}), "{second}");
+    for client in [&mut ada, &mut bob] {
+        client.expect_silence(QUIET).await;
+    }
 }
 
 // The egress bucket (`[livekit] s3_*`): LiveKit's egress uploads its file to

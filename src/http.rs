@@ -431,8 +431,7 @@ async fn signaling(
         .max_write_buffer_size(limits.max_frame_bytes);
     let app_for_session = app.clone();
     app.sessions.spawn(async move {
-        // Held until the session ends, whichever way it ends.
-        let _slot = slot;
+        // `slot` is held until the session ends, whichever way it ends.
         match on_upgrade.await {
             Ok(upgraded) => {
                 // The plain TCP stream: no boxed I/O and no HTTP bookkeeping
@@ -448,7 +447,12 @@ async fn signaling(
                     Some(config),
                 )
                 .await;
-                crate::session::serve(socket, claims, app_for_session).await;
+                // A task of its own: this one, with what the upgrade needed,
+                // ends here, and the session's future is all that an idle
+                // participant keeps (nested in this task it cost ~1 KiB more
+                // per socket; load-tests/RESULTS.md, "A task per session").
+                let sessions = app_for_session.sessions.clone();
+                sessions.spawn(crate::session::serve(socket, claims, app_for_session, slot));
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }

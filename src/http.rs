@@ -449,7 +449,7 @@ async fn signaling(
                 .await;
                 // A task of its own: this one, with what the upgrade needed,
                 // ends here, and the session's future is all that an idle
-                // participant keeps (nested in this task it cost ~1 KiB more
+                // participant keeps (nested in this task it cost ~0.9 KiB more
                 // per socket; load-tests/RESULTS.md, "A task per session").
                 let sessions = app_for_session.sessions.clone();
                 sessions.spawn(crate::session::serve(socket, claims, app_for_session, slot));

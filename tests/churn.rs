@@ -195,23 +195,8 @@ async fn node(redis: &Redis, id: &str) -> Onair {
             .env("ONAIR_CLUSTER__NODE_TTL_S", "2"),
     )
     .owning(data);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let ready = http()
-            .get(onair.server.url("/readyz"))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200);
-        if ready {
-            return onair;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{id} never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    onair.server.readyz(200, Duration::from_secs(15)).await;
+    onair
 }
 
 #[tokio::test]

@@ -53,23 +53,7 @@ impl Node {
 
     /// Waits until `/readyz` answers `status`.
     async fn readiness(&self, status: u16) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            let got = http()
-                .get(self.server.url("/readyz"))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                .map(|r| r.status().as_u16());
-            if got.as_ref().ok() == Some(&status) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "/readyz never answered {status} (last: {got:?})"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.server.readyz(status, Duration::from_secs(15)).await;
     }
 
     async fn join(&self, room: &str, name: &str, role: Role) -> (Client, Value) {

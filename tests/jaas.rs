@@ -803,20 +803,8 @@ async fn cluster_node(redis: &support::redis::Redis, id: &str) -> Onair {
             .env("ONAIR_CLUSTER__NODE_TTL_S", "5"),
     )
     .owning(data);
-    ready(&onair.server, 200).await;
+    onair.server.readyz(200, EVENTUALLY).await;
     onair
-}
-
-/// Waits (bounded) until `/readyz` answers `status`.
-async fn ready(server: &Server, status: u16) {
-    eventually(&format!("/readyz answering {status}"), || async {
-        http()
-            .get(server.url("/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().as_u16() == status)
-    })
-    .await;
 }
 
 /// `[cluster]`: a webhook that arrives while Redis is unreachable is answered
@@ -833,7 +821,7 @@ async fn a_webhook_without_redis_is_refused_and_its_retry_applied() {
     let event = started(ROOM, &session, now_ms());
 
     redis.kill();
-    ready(&b.server, 503).await;
+    b.server.readyz(503, EVENTUALLY).await;
     let body = event.to_string().into_bytes();
     let response = http()
         .post(b.server.url("/webhooks/jaas"))
@@ -850,8 +838,8 @@ async fn a_webhook_without_redis_is_refused_and_its_retry_applied() {
 
     // Redis comes back with what it had; both nodes reconnect.
     redis.restart();
-    ready(&a.server, 200).await;
-    ready(&b.server, 200).await;
+    a.server.readyz(200, EVENTUALLY).await;
+    b.server.readyz(200, EVENTUALLY).await;
     expect_result(&b.server, &event, "applied").await;
     let started = ada.until("recording", "started").await;
     assert_eq!(started["recording_id"], recording_id(&session));

@@ -818,24 +818,6 @@ async fn a_start_stopped_before_livekit_confirms_ends_quietly() {
     ada.expect_silence(QUIET).await;
 }
 
-/// Waits until `/readyz` answers 200 (a cluster node is connected to Redis).
-async fn ready(server: &Server) {
-    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT * 2;
-    loop {
-        let status = http()
-            .get(server.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        if status == 200 {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "/readyz: {status}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Two nodes over Redis: node A starts the egress, LiveKit's webhooks all
 /// reach node B, and node B stops it — B learns the egress from the cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -852,8 +834,8 @@ async fn in_a_cluster_any_node_handles_the_egress_another_started() {
     };
     let a = Server::with(node("node-a")).await;
     let b = Server::with(node("node-b")).await;
-    ready(&a).await;
-    ready(&b).await;
+    a.readyz(200, RECV_TIMEOUT * 2).await;
+    b.readyz(200, RECV_TIMEOUT * 2).await;
     fake.configure(&b, true).await;
     fake.create_room(
         ROOM,

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::binary::{self, Onair};
-use support::harness::http;
 use support::redis::Redis;
 
 /// The log lines of a node that connected to `redis`, became ready, and was stopped.
@@ -22,22 +21,7 @@ async fn node_logs(redis: &Redis) -> Vec<Value> {
             .env("RUST_LOG", "info"),
     )
     .owning(data);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let ready = http()
-            .get(onair.server.url("/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200);
-        if ready {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the node never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    onair.server.readyz(200, Duration::from_secs(15)).await;
     onair.terminate_within(Duration::from_secs(15));
     onair
         .logs()

@@ -123,6 +123,28 @@ impl Server {
         (client, success)
     }
 
+    /// Waits until `GET /readyz` answers `status` (a `[cluster]` node: 200
+    /// once connected to Redis, 503 while cut off); fails after `within`.
+    pub async fn readyz(&self, status: u16, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let got = http()
+                .get(self.url("/readyz"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .map(|r| r.status().as_u16());
+            if got.as_ref().ok() == Some(&status) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/readyz never answered {status} (last: {got:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Triggers shutdown and waits for `run` to return.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {

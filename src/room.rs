@@ -448,23 +448,30 @@ impl Room {
             drop(inner);
             room.drain();
         };
+        // No runtime to wait on: send it now.
+        if !self.spawn(send) {
+            let mut inner = self.lock();
+            if inner.headcount.due(Instant::now()) {
+                inner.send_headcount(self.fanout_rate);
+            }
+            drop(inner);
+            self.drain();
+        }
+    }
+
+    /// Runs `task` on the room's runtime (or the current one); `false` when
+    /// there is none to run it on.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> bool {
         match self
             .runtime
             .clone()
             .or_else(|| tokio::runtime::Handle::try_current().ok())
         {
             Some(runtime) => {
-                runtime.spawn(send);
+                runtime.spawn(task);
+                true
             }
-            // No runtime to wait on: send it now.
-            None => {
-                let mut inner = self.lock();
-                if inner.headcount.due(Instant::now()) {
-                    inner.send_headcount(self.fanout_rate);
-                }
-                drop(inner);
-                self.drain();
-            }
+            None => false,
         }
     }
 }
@@ -900,19 +907,10 @@ impl Registry {
                 }
             }
         };
-        match self
-            .runtime
-            .clone()
-            .or_else(|| tokio::runtime::Handle::try_current().ok())
-        {
-            Some(runtime) => {
-                runtime.spawn(flush);
-            }
-            // No runtime to wait on: send them all now.
-            None => {
-                room.lock().release_held(0.0);
-                room.drain();
-            }
+        // No runtime to wait on: send them all now.
+        if !room.spawn(flush) {
+            room.lock().release_held(0.0);
+            room.drain();
         }
     }
 

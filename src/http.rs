@@ -718,7 +718,7 @@ impl axum::extract::FromRequestParts<Arc<AppState>> for Admin {
 /// `GET /v1/rooms`
 async fn list_rooms(State(app): App, headers: HeaderMap) -> Result<Response, AppError> {
     require_admin(&app, &headers)?;
-    Ok(Json(json!({"rooms": app.rooms.snapshots()})).into_response())
+    Ok(Json(json!({"rooms": app.rooms.snapshots().await})).into_response())
 }
 
 /// `GET /v1/rooms/{room}`
@@ -732,6 +732,7 @@ async fn get_room(
     let snapshot = app
         .rooms
         .snapshot(&room)
+        .await
         .ok_or_else(|| AppError::room_not_found(&room))?;
     Ok(Json(snapshot).into_response())
 }
@@ -833,21 +834,25 @@ async fn start_recording(
     }
     let live = app
         .rooms
-        .get(&room)
+        .live(&room)
+        .await
         .ok_or_else(|| AppError::room_not_found(&room))?;
     let id = uuid::Uuid::new_v4().to_string();
-    let applied = app.rooms.apply(
-        &live,
-        None,
-        Input::Start {
-            actor: API_ACTOR,
-            new_recording_id: id.clone(),
-            options: StartOptions {
-                requested_by_user: start.owner.clone(),
-                ..StartOptions::default()
+    let applied = app
+        .rooms
+        .apply(
+            &live,
+            None,
+            Input::Start {
+                actor: API_ACTOR,
+                new_recording_id: id.clone(),
+                options: StartOptions {
+                    requested_by_user: start.owner.clone(),
+                    ..StartOptions::default()
+                },
             },
-        },
-    );
+        )
+        .await;
     if let Some(error) = applied.refused {
         return Err(refusal(error));
     }
@@ -876,11 +881,13 @@ async fn stop_recording(
     check_room_id(&room)?;
     let live = app
         .rooms
-        .get(&room)
+        .live(&room)
+        .await
         .ok_or_else(|| AppError::room_not_found(&room))?;
     let current = app
         .rooms
         .recording_state(&room)
+        .await
         .ok_or_else(|| AppError::room_not_found(&room))?;
     let recording_id = match (query.recording_id, current.is_active()) {
         (Some(id), _) => id,
@@ -893,14 +900,17 @@ async fn stop_recording(
             ));
         }
     };
-    let applied = app.rooms.apply(
-        &live,
-        None,
-        Input::Stop {
-            actor: API_ACTOR,
-            recording_id,
-        },
-    );
+    let applied = app
+        .rooms
+        .apply(
+            &live,
+            None,
+            Input::Stop {
+                actor: API_ACTOR,
+                recording_id,
+            },
+        )
+        .await;
     if let Some(error) = applied.refused {
         return Err(refusal(error));
     }
@@ -935,6 +945,7 @@ async fn report_status(
     let current = app
         .rooms
         .recording_state(&room)
+        .await
         .ok_or_else(|| AppError::room_not_found(&room))?;
     let id = report.recording_id;
     let is_current = current.recording_id() == Some(id.as_str());
@@ -956,6 +967,7 @@ async fn report_status(
     let applied = app
         .rooms
         .apply_to(&room, input)
+        .await
         .map_err(|e| AppError::cluster_unavailable(&e))?
         .ok_or_else(|| AppError::room_not_found(&room))?;
     Ok(answer(&room, &applied.state).into_response())

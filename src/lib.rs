@@ -47,7 +47,9 @@
 //! How one command travels:
 //!
 //! ```text
-//! socket frame ─▶ session (protocol::parse_client_frame) ─▶ Registry::apply
+//! socket frame ─▶ session (protocol::parse_client_frame) ─▶ Registry::apply(..).await
+//!   (the socket's next frame is read once it is done; with [cluster] it awaits
+//!   Redis, no thread blocks)
 //!   Registry::apply ─▶ recording::step(state, input) ─▶ (new state, effects)
 //!   effects ─▶ fan-out: serialize once; queued in the room's order under its lock,
 //!              then try_send the shared bytes to each socket's queue after it

@@ -53,7 +53,10 @@ pub async fn run(app: Arc<AppState>, shutdown: CancellationToken) {
             continue;
         }
         let rooms = app.rooms.clone();
-        let round = livekit.reconcile(&mut suspects, |room| rooms.recording_state(room));
+        let round = livekit.reconcile(&mut suspects, |room| {
+            let rooms = rooms.clone();
+            async move { rooms.recording_state(&room).await }
+        });
         let repairs = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
@@ -80,14 +83,14 @@ async fn repair(app: &Arc<AppState>, livekit: &Livekit, repairs: Repairs) {
             status = ended.status.name(),
             "reconciled: livekit ended the egress without onair hearing of it"
         );
-        if let Err(e) = app.rooms.apply_to(&egress.room, ended.input) {
+        if let Err(e) = app.rooms.apply_to(&egress.room, ended.input).await {
             tracing::warn!(room = %egress.room, error = %e, "cannot reconcile now; trying again next round");
             livekit.readmit(&ended.egress_id, ended.before);
             continue;
         }
         count(&METRICS.reconciled, "ended");
         if let Some(info) = &ended.file {
-            crate::webhooks::livekit::catalogue_reported(app, egress, info);
+            crate::webhooks::livekit::catalogue_reported(app, egress, info).await;
         }
         // As the webhook does once an event is applied: the egress's mark,
         // so that its late `egress_ended` is recognised as stale.

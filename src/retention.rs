@@ -46,12 +46,14 @@ pub async fn delete(app: &AppState, id: &str) -> Option<Recording> {
             }
         }
     }
-    app.rooms.announce(
-        &recording.room,
-        RecordingEvent::RecordingDeleted {
-            recording_id: recording.id.clone(),
-        },
-    );
+    app.rooms
+        .announce(
+            &recording.room,
+            RecordingEvent::RecordingDeleted {
+                recording_id: recording.id.clone(),
+            },
+        )
+        .await;
     let backend = app.rooms.backend().clone();
     let told = recording.clone();
     tokio::spawn(async move {

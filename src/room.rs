@@ -28,6 +28,12 @@
 //! a recording input is stepped against the state read from Redis and written
 //! back with a compare-and-set; only the node whose write won carries out the
 //! effects (backend calls, timers, the store and the outbox).
+//!
+//! The operations that may need Redis (join, leave, consent, apply, the
+//! snapshots) are `async`: on one node they finish without waiting, with
+//! `[cluster]` they await Redis and no thread blocks. Their cluster halves
+//! are boxed, so a caller's future (a session's, for one) stays as small as
+//! the one-node path needs.
 
 mod large;
 
@@ -971,12 +977,12 @@ impl Registry {
 
     /// Sends a recording event to everyone in a live room (e.g. `recording_available`).
     /// Returns `false` when the room is not live.
-    pub fn announce(&self, room_id: &str, event: RecordingEvent) -> bool {
+    pub async fn announce(&self, room_id: &str, event: RecordingEvent) -> bool {
         if let Some(cluster) = &self.cluster {
             let frame = encode(&ServerFrame::recording(event));
             let message = wire::encode(wire::Kind::Fanout, "", &frame);
-            return cluster
-                .wait(cluster.publish(room_id, &message))
+            return Box::pin(cluster.publish(room_id, &message))
+                .await
                 .inspect_err(
                     |e| tracing::warn!(room = room_id, error = %e, "cluster: cannot announce"),
                 )
@@ -993,7 +999,7 @@ impl Registry {
 
     /// Adds a participant to a room (creating it), sends `join_success` to it
     /// and `joined` to everyone else. Returns the room to use from now on.
-    pub fn join(
+    pub async fn join(
         &self,
         room_id: &str,
         participant: Participant,
@@ -1002,7 +1008,9 @@ impl Registry {
         outlet: Outlet,
     ) -> Arc<Room> {
         if let Some(cluster) = &self.cluster {
-            return self.cluster_join(cluster, room_id, participant, user_id, may_record, outlet);
+            let joining =
+                self.cluster_join(cluster, room_id, participant, user_id, may_record, outlet);
+            return Box::pin(joining).await;
         }
         loop {
             let room = self.room(room_id);
@@ -1067,9 +1075,9 @@ impl Registry {
     }
 
     /// Removes a participant (on leave, socket drop or kick) and tells the others.
-    pub fn leave(self: &Arc<Self>, room: &Arc<Room>, participant_id: &str) {
+    pub async fn leave(self: &Arc<Self>, room: &Arc<Room>, participant_id: &str) {
         if let Some(cluster) = &self.cluster {
-            return self.cluster_leave(cluster, room, participant_id);
+            return Box::pin(self.cluster_leave(cluster, room, participant_id)).await;
         }
         let mut inner = room.lock();
         let mut count_later = None;
@@ -1105,35 +1113,40 @@ impl Registry {
     }
 
     /// Changes a participant's consent and sends `update` to everyone else.
-    pub fn set_consent(&self, room: &Arc<Room>, participant_id: &str, consent: bool) {
-        let mut inner = room.lock();
-        let Some(member) = inner
-            .members
-            .iter_mut()
-            .find(|m| m.participant.id == participant_id)
-        else {
-            return;
+    pub async fn set_consent(&self, room: &Arc<Room>, participant_id: &str, consent: bool) {
+        // Scoped: no guard may live across the cluster's await below.
+        let (update, shared) = {
+            let mut inner = room.lock();
+            let Some(member) = inner
+                .members
+                .iter_mut()
+                .find(|m| m.participant.id == participant_id)
+            else {
+                return;
+            };
+            if member.participant.recording.consents_recording == consent {
+                return;
+            }
+            member.participant.recording.consents_recording = consent;
+            let update = encode(&ServerFrame::control(ControlEvent::Update(
+                member.participant.clone(),
+            )));
+            let shared = self
+                .cluster
+                .as_ref()
+                .map(|_| (member.participant.clone(), member.outlet.clone()));
+            (update, shared)
         };
-        if member.participant.recording.consents_recording == consent {
-            return;
-        }
-        member.participant.recording.consents_recording = consent;
-        let update = encode(&ServerFrame::control(ControlEvent::Update(
-            member.participant.clone(),
-        )));
-        if let Some(cluster) = &self.cluster {
+        if let (Some(cluster), Some((participant, outlet))) = (&self.cluster, shared) {
             // Stored and announced through Redis, outside the lock.
-            let participant = member.participant.clone();
-            let outlet = member.outlet.clone();
-            drop(inner);
             let message = wire::encode(wire::Kind::Fanout, participant_id, &update);
-            if let Err(e) = cluster.wait(cluster.update(&room.id, &participant, &message)) {
+            if let Err(e) = Box::pin(cluster.update(&room.id, &participant, &message)).await {
                 tracing::warn!(room = %room.id, error = %e, "cluster: cannot store a consent change");
                 outlet.offer(cluster_unavailable(&e));
                 return;
             }
-            inner = room.lock();
         }
+        let mut inner = room.lock();
         let Some(member) = inner
             .members
             .iter()
@@ -1178,14 +1191,14 @@ impl Registry {
     }
 
     /// Feeds a recording input to a room; refusals go to `reply`.
-    pub fn apply(
+    pub async fn apply(
         self: &Arc<Self>,
         room: &Arc<Room>,
         reply: Option<&Outlet>,
         input: Input,
     ) -> Applied {
         if let Some(cluster) = &self.cluster {
-            return self.cluster_apply(cluster, &room.id, reply, input, false);
+            return Box::pin(self.cluster_apply(cluster, &room.id, reply, input, false)).await;
         }
         let mut inner = room.lock();
         let (applied, pending) = self.step(room, &mut inner, reply, input);
@@ -1201,34 +1214,46 @@ impl Registry {
     ///
     /// `Err` only with `[cluster]`, when Redis did not answer: nothing was
     /// applied, and a provider's webhook must be answered so that it retries.
-    pub fn apply_to(
+    pub async fn apply_to(
         self: &Arc<Self>,
         room_id: &str,
         input: Input,
     ) -> Result<Option<Applied>, ClusterError> {
         if let Some(cluster) = &self.cluster {
-            if !self.cluster_room_exists_or_err(cluster, room_id)? {
-                return Ok(None);
-            }
-            return self
-                .cluster_apply_or_err(cluster, room_id, None, input, false)
-                .map(Some);
+            return Box::pin(async {
+                if !self.cluster_room_exists_or_err(cluster, room_id).await? {
+                    return Ok(None);
+                }
+                self.cluster_apply_or_err(cluster, room_id, None, input, false)
+                    .await
+                    .map(Some)
+            })
+            .await;
         }
         let Some(room) = self.room_with_recording(room_id) else {
             return Ok(None);
         };
-        let applied = self.apply(&room, None, input);
+        let mut inner = room.lock();
+        let (applied, pending) = self.step(&room, &mut inner, None, input);
+        drop(inner);
+        room.drain();
+        self.run_effects(&room.id, pending);
         self.release(&room);
         Ok(Some(applied))
     }
 
-    /// A live room by id.
+    /// A room with sockets on this node, by id.
     pub fn get(&self, room_id: &str) -> Option<Arc<Room>> {
-        let local = self.rooms.get(room_id).map(|r| r.clone());
+        self.rooms.get(room_id).map(|r| r.clone())
+    }
+
+    /// A room with participants, by id; with `[cluster]`, also one whose
+    /// participants are all on other nodes (a handle to apply inputs to).
+    pub async fn live(&self, room_id: &str) -> Option<Arc<Room>> {
+        let local = self.get(room_id);
         match &self.cluster {
-            // A room with members on other nodes only: a handle to apply inputs to.
             Some(cluster) if local.is_none() => {
-                let members = cluster.wait(cluster.members(room_id)).ok()?;
+                let members = Box::pin(cluster.members(room_id)).await.ok()?;
                 (!members.is_empty()).then(|| self.new_room(room_id, State::default()))
             }
             _ => local,
@@ -1236,14 +1261,18 @@ impl Registry {
     }
 
     /// Snapshots of every live room.
-    pub fn snapshots(&self) -> Vec<RoomSnapshot> {
+    pub async fn snapshots(&self) -> Vec<RoomSnapshot> {
         if let Some(cluster) = &self.cluster {
-            let mut ids = cluster.wait(cluster.rooms()).unwrap_or_default();
-            ids.sort();
-            return ids
-                .iter()
-                .filter_map(|id| self.cluster_snapshot(cluster, id))
-                .collect();
+            return Box::pin(async {
+                let mut ids = cluster.rooms().await.unwrap_or_default();
+                ids.sort();
+                let mut snapshots = Vec::with_capacity(ids.len());
+                for id in &ids {
+                    snapshots.extend(self.cluster_snapshot(cluster, id).await);
+                }
+                snapshots
+            })
+            .await;
         }
         // Clone the Arcs out first: no shard guard is held while a room is locked.
         let rooms: Vec<Arc<Room>> = self.rooms.iter().map(|r| r.value().clone()).collect();
@@ -1253,19 +1282,22 @@ impl Registry {
     }
 
     /// A snapshot of one live room.
-    pub fn snapshot(&self, room_id: &str) -> Option<RoomSnapshot> {
+    pub async fn snapshot(&self, room_id: &str) -> Option<RoomSnapshot> {
         if let Some(cluster) = &self.cluster {
-            return self.cluster_snapshot(cluster, room_id);
+            return Box::pin(self.cluster_snapshot(cluster, room_id)).await;
         }
         self.get(room_id).map(|r| snapshot(&r))
     }
 
     /// The recording state of a live room, or the saved one of a room nobody is in.
-    pub fn recording_state(&self, room_id: &str) -> Option<State> {
+    pub async fn recording_state(&self, room_id: &str) -> Option<State> {
         if let Some(cluster) = &self.cluster {
-            let read = cluster.wait(cluster.read_state(room_id)).ok()?;
-            return (read.exists || self.cluster_room_exists(cluster, room_id))
-                .then_some(read.state);
+            return Box::pin(async {
+                let read = cluster.read_state(room_id).await.ok()?;
+                (read.exists || self.cluster_room_exists(cluster, room_id).await)
+                    .then_some(read.state)
+            })
+            .await;
         }
         if let Some(room) = self.get(room_id) {
             return Some(room.lock().recording.clone());
@@ -1400,13 +1432,15 @@ impl Registry {
                         if let Err(e) = backend.start(&request).await {
                             tracing::warn!(room = %room_id, recording_id, error = %e, "backend start failed");
                             count(&METRICS.backend_errors, "start");
-                            registry.apply_or_log(
-                                &room_id,
-                                Input::BackendFailed {
-                                    recording_id,
-                                    reason: e.to_string(),
-                                },
-                            );
+                            registry
+                                .apply_or_log(
+                                    &room_id,
+                                    Input::BackendFailed {
+                                        recording_id,
+                                        reason: e.to_string(),
+                                    },
+                                )
+                                .await;
                         }
                     });
                 }
@@ -1419,13 +1453,15 @@ impl Registry {
                         if let Err(e) = backend.stop(&request).await {
                             tracing::warn!(room = %room_id, recording_id, error = %e, "backend stop failed");
                             count(&METRICS.backend_errors, "stop");
-                            registry.apply_or_log(
-                                &room_id,
-                                Input::BackendFailed {
-                                    recording_id,
-                                    reason: e.to_string(),
-                                },
-                            );
+                            registry
+                                .apply_or_log(
+                                    &room_id,
+                                    Input::BackendFailed {
+                                        recording_id,
+                                        reason: e.to_string(),
+                                    },
+                                )
+                                .await;
                         }
                     });
                 }
@@ -1449,17 +1485,17 @@ impl Registry {
                         };
                         let applied = match (&cluster, deadline) {
                             // Only while nobody is in the room on any node.
-                            (Some(cluster), Deadline::EmptyRoom) => registry
-                                .cluster_room_exists_or_err(cluster, &room_id)
-                                .and_then(|exists| {
-                                    if exists {
-                                        registry.cluster_apply_or_err(
-                                            cluster, &room_id, None, input, true,
-                                        )?;
-                                    }
-                                    Ok(())
-                                }),
-                            _ => registry.apply_to(&room_id, input).map(drop),
+                            (Some(cluster), Deadline::EmptyRoom) => {
+                                match registry.cluster_room_exists_or_err(cluster, &room_id).await {
+                                    Ok(true) => registry
+                                        .cluster_apply_or_err(cluster, &room_id, None, input, true)
+                                        .await
+                                        .map(drop),
+                                    Ok(false) => Ok(()),
+                                    Err(e) => Err(e),
+                                }
+                            }
+                            _ => registry.apply_to(&room_id, input).await.map(drop),
                         };
                         // Redis did not answer: the shared deadline stays, and
                         // a node's sweep enforces it once Redis is back.
@@ -1573,7 +1609,7 @@ impl Registry {
                 .inspect_err(|e| tracing::error!(error = %e, "cannot read deadlines"))
                 .unwrap_or_default();
             for due in due {
-                self.expire(&due);
+                self.expire(&due).await;
                 if let Err(e) = self.store.clear_deadline(&due) {
                     tracing::error!(room = %due.room, error = %e, "cannot clear a deadline");
                 }
@@ -1586,7 +1622,7 @@ impl Registry {
     }
 
     /// Feeds one passed deadline to its room.
-    fn expire(self: &Arc<Self>, due: &DueDeadline) {
+    async fn expire(self: &Arc<Self>, due: &DueDeadline) {
         let Some(deadline) = Deadline::parse(&due.deadline) else {
             tracing::warn!(room = %due.room, deadline = %due.deadline, "unknown deadline dropped");
             return;
@@ -1606,13 +1642,14 @@ impl Registry {
                 deadline,
                 recording_id: due.recording_id.clone(),
             },
-        );
+        )
+        .await;
     }
 
     /// [`Registry::apply_to`] for inputs nobody waits to hear about: a
     /// cluster's Redis that did not answer is logged (by the cluster path).
-    pub fn apply_or_log(self: &Arc<Self>, room_id: &str, input: Input) {
-        if let Err(e) = self.apply_to(room_id, input) {
+    pub async fn apply_or_log(self: &Arc<Self>, room_id: &str, input: Input) {
+        if let Err(e) = self.apply_to(room_id, input).await {
             tracing::debug!(room = room_id, error = %e, "input not applied");
         }
     }
@@ -1711,7 +1748,7 @@ impl Registry {
             .clone()
     }
 
-    fn cluster_join(
+    async fn cluster_join(
         &self,
         cluster: &Arc<Cluster>,
         room_id: &str,
@@ -1744,7 +1781,7 @@ impl Registry {
             participant.clone(),
         )));
         let message = wire::encode(wire::Kind::Joined, &id, &joined);
-        match cluster.wait(cluster.join(room_id, &participant, &message)) {
+        match cluster.join(room_id, &participant, &message).await {
             Ok(view) => {
                 let others = view.members.into_iter().filter(|p| p.id != id).collect();
                 let success = join_success(&participant, others, view.state.join_data());
@@ -1780,27 +1817,30 @@ impl Registry {
         room
     }
 
-    fn cluster_leave(
+    async fn cluster_leave(
         self: &Arc<Self>,
         cluster: &Arc<Cluster>,
         room: &Arc<Room>,
         participant_id: &str,
     ) {
-        let mut inner = room.lock();
-        let Some(index) = inner
-            .members
-            .iter()
-            .position(|m| m.participant.id == participant_id)
-        else {
-            return;
+        // Scoped: no guard may live across the awaits below.
+        let now_empty = {
+            let mut inner = room.lock();
+            let Some(index) = inner
+                .members
+                .iter()
+                .position(|m| m.participant.id == participant_id)
+            else {
+                return;
+            };
+            inner.members.remove(index);
+            METRICS.participants.dec();
+            let now_empty = inner.members.is_empty() && !inner.closed;
+            if now_empty {
+                inner.closed = true;
+            }
+            now_empty
         };
-        inner.members.remove(index);
-        METRICS.participants.dec();
-        let now_empty = inner.members.is_empty() && !inner.closed;
-        if now_empty {
-            inner.closed = true;
-        }
-        drop(inner);
         if now_empty
             && self
                 .rooms
@@ -1810,10 +1850,11 @@ impl Registry {
             METRICS.rooms.dec();
             cluster.unsubscribe(&room.id);
         }
-        match cluster.wait(cluster.leave(&room.id, participant_id)) {
+        match cluster.leave(&room.id, participant_id).await {
             // The last one anywhere: the room empties (a recording stops, as on one node).
             Ok(Some(0)) => {
-                self.cluster_apply(cluster, &room.id, None, Input::RoomEmptied, true);
+                self.cluster_apply(cluster, &room.id, None, Input::RoomEmptied, true)
+                    .await;
             }
             Ok(_) => {}
             // Left in Redis under this node's name: removed when the node re-registers.
@@ -1822,32 +1863,25 @@ impl Registry {
     }
 
     /// Whether the room has members somewhere.
-    fn cluster_room_exists(&self, cluster: &Cluster, room_id: &str) -> bool {
+    async fn cluster_room_exists(&self, cluster: &Cluster, room_id: &str) -> bool {
         self.cluster_room_exists_or_err(cluster, room_id)
+            .await
             .unwrap_or(false)
     }
 
     /// Whether the room has a recording state or members in Redis.
-    fn cluster_room_exists_or_err(
+    async fn cluster_room_exists_or_err(
         &self,
         cluster: &Cluster,
         room_id: &str,
     ) -> Result<bool, ClusterError> {
-        cluster.wait(async {
-            let state = cluster.read_state(room_id).await?;
-            Ok(state.exists || !cluster.members(room_id).await?.is_empty())
-        })
+        let state = cluster.read_state(room_id).await?;
+        Ok(state.exists || !cluster.members(room_id).await?.is_empty())
     }
 
-    fn cluster_snapshot(&self, cluster: &Cluster, room_id: &str) -> Option<RoomSnapshot> {
-        let (participants, state) = cluster
-            .wait(async {
-                Ok((
-                    cluster.members(room_id).await?,
-                    cluster.read_state(room_id).await?.state,
-                ))
-            })
-            .ok()?;
+    async fn cluster_snapshot(&self, cluster: &Cluster, room_id: &str) -> Option<RoomSnapshot> {
+        let participants = cluster.members(room_id).await.ok()?;
+        let state = cluster.read_state(room_id).await.ok()?.state;
         (!participants.is_empty()).then(|| RoomSnapshot {
             id: room_id.to_owned(),
             participants,
@@ -1858,7 +1892,7 @@ impl Registry {
     /// Steps the shared recording state: read, `recording::step`, compare-and-set
     /// with the step's announcements, retried while another node wrote first.
     /// Refusals go to `reply`; the effects run here only if this write won.
-    fn cluster_apply(
+    async fn cluster_apply(
         self: &Arc<Self>,
         cluster: &Arc<Cluster>,
         room_id: &str,
@@ -1866,7 +1900,10 @@ impl Registry {
         input: Input,
         require_empty: bool,
     ) -> Applied {
-        match self.cluster_apply_or_err(cluster, room_id, reply, input, require_empty) {
+        match self
+            .cluster_apply_or_err(cluster, room_id, reply, input, require_empty)
+            .await
+        {
             Ok(applied) => applied,
             Err(e) => {
                 if let Some(outlet) = reply {
@@ -1881,7 +1918,7 @@ impl Registry {
     }
 
     /// [`Registry::cluster_apply`], `Err` when Redis did not answer (nothing applied).
-    fn cluster_apply_or_err(
+    async fn cluster_apply_or_err(
         self: &Arc<Self>,
         cluster: &Arc<Cluster>,
         room_id: &str,
@@ -1889,8 +1926,9 @@ impl Registry {
         input: Input,
         require_empty: bool,
     ) -> Result<Applied, ClusterError> {
-        let stepped = cluster
-            .wait(self.cluster_step(cluster, room_id, input, require_empty))
+        let stepped = self
+            .cluster_step(cluster, room_id, input, require_empty)
+            .await
             .inspect_err(|e| {
                 tracing::warn!(room = room_id, error = %e, "cluster: recording input not applied");
             })?;
@@ -2116,8 +2154,10 @@ impl Host for Registry {
             };
             // An emptied room's only while it is still empty on every node.
             let require_empty = deadline == Deadline::EmptyRoom;
-            if registry.cluster_room_exists(&cluster, &room) {
-                registry.cluster_apply(&cluster, &room, None, input, require_empty);
+            if registry.cluster_room_exists(&cluster, &room).await {
+                registry
+                    .cluster_apply(&cluster, &room, None, input, require_empty)
+                    .await;
             }
         });
     }
@@ -2129,7 +2169,9 @@ impl Host for Registry {
         let registry = self.clone();
         tokio::spawn(async move {
             for room in rooms {
-                registry.cluster_apply(&cluster, &room, None, Input::RoomEmptied, true);
+                registry
+                    .cluster_apply(&cluster, &room, None, Input::RoomEmptied, true)
+                    .await;
             }
         });
     }

@@ -93,9 +93,17 @@ struct Session {
 
 enum Flow {
     Continue,
+    /// A room operation to finish before the next frame is read: on one node
+    /// it is ready at once; with `[cluster]` it awaits Redis (no thread
+    /// blocks meanwhile). Boxed, so an idle socket pays nothing for it; a
+    /// join's answer is the room to keep.
+    Wait(RoomOp),
     Close(u16, &'static str),
     Gone,
 }
+
+/// See [`Flow::Wait`].
+type RoomOp = std::pin::Pin<Box<dyn Future<Output = Option<Arc<Room>>> + Send>>;
 
 impl Session {
     fn new(id: String, claims: Claims, app: Arc<AppState>, slot: Slot) -> Self {
@@ -168,12 +176,18 @@ fn drive(mut session: Session, mut socket: WebSocket) -> impl Future<Output = ()
             };
             match flow {
                 Flow::Continue => continue,
+                Flow::Wait(op) => {
+                    if let Some(room) = op.await {
+                        session.room = Some(room);
+                    }
+                }
                 other => break other,
             }
         };
 
         if let Some(room) = session.room.take() {
-            session.app.rooms.leave(&room, &session.id);
+            // Boxed: its state would otherwise widen every session's future.
+            Box::pin(session.app.rooms.leave(&room, &session.id)).await;
         }
         METRICS.connections.dec();
         // Boxed: the closing handshake's state would otherwise widen every
@@ -234,7 +248,7 @@ async fn close(mut socket: WebSocket, flow: Flow) {
             // Flush the automatic reply to a client's Close, if any.
             let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(None)).await;
         }
-        Flow::Continue => unreachable!(),
+        Flow::Continue | Flow::Wait(_) => unreachable!(),
     }
 }
 
@@ -276,8 +290,7 @@ impl Session {
                     }
                     return Flow::Continue;
                 }
-                self.on_text(&text);
-                Flow::Continue
+                self.on_text(&text)
             }
             Some(Ok(Message::Binary(_))) => {
                 Flow::Close(close_code::TOO_BIG, "binary frames are not supported")
@@ -287,7 +300,7 @@ impl Session {
         }
     }
 
-    fn on_text(&mut self, text: &str) {
+    fn on_text(&mut self, text: &str) -> Flow {
         // Refused before serde recurses into it; answered like any unreadable frame.
         let max_depth = self.app.config.server.max_json_depth;
         if json_too_deep(text.as_bytes(), max_depth) {
@@ -301,23 +314,23 @@ impl Session {
         }
         match parse_client_frame(text) {
             Parsed::InvalidJson(detail) => {
-                self.reply(control_error(ControlError::InvalidJson, Some(detail)));
+                self.reply(control_error(ControlError::InvalidJson, Some(detail)))
             }
             Parsed::InvalidNamespace(namespace) => self.reply(control_error(
                 ControlError::InvalidNamespace,
                 Some(short_detail(&format!("unknown namespace `{namespace}`"))),
             )),
             Parsed::InvalidPayload { namespace, detail } => {
-                self.reply(invalid_payload(namespace, detail));
+                self.reply(invalid_payload(namespace, detail))
             }
             Parsed::Command(ClientMessage::Control(ControlCommand::Join { display_name })) => {
-                self.join(display_name);
+                self.join(display_name)
             }
             Parsed::Command(ClientMessage::Recording(command)) => self.recording(command),
         }
     }
 
-    fn join(&mut self, display_name: Option<String>) {
+    fn join(&mut self, display_name: Option<String>) -> Flow {
         if self.room.is_some() {
             return self.reply(control_error(ControlError::AlreadyJoined, None));
         }
@@ -357,64 +370,74 @@ impl Session {
                 consents_recording: false,
             },
         };
-        let room = self.app.rooms.join(
-            &self.claims.room,
-            participant,
-            &self.claims.sub,
-            self.claims.may_record(),
-            self.outlet.clone(),
-        );
-        tracing::info!(role = ?self.claims.role, "joined");
-        self.room = Some(room);
+        let app = self.app.clone();
+        let (room, sub) = (self.claims.room.clone(), self.claims.sub.clone());
+        let (may_record, outlet) = (self.claims.may_record(), self.outlet.clone());
+        let role = self.claims.role;
+        Flow::Wait(Box::pin(async move {
+            let room = app
+                .rooms
+                .join(&room, participant, &sub, may_record, outlet)
+                .await;
+            tracing::info!(?role, "joined");
+            Some(room)
+        }))
     }
 
-    fn recording(&mut self, command: RecordingCommand) {
+    fn recording(&mut self, command: RecordingCommand) -> Flow {
         let Some(room) = self.room.clone() else {
             return self.reply(control_error(ControlError::NotYetJoined, None));
         };
-        let actor = || Actor {
+        let (app, id, outlet) = (self.app.clone(), self.id.clone(), self.outlet.clone());
+        let actor = Actor {
             participant: Some(self.id.clone()),
             may_record: self.claims.may_record(),
         };
-        let input = match command {
-            RecordingCommand::SetConsent { consent } => {
-                return self.app.rooms.set_consent(&room, &self.id, consent);
-            }
+        let op: RoomOp = match command {
+            RecordingCommand::SetConsent { consent } => Box::pin(async move {
+                app.rooms.set_consent(&room, &id, consent).await;
+                None
+            }),
             RecordingCommand::Start { audio_only } => {
-                let id = uuid::Uuid::new_v4().to_string();
-                let applied = self.app.rooms.apply(
-                    &room,
-                    Some(&self.outlet),
-                    Input::Start {
-                        actor: actor(),
-                        new_recording_id: id.clone(),
+                let sub = self.claims.sub.clone();
+                Box::pin(async move {
+                    let recording_id = uuid::Uuid::new_v4().to_string();
+                    let start = Input::Start {
+                        actor,
+                        new_recording_id: recording_id.clone(),
                         options: StartOptions {
                             audio_only,
-                            requested_by_user: Some(self.claims.sub.clone()),
+                            requested_by_user: Some(sub.clone()),
                         },
-                    },
-                );
-                // The owner gets the notifications when the file is ready.
-                if applied.refused.is_none()
-                    && let Err(e) = self.app.store.set_owner(&id, &self.claims.sub)
-                {
-                    tracing::error!(error = %e, "cannot record the recording's owner");
-                }
-                return;
+                    };
+                    let applied = app.rooms.apply(&room, Some(&outlet), start).await;
+                    // The owner gets the notifications when the file is ready.
+                    if applied.refused.is_none()
+                        && let Err(e) = app.store.set_owner(&recording_id, &sub)
+                    {
+                        tracing::error!(error = %e, "cannot record the recording's owner");
+                    }
+                    None
+                })
             }
-            RecordingCommand::Stop { recording_id } => Input::Stop {
-                actor: actor(),
-                recording_id,
-            },
+            RecordingCommand::Stop { recording_id } => Box::pin(async move {
+                let stop = Input::Stop {
+                    actor,
+                    recording_id,
+                };
+                app.rooms.apply(&room, Some(&outlet), stop).await;
+                None
+            }),
         };
-        self.app.rooms.apply(&room, Some(&self.outlet), input);
+        Flow::Wait(op)
     }
 
     /// Queues a frame for this client only; a full queue means it does not read.
-    fn reply(&self, frame: Frame) {
+    fn reply(&self, frame: Frame) -> Flow {
         if !self.outlet.offer(frame) {
             self.outlet.kick.cancel();
         }
+        Flow::Continue
     }
 }
 

@@ -25,15 +25,13 @@
 //!
 //! Redis I/O never happens under a room lock; every round trip has a timeout.
 //!
-//! **A runtime of its own.** The room API is synchronous, so a node waits for
-//! Redis in place ([`Cluster::wait`]: `block_in_place`). The Redis connections,
-//! their timers and the pub/sub loop run on a small dedicated runtime
-//! ([`IoRuntime`]), never on the workers that wait for them. Were they on the
-//! main runtime, a join storm could park every worker in `block_in_place`
-//! (each one holds a thread of the blocking pool, 512 at most), leaving no
-//! worker to drive the very connection they wait on: the node froze, timers
-//! and SIGTERM included. With the dedicated runtime, waiters only ever wait
-//! for Redis itself, and each wait ends within `command_timeout_s`.
+//! **A runtime of its own.** The room API is async: a join, a leave or a
+//! command awaits its Redis round trips, and no thread ever blocks on Redis.
+//! The Redis connections, their timers and the pub/sub loop still run on a
+//! small dedicated runtime ([`IoRuntime`]): a node busy with a join storm
+//! cannot starve the task that drives the very connection every join waits
+//! on, and heartbeats keep their rhythm. Every round trip has a timeout
+//! (`command_timeout_s`).
 //! A standalone Redis (or a primary) is assumed, not Redis Cluster: the
 //! scripts touch keys of several rooms.
 
@@ -73,9 +71,6 @@ pub enum ClusterError {
     /// The answer did not have the expected shape.
     #[error("unexpected data in Redis: {0}")]
     Data(&'static str),
-    /// Cluster calls from synchronous code need the multi-threaded runtime.
-    #[error("cluster mode needs the multi-threaded tokio runtime")]
-    Runtime,
     /// The cluster's own runtime could not start (threads exhausted?).
     #[error("cannot start the cluster's runtime: {0}")]
     IoRuntime(std::io::Error),
@@ -222,23 +217,6 @@ impl Cluster {
             Ok(result) => Ok(result?),
             Err(_) => Err(ClusterError::Timeout),
         }
-    }
-
-    /// Waits for a cluster operation from synchronous code (the room API is
-    /// synchronous: sessions and handlers call it without `.await`). The
-    /// worker thread is handed over to the runtime meanwhile (`block_in_place`)
-    /// and `fut` runs against the cluster's own runtime, whose thread drives
-    /// the Redis connection and the timeout; no lock is held by the callers.
-    pub fn wait<T>(
-        &self,
-        fut: impl Future<Output = Result<T, ClusterError>>,
-    ) -> Result<T, ClusterError> {
-        let handle = tokio::runtime::Handle::try_current().map_err(|_| ClusterError::Runtime)?;
-        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-            return Err(ClusterError::Runtime);
-        }
-        let io = self.io.handle();
-        tokio::task::block_in_place(|| io.block_on(fut))
     }
 
     /// Takes one join from `sub`'s bucket, shared by every node

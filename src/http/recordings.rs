@@ -636,7 +636,7 @@ async fn hand_in(
         }
         return Err(already_exists(&view_id));
     }
-    app.rooms.announce(&room, event);
+    app.rooms.announce(&room, event).await;
     let stored = app
         .catalog
         .get(&view_id)

@@ -280,6 +280,7 @@ async fn lifecycle(
         match app
             .rooms
             .apply_to(room, input)
+            .await
             .map_err(|e| AppError::cluster_unavailable(&e))?
         {
             Some(applied) => {
@@ -562,7 +563,7 @@ async fn catalogue(app: &AppState, job: &Job, recording: Recording) {
             participants = job.participants.len(),
             "jaas recording catalogued"
         );
-        app.rooms.announce(&job.room, event);
+        app.rooms.announce(&job.room, event).await;
     } else if let Some(path) = path {
         // Catalogued meanwhile (or the store failed, logged): drop the copy.
         let _ = tokio::fs::remove_file(path).await;

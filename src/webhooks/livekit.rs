@@ -199,7 +199,7 @@ async fn handle(
         status = info.status.name(),
         "livekit egress update"
     );
-    if let Err(e) = apply(app, &egress, &info, stop_requested) {
+    if let Err(e) = apply(app, &egress, &info, stop_requested).await {
         // Not applied: the egress's mark and the event's id go back, so the
         // retry is neither stale nor a duplicate.
         livekit.readmit(&info.egress_id, before);
@@ -226,7 +226,7 @@ async fn handle(
 
 /// Feeds the egress's new status to its room; `Err` when the cluster's Redis
 /// did not answer (then nothing is catalogued either).
-fn apply(
+async fn apply(
     app: &Arc<AppState>,
     egress: &EgressRef,
     info: &EgressInfo,
@@ -259,13 +259,13 @@ fn apply(
         }
     };
     if let Some(input) = input {
-        rooms.apply_to(&egress.room, input)?;
+        rooms.apply_to(&egress.room, input).await?;
     }
     if matches!(
         info.status,
         EgressStatus::Complete | EgressStatus::LimitReached
     ) {
-        catalogue(app, egress, info);
+        catalogue(app, egress, info).await;
     }
     Ok(())
 }
@@ -273,9 +273,9 @@ fn apply(
 /// Catalogues the file of an egress that LiveKit reports finished, given its
 /// `EgressInfo` as LiveKit wrote it (a `ListEgress` item; reconciliation
 /// calls this), exactly as an `egress_ended` webhook does: once, announced.
-pub fn catalogue_reported(app: &Arc<AppState>, egress: &EgressRef, info: &Value) {
+pub async fn catalogue_reported(app: &Arc<AppState>, egress: &EgressRef, info: &Value) {
     match EgressInfo::deserialize(info) {
-        Ok(info) => catalogue(app, egress, &info),
+        Ok(info) => catalogue(app, egress, &info).await,
         Err(e) => {
             tracing::warn!(room = %egress.room, recording_id = %egress.recording_id, error = %e, "cannot read a livekit egress's file")
         }
@@ -285,7 +285,7 @@ pub fn catalogue_reported(app: &Arc<AppState>, egress: &EgressRef, info: &Value)
 /// Catalogues the egress's file and announces it, once. The location is
 /// kept as LiveKit reported it; one in `[livekit] s3_bucket` is recognized
 /// as an object there whenever the file is read (`Storage::object`).
-fn catalogue(app: &Arc<AppState>, egress: &EgressRef, info: &EgressInfo) {
+async fn catalogue(app: &Arc<AppState>, egress: &EgressRef, info: &EgressInfo) {
     let Some(file) = info.file_results.first().or(info.file.as_ref()) else {
         tracing::warn!(room = %egress.room, recording_id = %egress.recording_id, "livekit egress ended without a file");
         return;
@@ -323,7 +323,7 @@ fn catalogue(app: &Arc<AppState>, egress: &EgressRef, info: &EgressInfo) {
     };
     let event = app.catalog.available(&recording);
     if app.catalog.insert(recording) {
-        app.rooms.announce(&egress.room, event);
+        app.rooms.announce(&egress.room, event).await;
     }
 }
 

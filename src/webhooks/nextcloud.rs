@@ -328,7 +328,7 @@ async fn backend(
         }
         Err(_) => return cluster_unavailable(format),
     }
-    let answer = report(&app, nc, &body, format);
+    let answer = report(&app, nc, &body, format).await;
     if !answer.status.is_success() {
         release(&app, nc, random).await;
     }
@@ -428,7 +428,7 @@ pub fn parse_report(body: &[u8]) -> Result<Report, ReportError> {
 }
 
 /// Applies one verified state report.
-fn report(app: &AppState, nc: &Nextcloud, body: &[u8], format: Format) -> Ocs {
+async fn report(app: &AppState, nc: &Nextcloud, body: &[u8], format: Format) -> Ocs {
     let (kind, token) = match parse_report(body) {
         Ok(Report { kind, token }) => (kind, token),
         Err(ReportError::NoRoom) => return Ocs::no_room(format),
@@ -443,9 +443,9 @@ fn report(app: &AppState, nc: &Nextcloud, body: &[u8], format: Format) -> Ocs {
     };
     let token = token.as_str();
     let found = match kind {
-        "started" => started(app, token),
-        "stopped" => stopped(app, nc, token),
-        _ => failed(app, nc, token),
+        "started" => started(app, token).await,
+        "stopped" => stopped(app, nc, token).await,
+        _ => failed(app, nc, token).await,
     };
     // Redis did not answer: nothing applied, and the request's random is
     // released (not a success), so the same report is taken again.
@@ -462,11 +462,12 @@ fn report(app: &AppState, nc: &Nextcloud, body: &[u8], format: Format) -> Ocs {
 
 /// `started` confirms a start only while the room is starting; a repeated or
 /// late confirmation of a recording already running is acknowledged.
-fn started(app: &AppState, token: &str) -> Result<bool, ClusterError> {
-    Ok(match app.rooms.recording_state(token) {
+async fn started(app: &AppState, token: &str) -> Result<bool, ClusterError> {
+    Ok(match app.rooms.recording_state(token).await {
         Some(RecordingState::Initializing { recording_id, .. }) => {
             app.rooms
-                .apply_to(token, Input::BackendRecording { recording_id })?;
+                .apply_to(token, Input::BackendRecording { recording_id })
+                .await?;
             true
         }
         Some(RecordingState::Recording { .. } | RecordingState::Stopping { .. }) => true,
@@ -477,16 +478,18 @@ fn started(app: &AppState, token: &str) -> Result<bool, ClusterError> {
 
 /// `stopped` ends the room's recording; for an emptied room that still owes
 /// a file it is acknowledged so that the recording server goes on to upload.
-fn stopped(app: &AppState, nc: &Nextcloud, token: &str) -> Result<bool, ClusterError> {
-    Ok(match app.rooms.recording_state(token) {
+async fn stopped(app: &AppState, nc: &Nextcloud, token: &str) -> Result<bool, ClusterError> {
+    Ok(match app.rooms.recording_state(token).await {
         Some(state) => {
             if let Some(recording_id) = state.recording_id().filter(|_| state.is_active()) {
-                app.rooms.apply_to(
-                    token,
-                    Input::BackendStopped {
-                        recording_id: recording_id.to_owned(),
-                    },
-                )?;
+                app.rooms
+                    .apply_to(
+                        token,
+                        Input::BackendStopped {
+                            recording_id: recording_id.to_owned(),
+                        },
+                    )
+                    .await?;
             }
             true
         }
@@ -495,18 +498,20 @@ fn stopped(app: &AppState, nc: &Nextcloud, token: &str) -> Result<bool, ClusterE
 }
 
 /// `failed` fails the room's recording; no file follows it.
-fn failed(app: &AppState, nc: &Nextcloud, token: &str) -> Result<bool, ClusterError> {
+async fn failed(app: &AppState, nc: &Nextcloud, token: &str) -> Result<bool, ClusterError> {
     let owed = nc.pending(token).is_some();
-    let found = match app.rooms.recording_state(token) {
+    let found = match app.rooms.recording_state(token).await {
         Some(state) => {
             if let Some(recording_id) = state.recording_id().filter(|_| state.is_active()) {
-                app.rooms.apply_to(
-                    token,
-                    Input::BackendFailed {
-                        recording_id: recording_id.to_owned(),
-                        reason: FAILURE_REASON.into(),
-                    },
-                )?;
+                app.rooms
+                    .apply_to(
+                        token,
+                        Input::BackendFailed {
+                            recording_id: recording_id.to_owned(),
+                            reason: FAILURE_REASON.into(),
+                        },
+                    )
+                    .await?;
             }
             true
         }
@@ -705,7 +710,7 @@ async fn receive(
     if let Some(owed) = owed {
         nc.delivered(token, &owed);
     }
-    let announced = app.rooms.announce(token, event);
+    let announced = app.rooms.announce(token, event).await;
     tracing::info!(room = %token, recording_id, size_bytes, announced, "recording stored");
     Ok(())
 }

@@ -200,10 +200,10 @@ impl Livekit {
     /// onair's records and `state_of` (a room's current recording state, as
     /// the room registry has it), and returns the repairs. Changes nothing
     /// but the egresses' ordering marks in memory.
-    pub async fn reconcile(
+    pub async fn reconcile<F: Future<Output = Option<State>>>(
         &self,
         suspects: &mut Suspects,
-        state_of: impl Fn(&str) -> Option<State>,
+        state_of: impl Fn(String) -> F,
     ) -> Result<Repairs, ReconcileError> {
         let inner = &self.inner;
         let mut repairs = Repairs::default();
@@ -220,7 +220,7 @@ impl Livekit {
             let Some(egress) = inner.lookup(&listed.egress_id) else {
                 continue;
             };
-            let unaccounted = match state_of(&egress.room) {
+            let unaccounted = match state_of(egress.room.clone()).await {
                 Some(state) => !accounts_for(Some(&state), &egress.recording_id),
                 None => {
                     unknown.insert(listed.egress_id.clone());
@@ -239,7 +239,10 @@ impl Livekit {
 
         for (egress_id, egress) in self.open_egresses() {
             if running.iter().any(|r| r.egress_id == egress_id)
-                || !accounts_for(state_of(&egress.room).as_ref(), &egress.recording_id)
+                || !accounts_for(
+                    state_of(egress.room.clone()).await.as_ref(),
+                    &egress.recording_id,
+                )
             {
                 continue;
             }

@@ -881,6 +881,14 @@ async fn in_a_cluster_any_node_handles_the_egress_another_started() {
     again["url"] = json!(a.url("/webhooks/livekit"));
     let second = fake.webhook(again).await;
     assert_eq!(second["body"], json!({"result": "duplicate"}), "{second}");
+    // Another old event, never delivered before, reaches node A: the
+    // egress's ordering mark is shared, so it is stale there as well.
+    let older = json!({
+        "event": "egress_updated", "egressId": egress["egress_id"], "status": "EGRESS_ACTIVE",
+        "id": "EV_older", "updatedAt": 2, "noStore": true, "url": a.url("/webhooks/livekit"),
+    });
+    let third = fake.webhook(older).await;
+    assert_eq!(third["body"], json!({"result": "stale"}), "{third}");
     for client in [&mut ada, &mut bob] {
         client.expect_silence(QUIET).await;
     }

@@ -233,7 +233,7 @@ impl EgressStatus {
     }
 
     /// Position in an egress's life; an egress never goes to a lower one.
-    fn rank(self) -> u8 {
+    pub fn rank(self) -> u8 {
         match self {
             Self::Starting => 0,
             Self::Active => 1,

@@ -37,6 +37,7 @@
 
 pub mod persistence;
 mod receipts;
+pub use receipts::EgressAdmission;
 pub mod scripts;
 pub mod wire;
 

@@ -2,8 +2,8 @@
 //! so that a duplicate or a stale event sent to another node is still
 //! recognised: idempotency keys and request randoms (`SET NX`, claimed
 //! atomically, so two nodes racing on the same key apply it once), and JaaS
-//! sessions' ordering marks. They expire after a day, as the single node's
-//! do in SQLite.
+//! sessions' and LiveKit egresses' ordering marks. They expire after a day,
+//! as the single node's do in SQLite.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +23,109 @@ end
 return 0
 ";
 
+/// Admit a LiveKit egress event if it is newer than the egress's mark, and
+/// raise the mark to it. KEYS[1] the mark; ARGV: updatedAt (ns, decimal, no
+/// sign), status rank, final (0/1), TTL ms. The timestamps are compared as
+/// decimal strings: nanoseconds since 1970 do not fit Lua's doubles.
+/// Returns `{1, previous mark or ''}` when admitted, `{0, mark}` when stale.
+const ADMIT_EGRESS_EVENT: &str = r"
+local function cmp(a, b)
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return a < b and -1 or 1
+end
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local at, rank, final = string.match(cur, '^(%d+) (%d+) (%d)$')
+  local r, nr = tonumber(rank), tonumber(ARGV[2])
+  local c = cmp(ARGV[1], at)
+  if final == '1' or nr < r or c < 0 or (c == 0 and nr <= r) then return {0, cur} end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3], 'PX', ARGV[4])
+return {1, cur or ''}
+";
+
+/// Put a LiveKit egress's mark back to what it was before an admission whose
+/// event was not applied, unless another event moved it since. KEYS[1] the
+/// mark; ARGV: the admitted mark, the previous one ('' for none), TTL ms.
+const READMIT_EGRESS_EVENT: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 1
+";
+
+/// A LiveKit egress event admitted by [`Cluster::admit_egress_event`]: what
+/// [`Cluster::readmit_egress_event`] needs to take it back.
+#[derive(Debug, Clone)]
+pub struct EgressAdmission {
+    egress: String,
+    admitted: String,
+    previous: String,
+}
+
 impl Cluster {
+    /// Admits a LiveKit egress event on every node: `None` when an event as
+    /// new or newer was applied before (anywhere), or the egress already
+    /// reached a final status. Events are ordered by `updated_at`, then by
+    /// how far along the status is (`rank`); a lower rank is never admitted.
+    pub async fn admit_egress_event(
+        self: &Arc<Self>,
+        egress: &str,
+        updated_at: i64,
+        rank: u8,
+        is_final: bool,
+    ) -> Result<Option<EgressAdmission>, ClusterError> {
+        let key = wire::livekit_mark_key(egress);
+        let admitted = format!("{} {rank} {}", updated_at.max(0), u8::from(is_final));
+        let egress = egress.to_owned();
+        self.on_io(move |this, mut conn| async move {
+            let (ok, previous): (i64, String) = this
+                .timed(
+                    redis::Script::new(ADMIT_EGRESS_EVENT)
+                        .key(key)
+                        .arg(updated_at.max(0))
+                        .arg(rank)
+                        .arg(u8::from(is_final))
+                        .arg(KEEP.as_millis() as u64)
+                        .invoke_async(&mut conn),
+                )
+                .await?;
+            Ok((ok == 1).then_some(EgressAdmission {
+                egress,
+                admitted,
+                previous,
+            }))
+        })
+        .await
+    }
+
+    /// Takes back an admission whose event could not be applied, so that
+    /// LiveKit's retry is admitted (unless a newer event was meanwhile).
+    pub async fn readmit_egress_event(
+        self: &Arc<Self>,
+        admission: EgressAdmission,
+    ) -> Result<(), ClusterError> {
+        let key = wire::livekit_mark_key(&admission.egress);
+        self.on_io(move |this, mut conn| async move {
+            let _: i64 = this
+                .timed(
+                    redis::Script::new(READMIT_EGRESS_EVENT)
+                        .key(key)
+                        .arg(admission.admitted)
+                        .arg(admission.previous)
+                        .arg(KEEP.as_millis() as u64)
+                        .invoke_async(&mut conn),
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Claims `provider`'s key for this delivery: `true` the first time on
     /// any node, `false` after that (a duplicate).
     pub async fn claim_receipt(

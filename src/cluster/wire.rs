@@ -98,6 +98,13 @@ pub fn jaas_mark_key(session: &str) -> String {
     format!("{PREFIX}jaas:mark:{session}")
 }
 
+/// `onair:livekit:mark:<egress>` — the newest event applied for a LiveKit
+/// egress (`<updatedAt ns> <status rank> <final 0|1>`), so that an older
+/// event is stale on every node.
+pub fn livekit_mark_key(egress: &str) -> String {
+    format!("{PREFIX}livekit:mark:{egress}")
+}
+
 /// `onair:ticket:<ticket>` — the claims (JSON) a single-use ticket stands
 /// for, expiring with the ticket; redeemed with `GETDEL`, so once on any node.
 pub fn ticket_key(ticket: &str) -> String {

@@ -191,6 +191,32 @@ async fn handle(
         }
         Admission::Unknown => return Ok(Outcome::Ignored),
     };
+    // A cluster: the egress's mark is shared, so an event older than one
+    // another node applied is stale here too.
+    let shared = match &cluster {
+        Some(cluster) => match cluster
+            .admit_egress_event(
+                &info.egress_id,
+                info.updated_at,
+                info.status.rank(),
+                info.status.is_final(),
+            )
+            .await
+        {
+            Ok(Some(admission)) => Some(admission),
+            Ok(None) => {
+                livekit.readmit(&info.egress_id, before);
+                tracing::debug!(egress_id = %info.egress_id, status = info.status.name(), "livekit webhook older than one another node applied");
+                return Ok(Outcome::Stale);
+            }
+            Err(e) => {
+                livekit.readmit(&info.egress_id, before);
+                release_claim(cluster, event_id).await;
+                return Err(AppError::cluster_unavailable(&e));
+            }
+        },
+        None => None,
+    };
     tracing::info!(
         room = %egress.room,
         recording_id = %egress.recording_id,
@@ -203,10 +229,13 @@ async fn handle(
         // Not applied: the egress's mark and the event's id go back, so the
         // retry is neither stale nor a duplicate.
         livekit.readmit(&info.egress_id, before);
-        if let (Some(cluster), Some(id)) = (&cluster, event_id)
-            && let Err(e) = cluster.release_receipt("livekit", id).await
-        {
-            tracing::warn!(event_id = id, error = %e, "cluster: cannot give a livekit event id back");
+        if let Some(cluster) = &cluster {
+            if let Some(admission) = shared
+                && let Err(e) = cluster.readmit_egress_event(admission).await
+            {
+                tracing::warn!(egress_id = %info.egress_id, error = %e, "cluster: cannot take a livekit egress mark back");
+            }
+            release_claim(cluster, event_id).await;
         }
         return Err(AppError::cluster_unavailable(&e));
     }
@@ -222,6 +251,16 @@ async fn handle(
         tracing::error!(egress_id = %info.egress_id, error = %e, "cannot record a livekit egress event");
     }
     Ok(Outcome::Applied)
+}
+
+/// Gives the event's id back to the cluster: its delivery was not applied,
+/// and LiveKit's retry must be.
+async fn release_claim(cluster: &Arc<crate::cluster::Cluster>, event_id: Option<&str>) {
+    if let Some(id) = event_id
+        && let Err(e) = cluster.release_receipt("livekit", id).await
+    {
+        tracing::warn!(event_id = id, error = %e, "cluster: cannot give a livekit event id back");
+    }
 }
 
 /// Feeds the egress's new status to its room; `Err` when the cluster's Redis

@@ -832,3 +832,52 @@ async fn a_file_name_too_long_for_a_file_system_is_cut_not_refused() {
     assert!(name.ends_with(".webm") && long.starts_with(name.trim_end_matches(".webm")));
     assert_eq!(onair.stored_files().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_replayed_to_another_node_is_acknowledged_and_ignored() {
+    // Two nodes sharing one Redis; each has a recording server of its own,
+    // but the reports below are written by the test and sent to either node.
+    let redis = support::redis::Redis::start();
+    let node = |id: &'static str| {
+        let url = redis.url();
+        move |config: &mut onair::Config| {
+            config.cluster.redis_url = Some(url);
+            config.cluster.node_id = id.into();
+        }
+    };
+    let a = setup_with(node("node-a")).await;
+    let b = setup_with(node("node-b")).await;
+    a.server.readyz(200, RECV_TIMEOUT).await;
+    b.server.readyz(200, RECV_TIMEOUT).await;
+    let (mut ada, _) = a.moderator("shared").await;
+
+    // The first recording: confirmed by a report to node A, then failed.
+    a.fake.behave(json!({"start": "silent"})).await;
+    let first = start(&mut ada, json!({"action": "start"})).await;
+    let body = started("shared").to_string();
+    let random = onair::auth::random_string(64);
+    let sum = checksum(SECRET, &random, body.as_bytes());
+    let json = Some("application/json");
+    let (status, _, text) = a.report("", json, &body, Some(&random), Some(&sum)).await;
+    assert_eq!(status, 200, "{text}");
+    confirmed(&mut ada, &first).await;
+    let (status, _) = a
+        .signed(&json!({"type": "failed", "failed": {"token": "shared"}}))
+        .await;
+    assert_eq!(status, 200);
+    ada.expect("recording", "stopped").await;
+    assert_eq!(ada.expect("recording", "status").await["status"], "failed");
+
+    // A second recording waits for its recording server. The first
+    // `started` report, replayed to node B, must not confirm it.
+    let second = start(&mut ada, json!({"action": "start"})).await;
+    let (status, _, text) = b.report("", json, &body, Some(&random), Some(&sum)).await;
+    assert_eq!(status, 200, "acknowledged: {text}");
+    ada.expect_silence(Duration::from_millis(300)).await;
+    for node in [&a, &b] {
+        assert_eq!(
+            node.room_status("shared").await,
+            json!({"status": "initializing", "recording_id": second})
+        );
+    }
+}

@@ -11,14 +11,17 @@
 //!   messages. No tokio, no I/O. Checked against `protocol/` by tests.
 //! * [`recording`] — the recording state machine: pure `(state, input) → (state, effects)`.
 //! * [`room`] — rooms in a `DashMap`, participants and consent, fan-out into bounded
-//!   per-socket queues (offered outside the room's lock, within a per-room budget that
-//!   holds back and merges `update`s), and the carrying-out of the state machine's effects.
+//!   per-socket queues (offered outside the room's lock), and the carrying-out of the state
+//!   machine's effects. Its parts: `room/queue.rs` (the per-socket queue and the shared
+//!   frames), `room/budget.rs` (each room's fan-out budget, which holds back and merges
+//!   `update`s), `room/large.rs` (large-room presence), `room/cluster.rs` (joins, leaves and
+//!   snapshots against Redis, and what the cluster hands a node), `room/deadlines.rs`
+//!   (durable deadlines: start, stop, empty room; saved with their transitions, fed back by
+//!   one sweep), `room/keepalive.rs` (pings, silent sockets closed).
 //! * [`cluster`] — `[cluster]`: several nodes as one over Redis (shared members and
 //!   recording state, compare-and-set transitions, per-room pub/sub, node heartbeats,
-//!   deadlines a survivor enforces, shared LiveKit egresses), on a small runtime
-//!   of its own.
-//! * [`room`] also keeps the durable deadlines (start, stop, empty room; saved with their
-//!   transitions, fed back by one sweep) and the keepalive sweep (pings, silent sockets closed).
+//!   deadlines a survivor enforces, shared LiveKit egresses and their ordering marks,
+//!   tickets, inbound idempotency keys), on a small runtime of its own.
 //! * [`session`] — one WebSocket: read loop, bounded write queue, rate limit, close codes.
 //! * [`limits`] — open sockets per server, client IP (behind trusted proxies) and room,
 //!   with slots that give themselves back on drop; joins per token `sub` (`JoinRate`,

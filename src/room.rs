@@ -35,156 +35,34 @@
 //! are boxed, so a caller's future (a session's, for one) stays as small as
 //! the one-node path needs.
 
+mod budget;
+mod cluster;
+mod deadlines;
+mod keepalive;
 mod large;
+mod queue;
+
+use budget::Budget;
+pub use deadlines::Waits;
+pub use queue::{Frame, Outlet, Queue, encode};
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use dashmap::DashMap;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-use tungstenite::Utf8Bytes;
 
 use crate::backends::{Backend, StartRequest, StopRequest};
-use crate::cluster::{Cas, Cluster, ClusterError, Host, wire};
+use crate::cluster::{Cas, Cluster, ClusterError, wire};
 use crate::metrics::{METRICS, Status, count};
 use crate::protocol::{
     ControlError, ControlEvent, Participant, RecordingError, RecordingEvent, RecordingStatus, Role,
     ServerFrame,
 };
 use crate::recording::{self, Deadline, Effect, Input, Policy, State};
-use crate::store::{DueDeadline, NewDeadline, NewDelivery, Store};
+use crate::store::{NewDeadline, NewDelivery, Store};
 use crate::webhooks::outbound::Outbox;
 use large::{Audience, Headcount, Next};
-
-/// A serialized server frame, shared by every recipient (cloning is a refcount).
-pub type Frame = Utf8Bytes;
-
-/// Serializes a frame once, for any number of recipients.
-pub fn encode(frame: &ServerFrame) -> Frame {
-    Frame::from(frame.to_json())
-}
-
-/// How the room reaches one participant's socket task.
-#[derive(Clone, Debug)]
-pub struct Outlet {
-    /// The participant's bounded outgoing queue.
-    pub queue: Arc<Queue>,
-    /// Cancelled when the room drops the participant for not reading.
-    pub kick: CancellationToken,
-}
-
-impl Outlet {
-    /// Queues a frame; `false` if the queue is full (the client is not reading).
-    pub fn offer(&self, frame: Frame) -> bool {
-        let queued = self.queue.offer(frame);
-        if queued {
-            METRICS.frames_sent.inc();
-        }
-        queued
-    }
-}
-
-/// One participant's bounded queue of frames waiting for its socket task.
-///
-/// A `VecDeque` behind a mutex (held only to push or drain, never across
-/// `.await`) rather than a tokio channel: an idle queue holds no buffer at all,
-/// where a bounded `mpsc` channel keeps at least one 32-slot block (~1 KiB)
-/// plus its cache-padded state (~0.5 KiB) for every participant, and keeps the
-/// blocks a burst made it grow.
-pub struct Queue {
-    frames: Mutex<VecDeque<Frame>>,
-    ready: Notify,
-    /// Frames it holds at most (`[server] send_queue`).
-    capacity: u32,
-    /// Keepalive sweeps since the socket last sent anything (a pong counts);
-    /// [`SILENCED`] once the sweep closed it for that. Beside `capacity`, it
-    /// costs no memory: the keepalive needs no timer or field per socket.
-    silent: AtomicU8,
-}
-
-/// [`Queue::silent`] of a socket closed for not answering pings.
-const SILENCED: u8 = u8::MAX;
-
-impl std::fmt::Debug for Queue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue")
-            .field("capacity", &self.capacity)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Queue {
-    /// An empty queue holding at most `capacity` frames.
-    pub fn new(capacity: usize) -> Arc<Self> {
-        Arc::new(Self {
-            frames: Mutex::new(VecDeque::new()),
-            ready: Notify::new(),
-            capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
-            silent: AtomicU8::new(0),
-        })
-    }
-
-    /// The socket sent something: it is alive.
-    pub fn heard(&self) {
-        // Read first: most frames find it at 0 and need not write the line.
-        if self.silent.load(Ordering::Relaxed) != 0 {
-            self.silent.store(0, Ordering::Relaxed);
-        }
-    }
-
-    /// Whether the keepalive sweep closed this socket for its silence.
-    pub fn silenced(&self) -> bool {
-        self.silent.load(Ordering::Relaxed) == SILENCED
-    }
-
-    /// One keepalive sweep: counts it, and says whether the socket has now
-    /// been silent for more than `limit` sweeps.
-    fn sweep(&self, limit: u8) -> bool {
-        let silent = self.silent.load(Ordering::Relaxed).saturating_add(1);
-        if silent > limit {
-            self.silent.store(SILENCED, Ordering::Relaxed);
-            return true;
-        }
-        self.silent.store(silent, Ordering::Relaxed);
-        false
-    }
-
-    /// Adds a frame; `false` if the queue is full.
-    pub fn offer(&self, frame: Frame) -> bool {
-        let mut frames = self.frames.lock().unwrap_or_else(|e| e.into_inner());
-        if frames.len() >= self.capacity as usize {
-            return false;
-        }
-        frames.push_back(frame);
-        drop(frames);
-        // Stores a permit if the socket task is not waiting right now.
-        self.ready.notify_one();
-        true
-    }
-
-    /// Waits until frames are queued and takes up to `max` of them.
-    /// Cancel-safe: frames leave the queue only in the poll that returns them.
-    pub async fn take(&self, max: usize) -> Vec<Frame> {
-        loop {
-            {
-                let mut frames = self.frames.lock().unwrap_or_else(|e| e.into_inner());
-                if !frames.is_empty() {
-                    let n = frames.len().min(max);
-                    let batch: Vec<Frame> = frames.drain(..n).collect();
-                    if frames.is_empty() && frames.capacity() > 8 {
-                        // Give back what a burst made the queue grow to.
-                        *frames = VecDeque::new();
-                    }
-                    return batch;
-                }
-            }
-            self.ready.notified().await;
-        }
-    }
-}
 
 struct Member {
     participant: Participant,
@@ -253,60 +131,6 @@ struct RoomInner {
 struct Outgoing {
     frames: Vec<Frame>,
     to: Vec<Outlet>,
-}
-
-/// Deliveries a room may still make: a token bucket refilled at the room's
-/// rate, holding at most one second's worth.
-#[derive(Default)]
-struct Budget {
-    /// Deliveries available; negative after events that may not wait.
-    tokens: f64,
-    /// When `tokens` was last brought up to date; `None` before the first use.
-    at: Option<Instant>,
-}
-
-impl Budget {
-    /// Brings the tokens up to date at `rate` per second.
-    fn refill(&mut self, rate: f64, now: Instant) {
-        self.tokens = match self.at {
-            None => rate,
-            Some(at) => {
-                (self.tokens + now.saturating_duration_since(at).as_secs_f64() * rate).min(rate)
-            }
-        };
-        self.at = Some(now);
-    }
-
-    /// Takes `cost` if the budget has it (a fan-out larger than a whole
-    /// second's budget needs a full bucket); `rate` 0 = no budget.
-    fn try_take(&mut self, rate: f64, cost: usize, now: Instant) -> bool {
-        if rate <= 0.0 {
-            return true;
-        }
-        self.refill(rate, now);
-        let cost = cost as f64;
-        if self.tokens >= cost.min(rate) {
-            self.tokens -= cost;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Charges `cost` for a delivery that may not wait (down to one second in debt).
-    fn charge(&mut self, rate: f64, cost: usize, now: Instant) {
-        if rate <= 0.0 {
-            return;
-        }
-        self.refill(rate, now);
-        self.tokens = (self.tokens - cost as f64).max(-rate);
-    }
-
-    /// How long until `try_take(cost)` can succeed.
-    fn wait(&self, rate: f64, cost: usize) -> Duration {
-        let missing = (cost as f64).min(rate) - self.tokens;
-        Duration::from_secs_f64((missing / rate).max(0.001))
-    }
 }
 
 /// One room.
@@ -790,32 +614,6 @@ struct Pending {
     /// Whether webhook deliveries were written.
     wake_outbox: bool,
 }
-
-/// How long each wait may last (`[recording] start_timeout_s`,
-/// `stop_timeout_s`, `empty_room_grace_s`).
-#[derive(Debug, Clone, Copy)]
-pub struct Waits {
-    /// A start the backend has not confirmed.
-    pub start: Duration,
-    /// A stop the backend has not confirmed.
-    pub stop: Duration,
-    /// A recording whose room nobody is in.
-    pub empty_room: Duration,
-}
-
-impl Waits {
-    /// How long `deadline` waits.
-    pub fn of(&self, deadline: Deadline) -> Duration {
-        match deadline {
-            Deadline::Start => self.start,
-            Deadline::Stop => self.stop,
-            Deadline::EmptyRoom => self.empty_room,
-        }
-    }
-}
-
-/// How often the durable deadlines are looked at (one node).
-const DEADLINES_EVERY: Duration = Duration::from_millis(500);
 
 /// All rooms of this process.
 pub struct Registry {
@@ -1569,83 +1367,6 @@ impl Registry {
         pending
     }
 
-    /// One keepalive sweep (`[server] ping_interval_s`): every joined
-    /// socket gets a ping (an empty frame in its queue, which its task sends
-    /// as a WebSocket Ping), and one that has sent nothing, not even a pong,
-    /// for more than `limit` sweeps is closed; the others then get `left`.
-    pub fn sweep_silent(&self, limit: u8) {
-        let rooms: Vec<Arc<Room>> = self.rooms.iter().map(|r| r.value().clone()).collect();
-        let mut closed = 0usize;
-        for room in rooms {
-            let inner = room.lock();
-            for member in &inner.members {
-                let queue = &member.outlet.queue;
-                if queue.sweep(limit) {
-                    member.outlet.kick.cancel();
-                    closed += 1;
-                } else {
-                    // Not counted as a frame sent: it carries nothing.
-                    queue.offer(Frame::default());
-                }
-            }
-        }
-        if closed > 0 {
-            tracing::info!(closed, "keepalive: closed sockets that answered no ping");
-        }
-    }
-
-    /// One node: feeds every stored deadline that has passed back to its
-    /// room, at start (deadlines a previous run armed) and then twice a
-    /// second, until `shutdown`. An emptied room's deadline is dropped when
-    /// somebody is back in it. A cluster enforces its deadlines itself.
-    pub async fn enforce_deadlines(self: Arc<Self>, shutdown: CancellationToken) {
-        if self.cluster.is_some() {
-            return;
-        }
-        loop {
-            let due = self
-                .store
-                .due_deadlines(unix_ms(SystemTime::now()))
-                .inspect_err(|e| tracing::error!(error = %e, "cannot read deadlines"))
-                .unwrap_or_default();
-            for due in due {
-                self.expire(&due).await;
-                if let Err(e) = self.store.clear_deadline(&due) {
-                    tracing::error!(room = %due.room, error = %e, "cannot clear a deadline");
-                }
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(DEADLINES_EVERY) => {}
-            }
-        }
-    }
-
-    /// Feeds one passed deadline to its room.
-    async fn expire(self: &Arc<Self>, due: &DueDeadline) {
-        let Some(deadline) = Deadline::parse(&due.deadline) else {
-            tracing::warn!(room = %due.room, deadline = %due.deadline, "unknown deadline dropped");
-            return;
-        };
-        if deadline == Deadline::EmptyRoom
-            && self
-                .get(&due.room)
-                .is_some_and(|room| !room.lock().members.is_empty())
-        {
-            // Somebody came back within the grace period (a reload).
-            return;
-        }
-        tracing::info!(room = %due.room, deadline = deadline.as_str(), recording_id = %due.recording_id, "deadline passed");
-        self.apply_or_log(
-            &due.room,
-            Input::Expired {
-                deadline,
-                recording_id: due.recording_id.clone(),
-            },
-        )
-        .await;
-    }
-
     /// [`Registry::apply_to`] for inputs nobody waits to hear about: a
     /// cluster's Redis that did not answer is logged (by the cluster path).
     pub async fn apply_or_log(self: &Arc<Self>, room_id: &str, input: Input) {
@@ -1734,161 +1455,6 @@ struct Stepped {
 
 /// Cluster mode: the same operations with Redis as the shared state.
 impl Registry {
-    /// The local room for `room_id`, created (without saved state: Redis has it) if needed.
-    fn local_room(&self, room_id: &str) -> Arc<Room> {
-        if let Some(room) = self.rooms.get(room_id) {
-            return room.clone();
-        }
-        self.rooms
-            .entry(room_id.to_owned())
-            .or_insert_with(|| {
-                METRICS.rooms.inc();
-                self.new_room(room_id, State::default())
-            })
-            .clone()
-    }
-
-    async fn cluster_join(
-        &self,
-        cluster: &Arc<Cluster>,
-        room_id: &str,
-        participant: Participant,
-        user_id: &str,
-        may_record: bool,
-        outlet: Outlet,
-    ) -> Arc<Room> {
-        let id = participant.id.clone();
-        let room = loop {
-            let room = self.local_room(room_id);
-            let mut inner = room.lock();
-            if inner.closed {
-                drop(inner);
-                std::thread::yield_now();
-                continue;
-            }
-            METRICS.participants.inc();
-            inner.members.push(Member {
-                participant: participant.clone(),
-                user_id: user_id.to_owned(),
-                may_record,
-                outlet: outlet.clone(),
-                pending: Some(PendingJoin::default()),
-            });
-            drop(inner);
-            break room;
-        };
-        let joined = encode(&ServerFrame::control(ControlEvent::Joined(
-            participant.clone(),
-        )));
-        let message = wire::encode(wire::Kind::Joined, &id, &joined);
-        match cluster.join(room_id, &participant, &message).await {
-            Ok(view) => {
-                let others = view.members.into_iter().filter(|p| p.id != id).collect();
-                let success = join_success(&participant, others, view.state.join_data());
-                let mut inner = room.lock();
-                if let Some(member) = inner.members.iter_mut().find(|m| m.participant.id == id)
-                    && let Some(pending) = member.pending.as_mut()
-                {
-                    pending.success = Some(success);
-                    if pending.seen_joined {
-                        activate(member);
-                    }
-                }
-            }
-            Err(e) => {
-                // Not in the shared room: answer from what this node knows, then say why.
-                tracing::warn!(room = room_id, error = %e, "cluster: join not shared");
-                let mut inner = room.lock();
-                let others = inner
-                    .members
-                    .iter()
-                    .filter(|m| m.participant.id != id)
-                    .map(|m| m.participant.clone())
-                    .collect();
-                if let Some(member) = inner.members.iter_mut().find(|m| m.participant.id == id) {
-                    member.pending = None;
-                    member
-                        .outlet
-                        .offer(join_success(&participant, others, None));
-                    member.outlet.offer(cluster_unavailable(&e));
-                }
-            }
-        }
-        room
-    }
-
-    async fn cluster_leave(
-        self: &Arc<Self>,
-        cluster: &Arc<Cluster>,
-        room: &Arc<Room>,
-        participant_id: &str,
-    ) {
-        // Scoped: no guard may live across the awaits below.
-        let now_empty = {
-            let mut inner = room.lock();
-            let Some(index) = inner
-                .members
-                .iter()
-                .position(|m| m.participant.id == participant_id)
-            else {
-                return;
-            };
-            inner.members.remove(index);
-            METRICS.participants.dec();
-            let now_empty = inner.members.is_empty() && !inner.closed;
-            if now_empty {
-                inner.closed = true;
-            }
-            now_empty
-        };
-        if now_empty
-            && self
-                .rooms
-                .remove_if(&room.id, |_, r| Arc::ptr_eq(r, room))
-                .is_some()
-        {
-            METRICS.rooms.dec();
-            cluster.unsubscribe(&room.id);
-        }
-        match cluster.leave(&room.id, participant_id).await {
-            // The last one anywhere: the room empties (a recording stops, as on one node).
-            Ok(Some(0)) => {
-                self.cluster_apply(cluster, &room.id, None, Input::RoomEmptied, true)
-                    .await;
-            }
-            Ok(_) => {}
-            // Left in Redis under this node's name: removed when the node re-registers.
-            Err(e) => tracing::warn!(room = %room.id, error = %e, "cluster: leave not shared yet"),
-        }
-    }
-
-    /// Whether the room has members somewhere.
-    async fn cluster_room_exists(&self, cluster: &Cluster, room_id: &str) -> bool {
-        self.cluster_room_exists_or_err(cluster, room_id)
-            .await
-            .unwrap_or(false)
-    }
-
-    /// Whether the room has a recording state or members in Redis.
-    async fn cluster_room_exists_or_err(
-        &self,
-        cluster: &Cluster,
-        room_id: &str,
-    ) -> Result<bool, ClusterError> {
-        let state = cluster.read_state(room_id).await?;
-        Ok(state.exists || !cluster.members(room_id).await?.is_empty())
-    }
-
-    async fn cluster_snapshot(&self, cluster: &Cluster, room_id: &str) -> Option<RoomSnapshot> {
-        let participants = cluster.members(room_id).await.ok()?;
-        let state = cluster.read_state(room_id).await.ok()?.state;
-        (!participants.is_empty()).then(|| RoomSnapshot {
-            id: room_id.to_owned(),
-            participants,
-            recording: RecordingSnapshot::from(&state),
-        })
-    }
-
     /// Steps the shared recording state: read, `recording::step`, compare-and-set
     /// with the step's announcements, retried while another node wrote first.
     /// Refusals go to `reply`; the effects run here only if this write won.
@@ -2037,180 +1603,10 @@ impl Registry {
     }
 }
 
-impl Host for Registry {
-    fn deliver(self: &Arc<Self>, room_id: &str, message: wire::Message<'_>) {
-        let Some(room) = self.rooms.get(room_id).map(|r| r.clone()) else {
-            return;
-        };
-        let frame = match message.kind {
-            wire::Kind::Left => encode(&ServerFrame::control(ControlEvent::Left {
-                id: message.subject.to_owned(),
-            })),
-            _ => Frame::from(message.frame),
-        };
-        let mut inner = room.lock();
-        let mut flush = false;
-        match message.kind {
-            wire::Kind::Tell => {
-                if let Some(outlet) = inner
-                    .members
-                    .iter()
-                    .find(|m| m.participant.id == message.subject && m.pending.is_none())
-                    .map(|m| m.outlet.clone())
-                {
-                    inner.send_one(&outlet, frame);
-                }
-            }
-            wire::Kind::Joined => {
-                if let Some(member) = inner
-                    .members
-                    .iter_mut()
-                    .find(|m| m.participant.id == message.subject)
-                    && let Some(pending) = member.pending.as_mut()
-                {
-                    pending.seen_joined = true;
-                    if pending.success.is_some() {
-                        activate(member);
-                    }
-                }
-                inner.fan_out(frame, Some(message.subject), room.fanout_rate);
-            }
-            // A participant's `update` (recording events have no subject).
-            wire::Kind::Fanout if !message.subject.is_empty() => {
-                flush = inner.presence(message.subject, frame, room.fanout_rate);
-            }
-            wire::Kind::Fanout => inner.fan_out(frame, None, room.fanout_rate),
-            wire::Kind::Left => {
-                inner.forget(message.subject);
-                inner.fan_out(frame, Some(message.subject), room.fanout_rate);
-            }
-        }
-        drop(inner);
-        room.drain();
-        if flush {
-            self.start_flush(&room);
-        }
-    }
-
-    fn local_members(&self) -> Vec<(String, Participant)> {
-        let rooms: Vec<Arc<Room>> = self.rooms.iter().map(|r| r.value().clone()).collect();
-        rooms
-            .iter()
-            .flat_map(|room| {
-                room.lock()
-                    .members
-                    .iter()
-                    .map(|m| (room.id.clone(), m.participant.clone()))
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    }
-
-    fn is_local(&self, room_id: &str) -> bool {
-        self.rooms.contains_key(room_id)
-    }
-
-    fn connection_lost(&self) {
-        let error = cluster_unavailable(&ClusterError::Unavailable);
-        let rooms: Vec<Arc<Room>> = self.rooms.iter().map(|r| r.value().clone()).collect();
-        for room in rooms {
-            let mut inner = room.lock();
-            let others: Vec<Participant> = inner
-                .members
-                .iter()
-                .map(|m| m.participant.clone())
-                .collect();
-            for member in inner.members.iter_mut() {
-                // A joiner caught half-way gets its answer from what this node knows.
-                if let Some(pending) = member.pending.as_mut()
-                    && pending.success.is_none()
-                {
-                    let id = member.participant.id.clone();
-                    pending.success = Some(join_success(
-                        &member.participant,
-                        others.iter().filter(|p| p.id != id).cloned().collect(),
-                        None,
-                    ));
-                }
-                if member.pending.is_some() {
-                    activate(member);
-                }
-                if !member.outlet.offer(error.clone()) {
-                    kick(member);
-                }
-            }
-        }
-    }
-
-    fn deadline_overdue(self: &Arc<Self>, room: String, recording_id: String, deadline: Deadline) {
-        let Some(cluster) = self.cluster.clone() else {
-            return;
-        };
-        let registry = self.clone();
-        tokio::spawn(async move {
-            let input = Input::Expired {
-                deadline,
-                recording_id,
-            };
-            // An emptied room's only while it is still empty on every node.
-            let require_empty = deadline == Deadline::EmptyRoom;
-            if registry.cluster_room_exists(&cluster, &room).await {
-                registry
-                    .cluster_apply(&cluster, &room, None, input, require_empty)
-                    .await;
-            }
-        });
-    }
-
-    fn rooms_emptied(self: &Arc<Self>, rooms: Vec<String>) {
-        let Some(cluster) = self.cluster.clone() else {
-            return;
-        };
-        let registry = self.clone();
-        tokio::spawn(async move {
-            for room in rooms {
-                registry
-                    .cluster_apply(&cluster, &room, None, Input::RoomEmptied, true)
-                    .await;
-            }
-        });
-    }
-}
-
 /// Milliseconds since the Unix epoch.
 fn unix_ms(at: SystemTime) -> i64 {
     at.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// A cluster joiner's `join_success` (cluster rooms are never large).
-fn join_success(
-    participant: &Participant,
-    participants: Vec<Participant>,
-    recording: Option<crate::protocol::RecordingData>,
-) -> Frame {
-    encode(&ServerFrame::control(ControlEvent::JoinSuccess {
-        id: participant.id.clone(),
-        display_name: participant.control.display_name.clone(),
-        role: participant.control.role,
-        participants,
-        recording,
-        participant_count: None,
-    }))
-}
-
-/// Sends a cluster joiner its `join_success` and what was buffered behind it.
-fn activate(member: &mut Member) {
-    let Some(pending) = member.pending.take() else {
-        return;
-    };
-    let frames = pending.success.into_iter().chain(pending.buffer);
-    for frame in frames {
-        if !member.outlet.offer(frame) {
-            kick(member);
-            return;
-        }
-    }
 }
 
 /// Closes a client that does not read; its session leaves the room (and the cluster).
@@ -2232,38 +1628,4 @@ fn cluster_unavailable(error: &ClusterError) -> Frame {
             "{error}; events from other nodes may be missed until this node reconnects"
         )),
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_budget_refills_at_its_rate_and_holds_one_second() {
-        let rate = 1000.0;
-        let t0 = Instant::now();
-        let mut budget = Budget::default();
-        // A fresh budget holds one second's worth.
-        assert!(budget.try_take(rate, 600, t0));
-        assert!(!budget.try_take(rate, 600, t0));
-        let wait = budget.wait(rate, 600);
-        assert!(wait > Duration::from_millis(150) && wait <= Duration::from_millis(200));
-        assert!(budget.try_take(rate, 600, t0 + Duration::from_millis(200)));
-        // Events that may not wait put it in debt, at most one second's worth.
-        budget.charge(rate, 10_000, t0 + Duration::from_millis(200));
-        assert!((budget.tokens + rate).abs() < 1e-9);
-        assert!(!budget.try_take(rate, 1, t0 + Duration::from_millis(500)));
-        assert!(budget.try_take(rate, 1, t0 + Duration::from_millis(1202)));
-        // Never more than a second's worth, however long it rested.
-        let rested = t0 + Duration::from_secs(60);
-        assert!(budget.try_take(rate, 1000, rested));
-        assert!(!budget.try_take(rate, 1, rested));
-        // A fan-out bigger than a second's budget goes out with a full bucket.
-        let mut big = Budget::default();
-        assert!(big.try_take(rate, 5000, t0));
-        assert!(!big.try_take(rate, 5000, t0 + Duration::from_secs(1)));
-        // 0 = no budget.
-        let mut off = Budget::default();
-        assert!((0..100).all(|_| off.try_take(0.0, 1_000_000, t0)));
-    }
 }

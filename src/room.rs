@@ -1161,12 +1161,7 @@ impl Registry {
         if let Some(wait) = count_later {
             room.count_later(wait);
         }
-        if !deliveries.is_empty() {
-            match self.store.enqueue(&deliveries) {
-                Ok(()) => self.outbox.wake(),
-                Err(e) => tracing::error!(error = %e, "cannot queue the consent webhook"),
-            }
-        }
+        self.outbox.enqueue_detached(deliveries, "consent webhook");
     }
 
     /// Whether the participant may start and stop recordings.
@@ -1517,14 +1512,18 @@ impl Registry {
                 recording_id = to.recording_id(),
                 "recording state changed"
             );
-            let deliveries = self.webhook_deliveries(room_id, effects);
+            // A cluster's compare-and-set wrote them (`cluster_step`).
+            let deliveries = match self.cluster {
+                Some(_) => Vec::new(),
+                None => self.webhook_deliveries(room_id, effects),
+            };
             if let Err(e) = self
                 .store
                 .save_room_state(room_id, to, &deliveries, deadline.as_ref())
             {
                 tracing::error!(room = %room_id, error = %e, "cannot save the recording state");
             }
-            pending.wake_outbox = !deliveries.is_empty();
+            pending.wake_outbox = self.cluster.is_some() || !deliveries.is_empty();
         } else if let Some(deadline) = &deadline
             && let Err(e) = self.store.set_deadline(room_id, deadline)
         {
@@ -1959,6 +1958,11 @@ impl Registry {
                     won: false,
                 });
             }
+            // The outbound webhooks go with the write that causes them.
+            let webhooks = match to != current.state {
+                true => self.webhook_deliveries(room_id, &effects),
+                false => Vec::new(),
+            };
             match cluster
                 .compare_and_set(
                     room_id,
@@ -1973,6 +1977,7 @@ impl Registry {
                         _ => None,
                     }),
                     &messages,
+                    &webhooks,
                 )
                 .await?
             {

@@ -198,3 +198,75 @@ async fn a_webhook_claimed_by_a_node_killed_mid_attempt_is_delivered_when_the_cl
     assert_eq!(second["webhook_id"], first["webhook_id"]);
     receiver.silence(Duration::from_secs(2)).await;
 }
+
+/// Writes a held row with the shared layout, as a node's catalog does; its
+/// `holder` is `holder`.
+async fn write_held_row(redis: &Redis, holder: &str, message_id: &str, endpoint: &str) {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let seq: i64 = redis::cmd("INCR")
+        .arg("onair:outbox:seq")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let payload = json!({
+        "type": "recording.available",
+        "timestamp": "2026-01-01T00:00:00.000Z",
+        "data": {"room": "standup", "recording_id": message_id},
+    })
+    .to_string();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let _: () = redis::pipe()
+        .cmd("HSET")
+        .arg(format!("onair:outbox:row:{seq}"))
+        .arg(&[
+            ("kind", "webhook"),
+            ("message_id", message_id),
+            ("endpoint", endpoint),
+            ("event_type", "recording.available"),
+            ("payload", &payload),
+            ("attempts", "0"),
+            ("state", "held"),
+            ("created_ms", &now_ms.to_string()),
+            ("holder", holder),
+        ])
+        .ignore()
+        .cmd("SADD")
+        .arg("onair:outbox:held")
+        .arg(seq)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_rows_of_a_node_whose_heartbeat_is_gone_are_let_go() {
+    let redis = Redis::start();
+    let mut receiver = Receiver::start(None);
+    let url = receiver.url("/ok");
+    // Node X has no heartbeat (it died); node Y's is there (alive, still holding).
+    write_held_row(&redis, "node-x", "msg_of_a_dead_node", &url).await;
+    write_held_row(&redis, "node-y", "msg_of_a_live_node", &url).await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("onair:node:node-y")
+        .arg(1)
+        .arg("EX")
+        .arg(600)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let _a = node(&redis, "node-a", &url, 10).await;
+    let line = receiver.next().await;
+    assert_eq!(line["verified"], true, "{line}");
+    assert_eq!(line["webhook_id"], "msg_of_a_dead_node");
+    assert_eq!(line["event"]["type"], "recording.available");
+    // The live node's row stays held until it lets it go.
+    receiver.silence(Duration::from_secs(2)).await;
+}

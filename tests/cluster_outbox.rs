@@ -9,6 +9,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use onair::protocol::Role;
 use serde_json::{Value, json};
 use support::binary::{self, Onair};
@@ -105,6 +106,14 @@ async fn each_webhook_arrives_once_whichever_node_caused_it() {
         clients.push(node.server.join("standup", name, Role::Moderator).await.0);
     }
 
+    // A node that writes rows tells the others on `onair:outbox:wake`.
+    let mut wakes = redis::Client::open(redis.url())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    wakes.subscribe("onair:outbox:wake").await.unwrap();
+
     // Started through one node and stopped through another, twice.
     let mut expected = Vec::new();
     for (starter, stopper) in [(0, 1), (2, 0)] {
@@ -138,6 +147,17 @@ async fn each_webhook_arrives_once_whichever_node_caused_it() {
         assert!(seen.insert(id, event).is_none(), "delivered twice: {line}");
     }
     receiver.silence(Duration::from_secs(2)).await;
+    // Four transitions wrote rows: A's start, B's stop, C's start, A's stop.
+    let mut notices = wakes.on_message();
+    let mut writers = Vec::new();
+    for _ in 0..4 {
+        let notice = tokio::time::timeout(Duration::from_secs(5), notices.next())
+            .await
+            .expect("a wake notice was published")
+            .unwrap();
+        writers.push(notice.get_payload::<String>().unwrap());
+    }
+    assert_eq!(writers, ["node-a", "node-b", "node-c", "node-a"]);
     let mut got: Vec<(String, String)> = seen.into_values().collect();
     got.sort();
     expected.sort();

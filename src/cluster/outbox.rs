@@ -12,12 +12,16 @@
 //! leaves its claimed rows to come due again when the lease ends, and a
 //! survivor delivers them; held rows whose holder's heartbeat is gone are let
 //! go by the next claim. Finished rows expire `[webhooks] keep_days` after
-//! they were written.
+//! they were written. A node that writes rows publishes a notice
+//! ([`wire::outbox_wake_channel`]) so that every node looks at once; each
+//! also looks every second regardless.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use redis::Script;
+use tokio_util::sync::CancellationToken;
 
 use super::{Cluster, ClusterError, epoch_ms, scripts, wire};
 use crate::store::{Delivery, DeliveryKind, NewDelivery};
@@ -54,7 +58,7 @@ pub enum Finish {
 }
 
 /// Appends the outbox part of a script's ARGV: now, this node, the row
-/// prefix, then six per row (see `outbox_write` in [`scripts`]).
+/// prefix, the wake channel, then six per row (see `outbox_write` in [`scripts`]).
 pub(super) fn row_args(
     invocation: &mut redis::ScriptInvocation<'_>,
     node: &str,
@@ -63,7 +67,8 @@ pub(super) fn row_args(
     invocation
         .arg(epoch_ms())
         .arg(node)
-        .arg(wire::outbox_row_prefix());
+        .arg(wire::outbox_row_prefix())
+        .arg(wire::outbox_wake_channel());
     for row in rows {
         invocation
             .arg(row.kind.as_str())
@@ -79,7 +84,54 @@ fn ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The longest pause before the wake notices' subscription is tried again.
+const WAKES_RETRY: Duration = Duration::from_secs(1);
+
 impl Cluster {
+    /// Until `shutdown`, calls `wake` for every notice that some node wrote
+    /// outbox rows, on a subscription of its own (tried again after
+    /// [`WAKES_RETRY`] whenever Redis is away). Returns at once.
+    pub fn outbox_wakes(
+        self: &Arc<Self>,
+        wake: impl Fn() + Send + Sync + 'static,
+        shutdown: CancellationToken,
+    ) {
+        let this = self.clone();
+        self.io.handle().spawn(async move {
+            loop {
+                match this.timed(this.client.get_async_pubsub()).await {
+                    Ok(mut pubsub) => {
+                        match this
+                            .timed(pubsub.subscribe(wire::outbox_wake_channel()))
+                            .await
+                        {
+                            Ok(()) => {
+                                // Rows written while not subscribed are found now.
+                                wake();
+                                let mut notices = pubsub.on_message();
+                                loop {
+                                    tokio::select! {
+                                        _ = shutdown.cancelled() => return,
+                                        notice = notices.next() => match notice {
+                                            Some(_) => wake(),
+                                            None => break,
+                                        },
+                                    }
+                                }
+                            }
+                            Err(e) => tracing::debug!(error = %e, "outbox: cannot subscribe to wake notices"),
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "outbox: cannot subscribe to wake notices"),
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(WAKES_RETRY) => {}
+                }
+            }
+        });
+    }
+
     /// Writes outbox rows for every node to deliver (a pending row is due at
     /// once; a held one waits for [`Cluster::outbox_release_held`], by this node).
     pub async fn outbox_enqueue(

@@ -56,13 +56,15 @@ return 1
 /// The Lua function that writes outbox rows (the layout of
 /// [`super::wire::outbox_row_key`] and its neighbours), for the scripts that
 /// write rows with their cause: `outbox_write(seq key, due key, held key, row
-/// prefix, now ms, node id, first ARGV index, row count)` reads six ARGV per
-/// row (kind, held `1`/`0`, message id, endpoint, event type, payload). A
-/// pending row is due at once; a held one waits in the held set for its holder.
+/// prefix, wake channel, now ms, node id, first ARGV index, row count)` reads
+/// six ARGV per row (kind, held `1`/`0`, message id, endpoint, event type,
+/// payload). A pending row is due at once; a held one waits in the held set
+/// for its holder. Writing any publishes the node id on the wake channel, so
+/// that every node looks for due rows at once.
 macro_rules! outbox_write_lua {
     () => {
         r"
-local function outbox_write(seq_key, due_key, held_key, prefix, now, node, first, count)
+local function outbox_write(seq_key, due_key, held_key, prefix, wake, now, node, first, count)
   for r = 0, count - 1 do
     local i = first + r * 6
     local seq = redis.call('INCR', seq_key)
@@ -77,6 +79,7 @@ local function outbox_write(seq_key, due_key, held_key, prefix, now, node, first
       redis.call('ZADD', due_key, now, seq)
     end
   end
+  if count > 0 then redis.call('PUBLISH', wake, node) end
 end
 "
     };
@@ -90,7 +93,7 @@ end
 /// ARGV: expected version, new state JSON, require empty (`1`/`0`), expiry in ms
 /// (`0`: none), channel, deadline member (`''`: none), deadline (ms since the
 /// epoch), message count `m`, `m` messages, then now (ms), node id, outbox row
-/// prefix and six ARGV per outbox row (see `outbox_write`).
+/// prefix, outbox wake channel and six ARGV per outbox row (see `outbox_write`).
 /// Returns the new version, `-1` if the version moved (read again and retry),
 /// `-2` if the room was required to be empty and is not.
 pub const CAS: &str = concat!(
@@ -109,7 +112,7 @@ if ARGV[6] ~= '' then redis.call('ZADD', KEYS[3], 'NX', ARGV[7], ARGV[6]) end
 local m = tonumber(ARGV[8])
 for i = 9, 8 + m do redis.call('PUBLISH', ARGV[5], ARGV[i]) end
 local o = 9 + m
-outbox_write(KEYS[4], KEYS[5], KEYS[6], ARGV[o + 2], ARGV[o], ARGV[o + 1], o + 3, (#ARGV - o - 2) / 6)
+outbox_write(KEYS[4], KEYS[5], KEYS[6], ARGV[o + 2], ARGV[o + 3], ARGV[o], ARGV[o + 1], o + 4, (#ARGV - o - 3) / 6)
 return v + 1
 "
 );
@@ -117,12 +120,14 @@ return v + 1
 /// Write outbox rows on their own (causes that are not a script of their
 /// own: consent changes, the catalog's announcements).
 /// KEYS: outbox seq, outbox due, outbox held. ARGV: now (ms), node id, row
-/// prefix, six ARGV per row (see `outbox_write`). Returns the row count.
+/// prefix, wake channel, six ARGV per row (see `outbox_write`). Returns the
+/// row count.
 pub const OUTBOX_ENQUEUE: &str = concat!(
     outbox_write_lua!(),
     r"
-outbox_write(KEYS[1], KEYS[2], KEYS[3], ARGV[3], ARGV[1], ARGV[2], 4, (#ARGV - 3) / 6)
-return (#ARGV - 3) / 6
+local count = (#ARGV - 4) / 6
+outbox_write(KEYS[1], KEYS[2], KEYS[3], ARGV[3], ARGV[4], ARGV[1], ARGV[2], 5, count)
+return count
 "
 );
 

@@ -141,6 +141,12 @@ pub fn outbox_held_key() -> String {
     format!("{PREFIX}outbox:held")
 }
 
+/// `onair:outbox:wake` — pub/sub channel: a node that wrote outbox rows
+/// publishes its id, so that every node looks for due rows at once.
+pub fn outbox_wake_channel() -> String {
+    format!("{PREFIX}outbox:wake")
+}
+
 /// `onair:outbox:disabled` — set of the endpoint URLs that answered 410 Gone.
 pub fn outbox_disabled_key() -> String {
     format!("{PREFIX}outbox:disabled")

@@ -395,6 +395,11 @@ impl Outbox {
 
     /// Delivers due rows until `shutdown`, then makes one last bounded pass.
     pub async fn run(self: Arc<Self>, http: reqwest::Client, shutdown: CancellationToken) {
+        if let Rows::Shared { cluster, .. } = &self.rows {
+            // Another node wrote rows: look at once rather than at the next poll.
+            let outbox = self.clone();
+            cluster.outbox_wakes(move || outbox.wake(), shutdown.clone());
+        }
         loop {
             let next = self.deliver_due(&http).await.or_else(|| self.next_due_ms());
             self.prune();

@@ -32,13 +32,14 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Cluster;
+use crate::cluster::ClusterError;
 use crate::cluster::outbox::Finish;
 use crate::config::WebhooksConfig;
 use crate::metrics::{METRICS, count};
 use crate::notifications::{
     PostOutcome, PostPolicy, check_public_destination, post_once, public_only_client,
 };
-use crate::store::{Delivery, DeliveryKind, NewDelivery, Store};
+use crate::store::{Delivery, DeliveryKind, NewDelivery, Store, StoreError};
 
 /// The event types onair sends.
 pub const EVENT_TYPES: &[&str] = &[
@@ -54,6 +55,18 @@ struct Endpoint {
     url: String,
     key: Vec<u8>,
     events: Vec<String>,
+}
+
+/// Why the outbox could not read or write its rows.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// The single node's SQLite store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The cluster's Redis, where the rows are, failed or is away; rows not
+    /// recorded come due again (when the next pass or a claim's lease ends).
+    #[error("the outbox in the cluster's Redis: {0}")]
+    Cluster(#[from] ClusterError),
 }
 
 /// Rows claimed per pass.
@@ -221,16 +234,16 @@ impl Outbox {
 
     /// Writes rows on their own (a cause that did not write them itself) and
     /// wakes the delivery task.
-    pub async fn enqueue(&self, deliveries: Vec<NewDelivery>) -> Result<(), String> {
+    pub async fn enqueue(&self, deliveries: Vec<NewDelivery>) -> Result<(), OutboxError> {
         if deliveries.is_empty() {
             return Ok(());
         }
         match &self.rows {
-            Rows::Local(store) => store.enqueue(&deliveries).map_err(|e| e.to_string())?,
+            Rows::Local(store) => store.enqueue(&deliveries).map_err(OutboxError::from)?,
             Rows::Shared { cluster, .. } => cluster
                 .outbox_enqueue(deliveries)
                 .await
-                .map_err(|e| e.to_string())?,
+                .map_err(OutboxError::from)?,
         }
         self.wake();
         Ok(())
@@ -264,15 +277,15 @@ impl Outbox {
         &self,
         message_id: &str,
         payload: Option<&str>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, OutboxError> {
         let released = match &self.rows {
             Rows::Local(store) => store
                 .release_held(message_id, payload)
-                .map_err(|e| e.to_string())?,
+                .map_err(OutboxError::from)?,
             Rows::Shared { cluster, .. } => cluster
                 .outbox_release_held(message_id, payload)
                 .await
-                .map_err(|e| e.to_string())?,
+                .map_err(OutboxError::from)?,
         };
         self.wake();
         Ok(released)
@@ -290,12 +303,12 @@ impl Outbox {
     }
 
     /// The rows due now (claimed, in cluster mode) and when the next one is.
-    async fn claim_due(&self) -> Result<(Vec<Delivery>, Option<i64>), String> {
+    async fn claim_due(&self) -> Result<(Vec<Delivery>, Option<i64>), OutboxError> {
         match &self.rows {
             Rows::Local(store) => {
                 let due = store
                     .due_deliveries(now_ms(), BATCH)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(OutboxError::from)?;
                 Ok((due, None))
             }
             Rows::Shared {
@@ -310,7 +323,7 @@ impl Outbox {
                 let claimed = cluster
                     .outbox_claim(self.lease(), BATCH, *started_ms, self.keep)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(OutboxError::from)?;
                 *self.disabled.lock().unwrap_or_else(|e| e.into_inner()) =
                     claimed.disabled.into_iter().collect();
                 let mut leases = leases.lock().unwrap_or_else(|e| e.into_inner());
@@ -330,7 +343,8 @@ impl Outbox {
         }
     }
 
-    /// Records the outcome of an attempt (`retry` or give up: `next` is `None`).
+    /// Records the outcome of an attempt at a row (in a cluster, only while
+    /// this node's claim on it holds).
     async fn finish(&self, seq: i64, outcome: Finish) {
         let done = match &self.rows {
             Rows::Local(store) => match outcome {
@@ -338,7 +352,7 @@ impl Outbox {
                 Finish::Retry(error, at) => store.failed_attempt(seq, &error, Some(at)),
                 Finish::Dead(error) => store.failed_attempt(seq, &error, None),
             }
-            .map_err(|e| e.to_string()),
+            .map_err(OutboxError::from),
             Rows::Shared {
                 cluster, leases, ..
             } => {
@@ -359,7 +373,7 @@ impl Outbox {
                             );
                             Ok(())
                         }
-                        Err(e) => Err(e.to_string()),
+                        Err(e) => Err(e.into()),
                     },
                     None => Ok(()),
                 }
@@ -374,7 +388,7 @@ impl Outbox {
     /// Disables an endpoint that answered 410 Gone (for every node, in a cluster).
     async fn disable(&self, seq: i64, endpoint: &str) {
         let done = match &self.rows {
-            Rows::Local(store) => store.disable_endpoint(endpoint).map_err(|e| e.to_string()),
+            Rows::Local(store) => store.disable_endpoint(endpoint).map_err(OutboxError::from),
             Rows::Shared {
                 cluster, leases, ..
             } => {
@@ -385,7 +399,7 @@ impl Outbox {
                 cluster
                     .outbox_disable(endpoint, self.keep)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(OutboxError::from)
             }
         };
         if let Err(e) = done {

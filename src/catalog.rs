@@ -259,22 +259,36 @@ impl Catalog {
             }
         };
         deliveries.extend(owed.as_ref().and_then(|o| o.post().cloned()));
-        match self.store.insert_recording(&recording, &deliveries) {
+        // A cluster's outbox is in Redis: its rows are written there, and
+        // what releases them (the notifications) starts once they are.
+        let shared = self.outbox.is_shared();
+        let written = match shared {
+            true => self.store.insert_recording(&recording, &[]),
+            false => self.store.insert_recording(&recording, &deliveries),
+        };
+        match written {
             Ok(inserted) => {
-                if inserted {
+                if inserted && shared {
+                    let (outbox, notifications, storage) = (
+                        self.outbox.clone(),
+                        self.notifications.clone(),
+                        self.storage.clone(),
+                    );
+                    tokio::spawn(async move {
+                        if let Err(e) = outbox.enqueue(deliveries).await {
+                            tracing::error!(error = %e, recording_id = %recording.id, "cannot queue a recording's webhooks and notification in the cluster's outbox");
+                        }
+                        announce(&recording, owed, &outbox, &notifications, storage.as_ref());
+                    });
+                } else if inserted {
                     self.outbox.wake();
-                    if let Some(owed) = owed {
-                        self.notifications.recording_available(
-                            &recording,
-                            owed,
-                            self.outbox.clone(),
-                        );
-                    }
-                    // After the notifications: an upload to the owner's S3 opens
-                    // the local file before this moves it away.
-                    if let Some(storage) = &self.storage {
-                        storage.offload(&recording);
-                    }
+                    announce(
+                        &recording,
+                        owed,
+                        &self.outbox,
+                        &self.notifications,
+                        self.storage.as_ref(),
+                    );
                 }
                 inserted
             }
@@ -304,21 +318,51 @@ impl Catalog {
 
     /// Removes a recording from the catalog (not its file).
     pub fn remove(&self, id: &str) -> Option<Recording> {
+        // A cluster's outbox is in Redis: the rows go there once the entry is gone.
+        let mut shared_rows = Vec::new();
         let removed = self
             .store
             .delete_recording(id, |r| {
-                self.outbox.deliveries(
+                let rows = self.outbox.deliveries(
                     "recording.deleted",
                     json!({"room": r.room, "recording_id": r.id}),
-                )
+                );
+                match self.outbox.is_shared() {
+                    true => {
+                        shared_rows = rows;
+                        Vec::new()
+                    }
+                    false => rows,
+                }
             })
             .inspect_err(|e| tracing::error!(error = %e, "cannot delete from the catalog"))
             .ok()
             .flatten();
         if removed.is_some() {
             self.outbox.wake();
+            self.outbox
+                .enqueue_detached(shared_rows, "recording.deleted webhook");
         }
         removed
+    }
+}
+
+/// After `recording` was catalogued with its rows: the owner's notifications
+/// (which let the held POST go), then the move into the bucket.
+fn announce(
+    recording: &Recording,
+    owed: Option<crate::notifications::Owed>,
+    outbox: &Arc<Outbox>,
+    notifications: &Notifications,
+    storage: Option<&Arc<Storage>>,
+) {
+    if let Some(owed) = owed {
+        notifications.recording_available(recording, owed, outbox.clone());
+    }
+    // After the notifications: an upload to the owner's S3 opens
+    // the local file before this moves it away.
+    if let Some(storage) = storage {
+        storage.offload(recording);
     }
 }
 

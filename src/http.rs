@@ -1011,7 +1011,8 @@ async fn metrics(
         ));
     }
     let mut text = crate::metrics::METRICS.encode();
-    if let Ok(counts) = app.store.outbox_counts() {
+    // A cluster's outbox is in Redis, shared: the node's own store has no rows.
+    if let Some(Ok(counts)) = (!app.outbox.is_shared()).then(|| app.store.outbox_counts()) {
         text.push_str(&format!(
             "# HELP onair_outbox_deliveries Outbound webhook deliveries by state.\n# TYPE onair_outbox_deliveries gauge\n\
              onair_outbox_deliveries{{state=\"pending\"}} {}\nonair_outbox_deliveries{{state=\"delivered\"}} {}\n\

@@ -21,13 +21,16 @@
 //! * [`cluster`] — `[cluster]`: several nodes as one over Redis (shared members and
 //!   recording state, compare-and-set transitions, per-room pub/sub, node heartbeats,
 //!   deadlines a survivor enforces, shared LiveKit egresses and their ordering marks,
-//!   tickets, inbound idempotency keys), on a small runtime of its own.
+//!   tickets, inbound idempotency keys, the outbox every node delivers from, claiming rows
+//!   for a lease), on a small runtime of its own.
 //! * [`session`] — one WebSocket: read loop, bounded write queue, rate limit, close codes.
 //! * [`limits`] — open sockets per server, client IP (behind trusted proxies) and room,
 //!   with slots that give themselves back on drop; joins per token `sub` (`JoinRate`,
 //!   shared through Redis in a cluster); the JSON nesting-depth scan.
 //! * [`backends`] — what a recording start/stop is sent to: `manual`, `livekit`, `nextcloud`, `jaas`.
-//! * [`webhooks`] — inbound provider webhooks, verified, turned into recording inputs.
+//! * [`webhooks`] — inbound provider webhooks, verified, turned into recording inputs;
+//!   `webhooks::outbound`, the outbox's delivery loop (rows in SQLite, or in Redis with
+//!   `[cluster]`).
 //! * [`reconcile`] — `[recording] reconcile_interval_s`: the backend compares the provider's
 //!   list (LiveKit `Egress/ListEgress`) with onair's rooms; this task applies the repairs.
 //! * [`catalog`] — finished recordings, kept in the store.
@@ -36,7 +39,8 @@
 //! * [`storage`] — where their files are: `[storage] path`, or moved to an S3-compatible bucket.
 //! * [`store`] — the embedded SQLite store: catalog (with legal holds and what onair saw
 //!   of each recording), active recording state per room and its deadlines, the outbox
-//!   (webhooks and notification POSTs), inbound idempotency keys and provider ordering marks.
+//!   (webhooks and notification POSTs; in Redis with `[cluster]`), inbound idempotency
+//!   keys and provider ordering marks.
 //! * [`notifications`] — Temasys-style recording notifications per owner: the POST
 //!   (through the outbox), e-mail over SMTP, upload to the owner's S3 bucket.
 //! * [`web`] — the demo page at `/` and its JS client, with a strict CSP.

@@ -919,8 +919,8 @@ impl Inner {
         );
         if let Some(post) = owed.post.as_ref().filter(|p| p.held) {
             let payload = serde_json::to_string(&metadata).expect("metadata serializes");
-            match self.store.release_held(&post.message_id, Some(&payload)) {
-                Ok(_) => outbox.wake(),
+            match outbox.release_held(&post.message_id, Some(&payload)).await {
+                Ok(_) => {}
                 // It stays held until the next start releases it as written.
                 Err(e) => tracing::error!(error = %e, "cannot release a notification POST"),
             }

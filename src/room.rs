@@ -913,7 +913,7 @@ impl Registry {
     /// Changes a participant's consent and sends `update` to everyone else.
     pub async fn set_consent(&self, room: &Arc<Room>, participant_id: &str, consent: bool) {
         // Scoped: no guard may live across the cluster's await below.
-        let (update, shared) = {
+        let (update, deliveries, shared) = {
             let mut inner = room.lock();
             let Some(member) = inner
                 .members
@@ -929,38 +929,40 @@ impl Registry {
             let update = encode(&ServerFrame::control(ControlEvent::Update(
                 member.participant.clone(),
             )));
+            let deliveries = self.outbox.deliveries(
+                "participant.consent_changed",
+                serde_json::json!({
+                    "room": room.id,
+                    "participant_id": participant_id,
+                    "user_id": member.user_id,
+                    "consent": consent,
+                }),
+            );
             let shared = self
                 .cluster
                 .as_ref()
                 .map(|_| (member.participant.clone(), member.outlet.clone()));
-            (update, shared)
+            (update, deliveries, shared)
         };
         if let (Some(cluster), Some((participant, outlet))) = (&self.cluster, shared) {
-            // Stored and announced through Redis, outside the lock.
+            // Stored, announced and its webhooks queued through Redis, in one
+            // step, outside the lock.
             let message = wire::encode(wire::Kind::Fanout, participant_id, &update);
-            if let Err(e) = Box::pin(cluster.update(&room.id, &participant, &message)).await {
+            let stored = cluster.update(&room.id, &participant, &message, &deliveries);
+            if let Err(e) = Box::pin(stored).await {
                 tracing::warn!(room = %room.id, error = %e, "cluster: cannot store a consent change");
                 outlet.offer(cluster_unavailable(&e));
                 return;
             }
         }
         let mut inner = room.lock();
-        let Some(member) = inner
+        if !inner
             .members
             .iter()
-            .find(|m| m.participant.id == participant_id)
-        else {
+            .any(|m| m.participant.id == participant_id)
+        {
             return;
-        };
-        let deliveries = self.outbox.deliveries(
-            "participant.consent_changed",
-            serde_json::json!({
-                "room": room.id,
-                "participant_id": participant_id,
-                "user_id": member.user_id,
-                "consent": consent,
-            }),
-        );
+        }
         let flush =
             self.cluster.is_none() && inner.presence(participant_id, update, room.fanout_rate);
         let count_later = inner.headcount_changed(room.fanout_rate);
@@ -972,11 +974,10 @@ impl Registry {
         if let Some(wait) = count_later {
             room.count_later(wait);
         }
-        if !deliveries.is_empty() {
-            match self.store.enqueue(&deliveries) {
-                Ok(()) => self.outbox.wake(),
-                Err(e) => tracing::error!(error = %e, "cannot queue the consent webhook"),
-            }
+        match &self.cluster {
+            None => self.outbox.enqueue_detached(deliveries, "consent webhook"),
+            Some(_) if !deliveries.is_empty() => self.outbox.wake(),
+            Some(_) => {}
         }
     }
 
@@ -1351,14 +1352,18 @@ impl Registry {
                 recording_id = to.recording_id(),
                 "recording state changed"
             );
-            let deliveries = self.webhook_deliveries(room_id, effects);
+            // A cluster's compare-and-set wrote them (`cluster_step`).
+            let deliveries = match self.cluster {
+                Some(_) => Vec::new(),
+                None => self.webhook_deliveries(room_id, effects),
+            };
             if let Err(e) = self
                 .store
                 .save_room_state(room_id, to, &deliveries, deadline.as_ref())
             {
                 tracing::error!(room = %room_id, error = %e, "cannot save the recording state");
             }
-            pending.wake_outbox = !deliveries.is_empty();
+            pending.wake_outbox = self.cluster.is_some() || !deliveries.is_empty();
         } else if let Some(deadline) = &deadline
             && let Err(e) = self.store.set_deadline(room_id, deadline)
         {
@@ -1563,6 +1568,11 @@ impl Registry {
                     won: false,
                 });
             }
+            // The outbound webhooks go with the write that causes them.
+            let webhooks = match to != current.state {
+                true => self.webhook_deliveries(room_id, &effects),
+                false => Vec::new(),
+            };
             match cluster
                 .compare_and_set(
                     room_id,
@@ -1577,6 +1587,7 @@ impl Registry {
                         _ => None,
                     }),
                     &messages,
+                    &webhooks,
                 )
                 .await?
             {

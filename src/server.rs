@@ -108,7 +108,11 @@ impl AppState {
                 livekit.attach_cluster(cluster.clone());
             }
         }
-        let outbox = Arc::new(Outbox::new(&config.webhooks, store.clone()));
+        let outbox = Arc::new(Outbox::new(
+            &config.webhooks,
+            store.clone(),
+            cluster.clone(),
+        ));
         let rooms = Arc::new(Registry::new(RegistryParts {
             policy: backend.policy(
                 config.recording.enabled,

@@ -404,7 +404,7 @@ impl Rig {
         config.notifications.allow_private_addresses = allow_private;
         config.server.public_url = Some(PUBLIC_URL.into());
         let store = Arc::new(Store::open(&config.store.path).unwrap());
-        let outbox = Arc::new(Outbox::new(&config.webhooks, store.clone()));
+        let outbox = Arc::new(Outbox::new(&config.webhooks, store.clone(), None));
         let links = onair::catalog::Links::from_config(&config, [7; 32]);
         let notifications = Arc::new(Notifications::new(
             &config,

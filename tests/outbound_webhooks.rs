@@ -1,77 +1,71 @@
 //! Outbound webhooks verified by the official Standard Webhooks library
 //! (`standardwebhooks` from PyPI, in `tests/webhooks/receiver.py`).
+//!
+//! Every test runs against both outboxes: a single node's SQLite store, and
+//! a cluster node's Redis (a real `redis-server`).
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use onair::config::WebhookEndpoint;
 use onair::protocol::Role;
-use serde_json::{Value, json};
+use serde_json::json;
 use support::harness::{ADMIN_KEY, Server, config, http};
-use tokio::sync::mpsc;
+use support::receiver::{Receiver, SECRET};
+use support::redis::Redis;
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-struct Receiver {
-    child: Child,
-    port: u16,
-    lines: mpsc::UnboundedReceiver<Value>,
+/// Where the outbox rows live.
+enum Rows {
+    /// The node's SQLite store.
+    Sqlite,
+    /// A real `redis-server`: the node runs in cluster mode.
+    Redis(Redis),
 }
 
-impl Receiver {
-    fn start(port: Option<u16>) -> Self {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/webhooks/receiver.py");
-        let mut command = Command::new("python3");
-        command.arg(script).arg(SECRET);
-        if let Some(port) = port {
-            command.arg(port.to_string());
+impl Rows {
+    fn redis() -> Self {
+        Self::Redis(Redis::start())
+    }
+
+    /// A server on `config`, in cluster mode on this Redis if there is
+    /// one; returns once it is ready.
+    async fn server(&self, mut config: onair::Config) -> Server {
+        if let Self::Redis(redis) = self {
+            config.cluster.redis_url = Some(redis.url());
+            config.cluster.heartbeat_s = 1;
+            config.cluster.node_ttl_s = 3;
         }
-        let mut child = command
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs the receiver");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut first = String::new();
-        stdout.read_line(&mut first).unwrap();
-        let port = first.trim().parse().unwrap_or_else(|_| {
-            panic!("the receiver did not start (is `standardwebhooks` installed?): {first:?}")
-        });
-        let (tx, lines) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                let _ = tx.send(serde_json::from_str(&line).unwrap());
+        let server = Server::with(config).await;
+        server.readyz(200, Duration::from_secs(15)).await;
+        server
+    }
+}
+
+/// Each test, once per outbox (cluster mode needs the multi-threaded runtime).
+macro_rules! on_both {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$test(super::Rows::Sqlite).await;
             }
-        });
-        Self { child, port, lines }
-    }
 
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    async fn next(&mut self) -> Value {
-        tokio::time::timeout(Duration::from_secs(15), self.lines.recv())
-            .await
-            .expect("a webhook arrives in time")
-            .expect("the receiver runs")
-    }
-
-    async fn silence(&mut self, wait: Duration) {
-        if let Ok(Some(line)) = tokio::time::timeout(wait, self.lines.recv()).await {
-            panic!("expected no more webhooks, got {line}");
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                super::$test(super::Rows::redis()).await;
+            }
         }
-    }
+    )*};
 }
 
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+on_both!(
+    every_event_is_delivered_signed,
+    failures_are_retried_with_the_same_id,
+    the_last_attempt_gives_up,
+    gone_disables_the_endpoint,
+    a_restart_loses_nothing,
+);
 
 fn with_endpoint(url: String) -> onair::Config {
     let mut config = config();
@@ -84,10 +78,9 @@ fn with_endpoint(url: String) -> onair::Config {
     config
 }
 
-#[tokio::test]
-async fn every_event_is_delivered_signed() {
+async fn every_event_is_delivered_signed(rows: Rows) {
     let mut receiver = Receiver::start(None);
-    let server = Server::with(with_endpoint(receiver.url("/ok"))).await;
+    let server = rows.server(with_endpoint(receiver.url("/ok"))).await;
     let (mut ada, _) = server.join("room", "Ada", Role::Moderator).await;
     let (mut bob, _) = server.join("room", "Bob", Role::User).await;
     ada.expect("control", "joined").await;
@@ -150,10 +143,9 @@ async fn every_event_is_delivered_signed() {
     receiver.silence(Duration::from_millis(500)).await;
 }
 
-#[tokio::test]
-async fn failures_are_retried_with_the_same_id() {
+async fn failures_are_retried_with_the_same_id(rows: Rows) {
     let mut receiver = Receiver::start(None);
-    let server = Server::with(with_endpoint(receiver.url("/flaky/2"))).await;
+    let server = rows.server(with_endpoint(receiver.url("/flaky/2"))).await;
     let (mut ada, _) = server.join("room", "Ada", Role::Moderator).await;
     ada.recording(json!({"action": "start"})).await;
     let first = receiver.next().await;
@@ -173,12 +165,11 @@ async fn failures_are_retried_with_the_same_id() {
     receiver.silence(Duration::from_millis(500)).await;
 }
 
-#[tokio::test]
-async fn the_last_attempt_gives_up() {
+async fn the_last_attempt_gives_up(rows: Rows) {
     let mut receiver = Receiver::start(None);
     let mut config = with_endpoint(receiver.url("/flaky/1000"));
     config.webhooks.max_attempts = 3;
-    let server = Server::with(config).await;
+    let server = rows.server(config).await;
     let (mut ada, _) = server.join("room", "Ada", Role::Moderator).await;
     ada.recording(json!({"action": "start"})).await;
     for _ in 0..3 {
@@ -187,10 +178,9 @@ async fn the_last_attempt_gives_up() {
     receiver.silence(Duration::from_millis(1500)).await;
 }
 
-#[tokio::test]
-async fn gone_disables_the_endpoint() {
+async fn gone_disables_the_endpoint(rows: Rows) {
     let mut receiver = Receiver::start(None);
-    let server = Server::with(with_endpoint(receiver.url("/gone"))).await;
+    let server = rows.server(with_endpoint(receiver.url("/gone"))).await;
     let (mut ada, _) = server.join("room", "Ada", Role::Moderator).await;
     ada.recording(json!({"action": "start"})).await;
     let id = ada.expect("recording", "started").await["recording_id"].clone();
@@ -201,8 +191,7 @@ async fn gone_disables_the_endpoint() {
     receiver.silence(Duration::from_millis(800)).await;
 }
 
-#[tokio::test]
-async fn a_restart_loses_nothing() {
+async fn a_restart_loses_nothing(rows: Rows) {
     // A port nobody listens on yet: deliveries fail until the receiver starts.
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -215,7 +204,7 @@ async fn a_restart_loses_nothing() {
     // No grace period: the room's emptying stops the recording at once.
     config.recording.empty_room_grace_s = 0;
 
-    let server = Server::with(config.clone()).await;
+    let server = rows.server(config.clone()).await;
     let (mut ada, _) = server.join("room", "Ada", Role::Moderator).await;
     ada.recording(json!({"action": "start"})).await;
     let id = ada.expect("recording", "started").await["recording_id"].clone();
@@ -223,7 +212,7 @@ async fn a_restart_loses_nothing() {
     server.stop().await;
 
     let mut receiver = Receiver::start(Some(port));
-    let _server = Server::with(config).await;
+    let _server = rows.server(config).await;
     let mut types = Vec::new();
     for _ in 0..2 {
         let line = receiver.next().await;

@@ -35,6 +35,7 @@
 //! A standalone Redis (or a primary) is assumed, not Redis Cluster: the
 //! scripts touch keys of several rooms.
 
+pub mod outbox;
 pub mod persistence;
 mod receipts;
 pub use receipts::EgressAdmission;
@@ -417,20 +418,22 @@ impl Cluster {
         room: &str,
         participant: &Participant,
         message: &str,
+        webhooks: &[crate::store::NewDelivery],
     ) -> Result<bool, ClusterError> {
         let mut conn = self.conn()?;
         let json = serde_json::to_string(participant).expect("wire types serialize");
-        let done: u64 = self
-            .timed(
-                self.update
-                    .key(wire::members_key(room))
-                    .arg(&participant.id)
-                    .arg(json)
-                    .arg(wire::channel(room))
-                    .arg(message)
-                    .invoke_async(&mut conn),
-            )
-            .await?;
+        let mut invocation = self.update.prepare_invoke();
+        invocation
+            .key(wire::members_key(room))
+            .key(wire::outbox_seq_key())
+            .key(wire::outbox_due_key())
+            .key(wire::outbox_held_key())
+            .arg(&participant.id)
+            .arg(json)
+            .arg(wire::channel(room))
+            .arg(message);
+        outbox::row_args(&mut invocation, &self.node_id, webhooks);
+        let done: u64 = self.timed(invocation.invoke_async(&mut conn)).await?;
         Ok(done == 1)
     }
 
@@ -566,7 +569,9 @@ impl Cluster {
     }
 
     /// Writes `state` if the version is still `expected`, publishing `messages`
-    /// in the same step. With `require_empty`, only while nobody is in the room.
+    /// and writing the outbox rows of its `webhooks` in the same step. With
+    /// `require_empty`, only while nobody is in the room.
+    #[allow(clippy::too_many_arguments)]
     pub async fn compare_and_set(
         &self,
         room: &str,
@@ -575,6 +580,7 @@ impl Cluster {
         require_empty: bool,
         deadline: Option<(Deadline, &str, Duration)>,
         messages: &[String],
+        webhooks: &[crate::store::NewDelivery],
     ) -> Result<Cas, ClusterError> {
         let mut conn = self.conn()?;
         let resting = matches!(state, State::Inactive | State::Failed { .. });
@@ -593,16 +599,21 @@ impl Cluster {
             .key(wire::recording_key(room))
             .key(wire::members_key(room))
             .key(wire::deadlines_key())
+            .key(wire::outbox_seq_key())
+            .key(wire::outbox_due_key())
+            .key(wire::outbox_held_key())
             .arg(expected)
             .arg(wire::state_to_json(state))
             .arg(if require_empty { "1" } else { "0" })
             .arg(if resting { RESTING_STATE_TTL_MS } else { 0 })
             .arg(wire::channel(room))
             .arg(deadline)
-            .arg(due);
+            .arg(due)
+            .arg(messages.len());
         for message in messages {
             invocation.arg(message);
         }
+        outbox::row_args(&mut invocation, &self.node_id, webhooks);
         let outcome: i64 = self.timed(invocation.invoke_async(&mut conn)).await?;
         Ok(match outcome {
             -1 => {
@@ -680,10 +691,12 @@ impl Cluster {
                 .await;
             let was_ready = self.ready.swap(false, Ordering::AcqRel);
             METRICS.cluster_up.set(0);
-            *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
             if shutdown.is_cancelled() {
+                // The connection stays for the last bounded work of the
+                // shutdown (the outbox records its attempts, gives its claims back).
                 return;
             }
+            *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
             if let Err(e) = outcome {
                 tracing::warn!(error = %e, retry_in = ?backoff, "cluster: Redis unavailable");
             }

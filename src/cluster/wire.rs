@@ -117,6 +117,48 @@ pub fn tickets_of_key(sub: &str) -> String {
     format!("{PREFIX}tickets:{sub}")
 }
 
+/// `onair:outbox:seq` — counter; `INCR` gives a new outbox row its `seq`.
+pub fn outbox_seq_key() -> String {
+    format!("{PREFIX}outbox:seq")
+}
+
+/// `onair:outbox:row:` — the prefix of the outbox rows' keys (see [`outbox_row_key`]),
+/// for the scripts that build a row's key from its `seq`.
+pub fn outbox_row_prefix() -> String {
+    format!("{PREFIX}outbox:row:")
+}
+
+/// `onair:outbox:row:<seq>` — hash: one outbound webhook or notification POST
+/// (`kind`, `message_id`, `endpoint`, `event_type`, `payload`, `attempts`,
+/// `state`, `created_ms`, `holder` for held rows, `last_error`).
+pub fn outbox_row_key(seq: i64) -> String {
+    format!("{}{seq}", outbox_row_prefix())
+}
+
+/// `onair:outbox:due` — sorted set of pending rows' `seq`, scored by when
+/// (ms since the epoch) each is due; a node that claims a row re-scores it
+/// to the end of its lease.
+pub fn outbox_due_key() -> String {
+    format!("{PREFIX}outbox:due")
+}
+
+/// `onair:outbox:held` — set of held rows' `seq` (released by their holder,
+/// or by a survivor once the holder's heartbeat is gone).
+pub fn outbox_held_key() -> String {
+    format!("{PREFIX}outbox:held")
+}
+
+/// `onair:outbox:wake` — pub/sub channel: a node that wrote outbox rows
+/// publishes its id, so that every node looks for due rows at once.
+pub fn outbox_wake_channel() -> String {
+    format!("{PREFIX}outbox:wake")
+}
+
+/// `onair:outbox:disabled` — set of the endpoint URLs that answered 410 Gone.
+pub fn outbox_disabled_key() -> String {
+    format!("{PREFIX}outbox:disabled")
+}
+
 /// The member of the sorted set of deadlines for `deadline` of
 /// `recording_id` in `room` (a start's keeps the older two-part form). Room
 /// and recording ids hold no spaces.

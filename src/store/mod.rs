@@ -59,14 +59,16 @@ pub enum DeliveryKind {
 }
 
 impl DeliveryKind {
-    fn as_str(self) -> &'static str {
+    /// The stored name (`webhook`, `notification`).
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Webhook => "webhook",
             Self::Notification => "notification",
         }
     }
 
-    fn parse(text: &str) -> Self {
+    /// The kind a stored name stands for (a webhook unless `notification`).
+    pub fn parse(text: &str) -> Self {
         match text {
             "notification" => Self::Notification,
             _ => Self::Webhook,

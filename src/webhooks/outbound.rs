@@ -12,8 +12,13 @@
 //! (`notifications`): rows of kind `notification`, a plain JSON POST of the
 //! recording's metadata to the owner's `url`, written with the catalog entry
 //! and retried with `[notifications]`' attempts, backoff and timeout.
+//!
+//! Where the rows live is chosen at start ([`Rows`]): a single node keeps
+//! them in its SQLite store; a cluster (`[cluster] redis_url`) in Redis
+//! ([`crate::cluster::outbox`]), where every node runs this delivery loop,
+//! claims due rows for a lease, and takes over the rows of a node that died.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,12 +31,15 @@ use sha2::Sha256;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::Cluster;
+use crate::cluster::ClusterError;
+use crate::cluster::outbox::Finish;
 use crate::config::WebhooksConfig;
 use crate::metrics::{METRICS, count};
 use crate::notifications::{
     PostOutcome, PostPolicy, check_public_destination, post_once, public_only_client,
 };
-use crate::store::{Delivery, DeliveryKind, NewDelivery, Store};
+use crate::store::{Delivery, DeliveryKind, NewDelivery, Store, StoreError};
 
 /// The event types onair sends.
 pub const EVENT_TYPES: &[&str] = &[
@@ -49,11 +57,46 @@ struct Endpoint {
     events: Vec<String>,
 }
 
+/// Why the outbox could not read or write its rows.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// The single node's SQLite store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The cluster's Redis, where the rows are, failed or is away; rows not
+    /// recorded come due again (when the next pass or a claim's lease ends).
+    #[error("the outbox in the cluster's Redis: {0}")]
+    Cluster(#[from] ClusterError),
+}
+
+/// Rows claimed per pass.
+const BATCH: usize = 32;
+/// Cluster mode: how often a node looks for rows due (others' rows included,
+/// e.g. those of a node that died) when nothing woke it sooner.
+const POLL: Duration = Duration::from_secs(1);
+/// Cluster mode: a claim lasts twice as long as one attempt may take, and this more.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// Where the outbox rows live, chosen at start.
+pub enum Rows {
+    /// A single node: its SQLite store.
+    Local(Arc<Store>),
+    /// A cluster: Redis, shared by every node.
+    Shared {
+        /// The cluster's Redis.
+        cluster: Arc<Cluster>,
+        /// The lease end of each row this node has claimed (its outcome names it).
+        leases: Mutex<HashMap<i64, i64>>,
+        /// When this node started (ms): rows it held before are let go.
+        started_ms: u64,
+    },
+}
+
 /// The outbox: turns events into deliveries and delivers them.
 pub struct Outbox {
     endpoints: Vec<Endpoint>,
     disabled: Mutex<HashSet<String>>,
-    store: Arc<Store>,
+    rows: Rows,
     wake: Notify,
     max_attempts: u32,
     retry_base: Duration,
@@ -93,8 +136,9 @@ fn now_ms() -> i64 {
 }
 
 impl Outbox {
-    /// The outbox for the configured endpoints (secrets were checked by the config).
-    pub fn new(config: &WebhooksConfig, store: Arc<Store>) -> Self {
+    /// The outbox for the configured endpoints (secrets were checked by the
+    /// config), its rows in `store`, or in the `cluster`'s Redis if there is one.
+    pub fn new(config: &WebhooksConfig, store: Arc<Store>, cluster: Option<Arc<Cluster>>) -> Self {
         let endpoints = config
             .endpoints
             .iter()
@@ -104,22 +148,31 @@ impl Outbox {
                 events: e.events.clone(),
             })
             .collect();
-        let disabled = store
-            .disabled_endpoints()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        // Rows held by a notification task that died with the previous
-        // process go as they were written (their retrievalUrl is onair's).
-        match store.release_all_held() {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(n, "released notification POSTs held before a restart"),
-            Err(e) => tracing::error!(error = %e, "cannot release held notification POSTs"),
+        let rows = match cluster {
+            // The disabled endpoints come with each claim; held rows of a
+            // dead node (or of this one's previous life) go with a claim too.
+            Some(cluster) => Rows::Shared {
+                cluster,
+                leases: Mutex::new(HashMap::new()),
+                started_ms: u64::try_from(now_ms()).unwrap_or_default(),
+            },
+            None => Rows::Local(store),
+        };
+        let mut disabled = HashSet::new();
+        if let Rows::Local(store) = &rows {
+            disabled.extend(store.disabled_endpoints().unwrap_or_default());
+            // Rows held by a notification task that died with the previous
+            // process go as they were written (their retrievalUrl is onair's).
+            match store.release_all_held() {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(n, "released notification POSTs held before a restart"),
+                Err(e) => tracing::error!(error = %e, "cannot release held notification POSTs"),
+            }
         }
         Self {
             endpoints,
             disabled: Mutex::new(disabled),
-            store,
+            rows,
             wake: Notify::new(),
             max_attempts: config.max_attempts,
             retry_base: Duration::from_millis(config.retry_base_ms),
@@ -174,14 +227,205 @@ impl Outbox {
         self.wake.notify_one();
     }
 
+    /// Whether the rows live in the cluster's Redis (else in the SQLite store).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.rows, Rows::Shared { .. })
+    }
+
+    /// Writes rows on their own (a cause that did not write them itself) and
+    /// wakes the delivery task.
+    pub async fn enqueue(&self, deliveries: Vec<NewDelivery>) -> Result<(), OutboxError> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        match &self.rows {
+            Rows::Local(store) => store.enqueue(&deliveries).map_err(OutboxError::from)?,
+            Rows::Shared { cluster, .. } => cluster
+                .outbox_enqueue(deliveries)
+                .await
+                .map_err(OutboxError::from)?,
+        }
+        self.wake();
+        Ok(())
+    }
+
+    /// [`Outbox::enqueue`] for synchronous callers: at once into SQLite; in
+    /// a task into Redis (errors are logged, naming `what`).
+    pub fn enqueue_detached(self: &Arc<Self>, deliveries: Vec<NewDelivery>, what: &'static str) {
+        if deliveries.is_empty() {
+            return;
+        }
+        match &self.rows {
+            Rows::Local(store) => match store.enqueue(&deliveries) {
+                Ok(()) => self.wake(),
+                Err(e) => tracing::error!(error = %e, "cannot queue the {what}"),
+            },
+            Rows::Shared { .. } => {
+                let outbox = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = outbox.enqueue(deliveries).await {
+                        tracing::error!(error = %e, "cannot queue the {what} in the cluster's outbox");
+                    }
+                });
+            }
+        }
+    }
+
+    /// Lets a held row go, with a new payload if given, and wakes the
+    /// delivery task; `false` if no row of `message_id` was held.
+    pub async fn release_held(
+        &self,
+        message_id: &str,
+        payload: Option<&str>,
+    ) -> Result<bool, OutboxError> {
+        let released = match &self.rows {
+            Rows::Local(store) => store
+                .release_held(message_id, payload)
+                .map_err(OutboxError::from)?,
+            Rows::Shared { cluster, .. } => cluster
+                .outbox_release_held(message_id, payload)
+                .await
+                .map_err(OutboxError::from)?,
+        };
+        self.wake();
+        Ok(released)
+    }
+
+    /// How long a claim lasts: comfortably more than one attempt may take.
+    fn lease(&self) -> Duration {
+        let notification = self
+            .notification_policy
+            .get()
+            .copied()
+            .unwrap_or_default()
+            .timeout;
+        self.timeout.max(notification) * 2 + LEASE_MARGIN
+    }
+
+    /// The rows due now (claimed, in cluster mode) and when the next one is.
+    async fn claim_due(&self) -> Result<(Vec<Delivery>, Option<i64>), OutboxError> {
+        match &self.rows {
+            Rows::Local(store) => {
+                let due = store
+                    .due_deliveries(now_ms(), BATCH)
+                    .map_err(OutboxError::from)?;
+                Ok((due, None))
+            }
+            Rows::Shared {
+                cluster,
+                leases,
+                started_ms,
+            } => {
+                if !cluster.is_ready() {
+                    // Not connected (yet, or any more): the next poll tries again.
+                    return Ok((Vec::new(), None));
+                }
+                let claimed = cluster
+                    .outbox_claim(self.lease(), BATCH, *started_ms, self.keep)
+                    .await
+                    .map_err(OutboxError::from)?;
+                *self.disabled.lock().unwrap_or_else(|e| e.into_inner()) =
+                    claimed.disabled.into_iter().collect();
+                let mut leases = leases.lock().unwrap_or_else(|e| e.into_inner());
+                for row in &claimed.rows {
+                    leases.insert(row.seq, claimed.lease_end);
+                }
+                Ok((claimed.rows, claimed.next_due_ms))
+            }
+        }
+    }
+
+    /// When the next row is due, if any is known.
+    fn next_due_ms(&self) -> Option<i64> {
+        match &self.rows {
+            Rows::Local(store) => store.next_due_ms().ok().flatten(),
+            Rows::Shared { .. } => None,
+        }
+    }
+
+    /// Records the outcome of an attempt at a row (in a cluster, only while
+    /// this node's claim on it holds).
+    async fn finish(&self, seq: i64, outcome: Finish) {
+        let done = match &self.rows {
+            Rows::Local(store) => match outcome {
+                Finish::Delivered => store.delivered(seq),
+                Finish::Retry(error, at) => store.failed_attempt(seq, &error, Some(at)),
+                Finish::Dead(error) => store.failed_attempt(seq, &error, None),
+            }
+            .map_err(OutboxError::from),
+            Rows::Shared {
+                cluster, leases, ..
+            } => {
+                let lease_end = leases
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&seq);
+                match lease_end {
+                    Some(lease_end) => match cluster
+                        .outbox_finish(seq, lease_end, outcome, self.keep)
+                        .await
+                    {
+                        Ok(true) => Ok(()),
+                        Ok(false) => {
+                            tracing::warn!(
+                                seq,
+                                "outbox: a claim lapsed before its attempt ended; the row's new holder decides"
+                            );
+                            Ok(())
+                        }
+                        Err(e) => Err(e.into()),
+                    },
+                    None => Ok(()),
+                }
+            }
+        };
+        if let Err(e) = done {
+            // The row comes due again (a lapsed claim, or the next pass).
+            tracing::error!(seq, error = %e, "outbox: cannot record a delivery attempt");
+        }
+    }
+
+    /// Disables an endpoint that answered 410 Gone (for every node, in a cluster).
+    async fn disable(&self, seq: i64, endpoint: &str) {
+        let done = match &self.rows {
+            Rows::Local(store) => store.disable_endpoint(endpoint).map_err(OutboxError::from),
+            Rows::Shared {
+                cluster, leases, ..
+            } => {
+                leases
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&seq);
+                cluster
+                    .outbox_disable(endpoint, self.keep)
+                    .await
+                    .map_err(OutboxError::from)
+            }
+        };
+        if let Err(e) = done {
+            tracing::error!(error = %e, "outbox: cannot disable an endpoint");
+        }
+    }
+
     /// Delivers due rows until `shutdown`, then makes one last bounded pass.
     pub async fn run(self: Arc<Self>, http: reqwest::Client, shutdown: CancellationToken) {
+        if let Rows::Shared { cluster, .. } = &self.rows {
+            // Another node wrote rows: look at once rather than at the next poll.
+            let outbox = self.clone();
+            cluster.outbox_wakes(move || outbox.wake(), shutdown.clone());
+        }
         loop {
-            self.deliver_due(&http).await;
+            let next = self.deliver_due(&http).await.or_else(|| self.next_due_ms());
             self.prune();
-            let wait = match self.store.next_due_ms() {
-                Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(0, 60_000) as u64),
-                _ => Duration::from_secs(60),
+            // A cluster looks again soon: other nodes write rows too.
+            let most = if self.is_shared() {
+                POLL
+            } else {
+                Duration::from_secs(60)
+            };
+            let wait = match next {
+                Some(at) => Duration::from_millis((at - now_ms()).max(0) as u64).min(most),
+                None => most,
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -190,12 +434,40 @@ impl Outbox {
             }
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.deliver_due(&http)).await;
+        self.give_back().await;
+    }
+
+    /// Cluster mode, stopping: the rows claimed but not attempted to the end
+    /// are due again at once for the other nodes (not after the lease).
+    async fn give_back(&self) {
+        let Rows::Shared {
+            cluster, leases, ..
+        } = &self.rows
+        else {
+            return;
+        };
+        let claims: Vec<(i64, i64)> = leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        match cluster.outbox_give_back(claims).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                n,
+                "outbox: claimed deliveries given back for the other nodes"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox: cannot give claimed deliveries back; they come due when their lease ends")
+            }
+        }
     }
 
     /// At most hourly: deletes delivered and dead rows older than `[webhooks]
     /// keep_days`, so the outbox does not grow without bound.
     fn prune(&self) {
-        let Some(keep) = self.keep else {
+        // Redis expires finished rows itself (see `crate::cluster::outbox`).
+        let (Some(keep), Rows::Local(store)) = (self.keep, &self.rows) else {
             return;
         };
         let mut pruned = self.pruned.lock().unwrap_or_else(|e| e.into_inner());
@@ -206,7 +478,7 @@ impl Outbox {
         drop(pruned);
         let before =
             humantime::format_rfc3339_millis(std::time::SystemTime::now() - keep).to_string();
-        match self.store.prune_outbox(&before) {
+        match store.prune_outbox(&before) {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 n,
@@ -216,17 +488,18 @@ impl Outbox {
         }
     }
 
-    async fn deliver_due(&self, http: &reqwest::Client) {
+    /// Delivers every row due; returns when the next one is due, if known.
+    async fn deliver_due(&self, http: &reqwest::Client) -> Option<i64> {
         loop {
-            let due = match self.store.due_deliveries(now_ms(), 32) {
+            let (due, next) = match self.claim_due().await {
                 Ok(due) => due,
                 Err(e) => {
                     tracing::error!(error = %e, "outbox: cannot read due deliveries");
-                    return;
+                    return None;
                 }
             };
             if due.is_empty() {
-                return;
+                return next;
             }
             let attempts = due.iter().map(|d| self.attempt(http, d));
             futures_util::future::join_all(attempts).await;
@@ -239,9 +512,11 @@ impl Outbox {
         }
         let Some(endpoint) = self.endpoints.iter().find(|e| e.url == delivery.endpoint) else {
             // The endpoint was removed from the configuration: nobody wants it any more.
-            let _ = self
-                .store
-                .failed_attempt(delivery.seq, "endpoint no longer configured", None);
+            self.finish(
+                delivery.seq,
+                Finish::Dead("endpoint no longer configured".to_owned()),
+            )
+            .await;
             return;
         };
         let timestamp = now_ms() / 1000;
@@ -264,7 +539,7 @@ impl Outbox {
         let (error, retry_after) = match sent {
             Ok(response) if response.status().is_success() => {
                 tracing::debug!(endpoint = %endpoint.url, event = %delivery.event_type, "webhook delivered");
-                let _ = self.store.delivered(delivery.seq);
+                self.finish(delivery.seq, Finish::Delivered).await;
                 count(&METRICS.webhook_attempts, "delivered");
                 return;
             }
@@ -274,7 +549,7 @@ impl Outbox {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(endpoint.url.clone());
-                let _ = self.store.disable_endpoint(&endpoint.url);
+                self.disable(delivery.seq, &endpoint.url).await;
                 count(&METRICS.webhook_attempts, "gone");
                 return;
             }
@@ -304,7 +579,7 @@ impl Outbox {
         } else {
             tracing::info!(endpoint = %endpoint.url, event = %delivery.event_type, %error, attempts, "webhook attempt failed; will retry");
         }
-        let _ = self.store.failed_attempt(delivery.seq, &error, next);
+        self.finish(delivery.seq, failed(error, next)).await;
     }
 
     /// One attempt of a notification POST (`notifications::post_once`).
@@ -337,7 +612,7 @@ impl Outbox {
         let (error, next) = match outcome {
             PostOutcome::Delivered => {
                 tracing::info!(%host, attempts, "recording notification POSTed");
-                let _ = self.store.delivered(delivery.seq);
+                self.finish(delivery.seq, Finish::Delivered).await;
                 count(&METRICS.notification_posts, "delivered");
                 return;
             }
@@ -355,7 +630,7 @@ impl Outbox {
             tracing::warn!(%host, %error, attempts, "recording notification POST failed; giving up");
             count(&METRICS.notification_posts, "dead");
         }
-        let _ = self.store.failed_attempt(delivery.seq, &error, next);
+        self.finish(delivery.seq, failed(error, next)).await;
     }
 
     /// `base · 2^(n-1)`, capped at an hour, with ±20 % jitter.
@@ -366,6 +641,14 @@ impl Outbox {
             .saturating_mul(1 << exponent)
             .min(Duration::from_secs(3600));
         base.mul_f64(rand::rng().random_range(0.8..1.2))
+    }
+}
+
+/// A failed attempt's outcome: another at `next`, or none.
+fn failed(error: String, next: Option<i64>) -> Finish {
+    match next {
+        Some(at) => Finish::Retry(error, at),
+        None => Finish::Dead(error),
     }
 }
 

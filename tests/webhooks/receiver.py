@@ -8,11 +8,15 @@ Prints its port on the first line of stdout, then one JSON line per request:
 Behaviour per path:
   /ok            answers 204
   /flaky/N       answers 503 (Retry-After: 0) to the first N requests of each webhook-id, then 204
+  /busy/N/S      answers 503 (Retry-After: S seconds) to the first N requests of each webhook-id, then 204
+  /slow/N/S      reports the first N requests of each webhook-id at once, answers them
+                 503 (Retry-After: 0) only after S seconds, then 204
   /gone          answers 410
 """
 import json
 import sys
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -46,6 +50,9 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path.startswith("/flaky/"):
             failures = int(self.path.rsplit("/", 1)[1])
             status = 503 if seen <= failures else 204
+        elif self.path.startswith(("/busy/", "/slow/")):
+            failures = self.path.split("/")[2]
+            status = 503 if seen <= int(failures) else 204
         else:
             status = 204
         line = json.dumps({
@@ -57,9 +64,12 @@ class Handler(BaseHTTPRequestHandler):
         })
         with lock:
             print(line, flush=True)
+        if status == 503 and self.path.startswith("/slow/"):
+            time.sleep(float(self.path.split("/")[3]))
         self.send_response(status)
         if status == 503:
-            self.send_header("Retry-After", "0")
+            busy = self.path.startswith("/busy/")
+            self.send_header("Retry-After", self.path.split("/")[3] if busy else "0")
         self.send_header("content-length", "0")
         self.end_headers()
 

@@ -395,10 +395,11 @@ impl Session {
                     },
                 );
                 // The owner gets the notifications when the file is ready.
-                if applied.refused.is_none()
-                    && let Err(e) = self.app.store.set_owner(&id, &self.claims.sub)
-                {
-                    tracing::error!(error = %e, "cannot record the recording's owner");
+                if applied.refused.is_none() {
+                    self.app
+                        .catalog
+                        .store()
+                        .set_owner_soon(&id, &self.claims.sub);
                 }
                 return;
             }

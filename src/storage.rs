@@ -49,7 +49,7 @@ use tracing::Instrument;
 
 use crate::catalog::{Location, Recording};
 use crate::config::Config;
-use crate::store::Store;
+use crate::store::CatalogStore;
 
 /// Size of one part of a multipart upload (S3 wants at least 5 MiB but for the last).
 const PART_BYTES: usize = 8 * 1024 * 1024;
@@ -167,7 +167,7 @@ struct Bucket {
 pub struct Storage {
     bucket: Option<Arc<Bucket>>,
     egress: Option<Arc<EgressBucket>>,
-    store: Arc<Store>,
+    store: CatalogStore,
     /// Bounds the uploads running at once.
     uploads: Arc<Semaphore>,
     /// Recordings being moved, so one is never moved twice at once.
@@ -183,7 +183,7 @@ impl Storage {
     /// catalog whose entries are moved.
     pub fn from_config(
         config: &Config,
-        store: Arc<Store>,
+        store: CatalogStore,
         shutdown: CancellationToken,
     ) -> Result<Self, StorageError> {
         let bucket = match config.storage.s3().settings() {
@@ -390,7 +390,7 @@ impl ObjectError {
 #[derive(Clone)]
 struct Handle {
     bucket: Option<Arc<Bucket>>,
-    store: Arc<Store>,
+    store: CatalogStore,
     uploads: Arc<Semaphore>,
     moving: Arc<Mutex<HashSet<String>>>,
     tasks: TaskTracker,
@@ -480,7 +480,8 @@ impl Handle {
         };
         let moved = self
             .store
-            .move_recording(&recording.id, &recording.location, &object);
+            .move_recording(&recording.id, &recording.location, &object)
+            .await;
         match moved {
             Ok(true) => {
                 tracing::info!(bucket = %bucket.name, %key, "recording moved to the bucket");
@@ -492,9 +493,14 @@ impl Handle {
             }
             Ok(false) => {
                 // Deleted (or moved) while uploading: the object must not outlive it.
-                let current = self.store.recording(&recording.id).ok().flatten();
-                if current.is_some_and(|r| r.location == object) {
-                    return;
+                match self.store.recording(&recording.id).await {
+                    Ok(current) if current.as_ref().is_some_and(|r| r.location == object) => return,
+                    Ok(_) => {}
+                    Err(e) => {
+                        // Unknown: keep the object rather than lose the file.
+                        tracing::error!(%key, error = %e, "cannot read the catalog after an upload; the object stays");
+                        return;
+                    }
                 }
                 tracing::info!(%key, "recording deleted while uploading; removing the object");
                 if let Err(e) = bucket.client.delete(&key).await {

@@ -322,9 +322,14 @@ fn catalogue(app: &Arc<AppState>, egress: &EgressRef, info: &EgressInfo) {
         initiator: None,
     };
     let event = app.catalog.available(&recording);
-    if app.catalog.insert(recording) {
-        app.rooms.announce(&egress.room, event);
-    }
+    // The catalog may be in the cluster's Redis: awaited apart (a failure
+    // is logged by the catalog; reconciliation reports the file again).
+    let (app, room) = (app.clone(), egress.room.clone());
+    tokio::spawn(async move {
+        if let Ok(true) = app.catalog.insert(recording).await {
+            app.rooms.announce(&room, event);
+        }
+    });
 }
 
 /// The last path segment of a file name or URL (without a query string).

@@ -64,7 +64,6 @@ impl Stores {
             heartbeat_s: 1,
             node_ttl_s: 2,
             command_timeout_s: 2,
-            ..ClusterConfig::default()
         };
         let cluster = Cluster::from_config(&config)
             .expect("a valid Redis URL")

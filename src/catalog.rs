@@ -263,7 +263,24 @@ impl Catalog {
     /// Adds a recording; `false` if one with that id is already catalogued
     /// (a duplicate report is not applied twice). An error means nothing
     /// was written (HTTP: 503, the caller retries).
+    ///
+    /// With `[cluster]`, a local file is put in the shared bucket first
+    /// (and its local copy removed once catalogued): every node must be able
+    /// to serve what the shared catalog lists.
     pub async fn insert(&self, recording: Recording) -> Result<bool, CatalogError> {
+        let local = recording.location.file().map(std::path::Path::to_path_buf);
+        let recording = match &self.storage {
+            Some(storage) if self.store.is_shared() && local.is_some() => {
+                // A duplicate is refused before its file can overwrite the
+                // object of the recording it duplicates.
+                if self.store.recording(&recording.id).await?.is_some() {
+                    return Ok(false);
+                }
+                storage.upload_first(recording).await?
+            }
+            _ => recording,
+        };
+        let uploaded = local.filter(|_| recording.location.file().is_none());
         let mut deliveries = self.outbox.deliveries(
             "recording.available",
             json!({
@@ -300,6 +317,11 @@ impl Catalog {
             .await
             .inspect_err(|e| tracing::error!(error = %e, recording_id = %recording.id, "cannot catalogue a recording"))?;
         if inserted {
+            if let Some(path) = uploaded
+                && let Err(e) = tokio::fs::remove_file(&path).await
+            {
+                tracing::warn!(error = %e, "cannot remove the local copy of a recording put in the bucket");
+            }
             self.outbox.wake();
             if let Some(owed) = owed {
                 self.notifications

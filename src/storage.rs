@@ -279,6 +279,32 @@ impl Storage {
         );
     }
 
+    /// `[cluster]`: puts `recording`'s local file in the bucket before it
+    /// is catalogued, so that the shared catalog never names one node's disk
+    /// (any node serves it at once; the node may die right after). Returns
+    /// the recording as it is to be catalogued, at its object; the local
+    /// file stays for the caller to remove once catalogued. Unchanged
+    /// without a bucket, or for a recording that is not a local file.
+    pub async fn upload_first(&self, mut recording: Recording) -> Result<Recording, UploadError> {
+        let (Some(bucket), Location::File(path)) = (&self.bucket, &recording.location) else {
+            return Ok(recording);
+        };
+        let key = object_key(&bucket.prefix, &recording);
+        let _permit = self
+            .uploads
+            .acquire()
+            .await
+            .map_err(|_| UploadError::Cancelled)?;
+        bucket
+            .upload(path, &key, &recording.name, &self.shutdown)
+            .await?;
+        tracing::info!(bucket = %bucket.name, %key, "recording uploaded to the bucket before cataloguing");
+        recording.location = Location::Object {
+            key: key.to_string(),
+        };
+        Ok(recording)
+    }
+
     /// Moves `recording`'s local file to the bucket in the background, then
     /// points the catalog at the object and removes the file. Does nothing
     /// without a bucket, for a recording that is not a local file, or for one

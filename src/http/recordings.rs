@@ -286,7 +286,7 @@ async fn hold(
         .await
         .map_err(|e| match e {
             CatalogError::Cluster(e) => AppError::cluster_unavailable(&e),
-            CatalogError::Store(e) => {
+            e => {
                 tracing::error!(error = %e, "cannot save a legal hold");
                 AppError::new(
                     StatusCode::SERVICE_UNAVAILABLE,

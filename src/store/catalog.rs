@@ -28,12 +28,24 @@ pub enum CatalogError {
     /// was done, the same call later will be (HTTP: 503 `cluster_unavailable`).
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// `[cluster]`: a file could not be put in the shared bucket before it
+    /// was catalogued; nothing was catalogued.
+    #[error("cannot put the recording in the [storage] S3 bucket: {0}")]
+    Upload(#[from] crate::storage::UploadError),
 }
 
 impl From<CatalogError> for crate::http::AppError {
     fn from(error: CatalogError) -> Self {
         match error {
             CatalogError::Cluster(e) => Self::cluster_unavailable(&e),
+            CatalogError::Upload(e) => {
+                tracing::error!(error = %e, "a recording could not be put in the bucket");
+                Self::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "the recording could not be put in the [storage] S3 bucket; retry later",
+                )
+            }
             CatalogError::Store(e) => {
                 tracing::error!(error = %e, "the catalog's store failed");
                 Self::new(

@@ -143,7 +143,7 @@ async fn accept(
 
 /// The answer when the store fails: 8x8 retries on a non-2xx answer, and
 /// nothing was recorded as seen, so the retry is applied.
-fn store_unavailable(e: crate::store::StoreError) -> AppError {
+fn store_unavailable(e: impl std::fmt::Display) -> AppError {
     tracing::error!(error = %e, "jaas webhook: the store failed");
     AppError::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -378,13 +378,13 @@ async fn uploaded(
             jaas.release(&job.recording_id);
             return Ok(Outcome::Duplicate);
         }
-        Err(CatalogError::Store(e)) => {
-            jaas.release(&job.recording_id);
-            return Err(store_unavailable(e));
-        }
         Err(CatalogError::Cluster(e)) => {
             jaas.release(&job.recording_id);
             return Err(AppError::cluster_unavailable(&e));
+        }
+        Err(e) => {
+            jaas.release(&job.recording_id);
+            return Err(store_unavailable(e));
         }
     }
     tracing::info!(

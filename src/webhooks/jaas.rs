@@ -470,11 +470,18 @@ async fn download(app: Arc<AppState>, job: Job) {
             result = fetch(&app, jaas, &job) => result,
         };
         match result {
-            Ok(recording) => {
-                catalogue(&app, &job, recording).await;
-                finish(&app, jaas, &job).await;
-                return;
-            }
+            Ok(recording) => match catalogue(&app, &job, recording).await {
+                Ok(()) => {
+                    finish(&app, jaas, &job).await;
+                    return;
+                }
+                // Not catalogued (the catalog's store, or the cluster's
+                // Redis, did not answer): another attempt, like a failed download.
+                Err(e) => {
+                    tracing::warn!(recording_id = %job.recording_id, attempt, attempts, error = %e, "jaas recording downloaded but not catalogued");
+                    last_error = e.to_string();
+                }
+            },
             Err(e) => {
                 tracing::warn!(recording_id = %job.recording_id, attempt, attempts, error = %e, "jaas download attempt failed");
                 last_error = e.to_string();
@@ -550,7 +557,9 @@ async fn fetch(app: &AppState, jaas: &Jaas, job: &Job) -> Result<Recording, Down
 }
 
 /// Catalogues a downloaded recording and tells the room, once.
-async fn catalogue(app: &AppState, job: &Job, recording: Recording) {
+/// `Err` when nothing was written (the copy is dropped; a later attempt
+/// downloads it again).
+async fn catalogue(app: &AppState, job: &Job, recording: Recording) -> Result<(), CatalogError> {
     // 8x8 names who started it: that user (the `sub` of their onair tokens)
     // owns it and gets its notifications. Set before cataloguing, which
     // writes the owner's notification in the same transaction.
@@ -569,7 +578,8 @@ async fn catalogue(app: &AppState, job: &Job, recording: Recording) {
         Location::External(_) | Location::Object { .. } => None,
     };
     let size = recording.size_bytes;
-    if let Ok(true) = app.catalog.insert(recording).await {
+    let inserted = app.catalog.insert(recording).await;
+    if let Ok(true) = inserted {
         tracing::info!(
             room = %job.room,
             recording_id = %job.recording_id,
@@ -581,9 +591,10 @@ async fn catalogue(app: &AppState, job: &Job, recording: Recording) {
         );
         app.rooms.announce(&job.room, event);
     } else if let Some(path) = path {
-        // Catalogued meanwhile (or the store failed, logged): drop the copy.
+        // Catalogued meanwhile, or not catalogued now: drop the copy.
         let _ = tokio::fs::remove_file(path).await;
     }
+    inserted.map(drop)
 }
 
 /// Forgets a job: its journal entry and its claim.

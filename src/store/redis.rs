@@ -3,9 +3,8 @@
 //! `recording_owners`, `notification_settings` and `jaas_downloads`, shared
 //! by every node so that a node is stateless and can be replaced.
 //!
-//! Every call is one exchange awaited on the cluster's own runtime
-//! ([`Cluster::on_io`], with the command timeout): no thread waits for
-//! Redis. A change that touches several keys is one Lua script, so it is
+//! Every exchange is awaited on the cluster's own runtime (`Cluster::on_io`,
+//! with the command timeout): no thread waits for Redis. A change that touches several keys is one Lua script, so it is
 //! atomic; cataloguing or removing a recording writes its outbox rows
 //! (webhooks, the owner's notification POST) in the same script, with the
 //! outbox layout of [`wire::outbox_row_key`] and its neighbours. The keys
@@ -274,11 +273,6 @@ impl RedisCatalog {
     /// The catalog in `cluster`'s Redis.
     pub fn new(cluster: Arc<Cluster>) -> Self {
         Self { cluster }
-    }
-
-    /// The cluster whose Redis holds it.
-    pub fn cluster(&self) -> &Arc<Cluster> {
-        &self.cluster
     }
 
     /// Runs `script` with `keys` and `args` (strings), on the cluster's runtime.

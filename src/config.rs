@@ -962,6 +962,19 @@ impl Config {
                     "cluster.node_id must be non-empty, without braces or spaces".into(),
                 ));
             }
+            // SPEC §7: any node serves any recording, and a node can be
+            // replaced with its disk, so files cannot stay on one node's disk.
+            if self.storage.s3_bucket.is_none() {
+                return Err(ConfigError(
+                    "cluster.redis_url is set but storage.s3_bucket is not: in cluster mode \
+                     recording files must go to the shared S3 bucket (every node serves every \
+                     recording, and a node can be replaced with its disk); set \
+                     storage.s3_bucket, storage.s3_access_key_id and storage.s3_secret_access_key \
+                     (and storage.s3_endpoint for a store other than AWS), or remove \
+                     cluster.redis_url to run a single node"
+                        .into(),
+                ));
+            }
         }
         if self.webhooks.max_attempts == 0 {
             return Err(ConfigError(
@@ -1093,6 +1106,26 @@ mod tests {
             assert_eq!(c.server.send_queue, 9);
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_cluster_keeps_its_files_in_the_shared_bucket() {
+        let load = |text: &str| {
+            let f = file(text);
+            Config::load_from(Some(f.path()), no_env()).map_err(|e| e.to_string())
+        };
+        let cluster = "[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n";
+        let err = load(cluster).unwrap_err();
+        assert!(
+            err.contains("cluster.redis_url") && err.contains("storage.s3_bucket"),
+            "{err}"
+        );
+        let c = load(&format!(
+            "{cluster}[storage]\ns3_bucket = \"rec\"\ns3_access_key_id = \"a\"\n\
+             s3_secret_access_key = \"s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.storage.s3_bucket.as_deref(), Some("rec"));
     }
 
     #[test]

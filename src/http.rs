@@ -857,7 +857,7 @@ async fn start_recording(
         return Err(refusal(error));
     }
     if let Some(owner) = &start.owner
-        && let Err(e) = app.store.set_owner(&id, owner)
+        && let Err(e) = app.catalog.store().set_owner(&id, owner).await
     {
         tracing::error!(error = %e, "cannot record the recording's owner");
     }

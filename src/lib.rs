@@ -33,14 +33,16 @@
 //!   `[cluster]`).
 //! * [`reconcile`] — `[recording] reconcile_interval_s`: the backend compares the provider's
 //!   list (LiveKit `Egress/ListEgress`) with onair's rooms; this task applies the repairs.
-//! * [`catalog`] — finished recordings, kept in the store.
+//! * [`catalog`] — finished recordings, kept in the store (shared in Redis with `[cluster]`).
 //! * [`retention`] — how a recording goes away: the one deletion (DELETE or
 //!   `[storage] retention`), and the retention sweep with its legal hold.
 //! * [`storage`] — where their files are: `[storage] path`, or moved to an S3-compatible bucket.
 //! * [`store`] — the embedded SQLite store: catalog (with legal holds and what onair saw
 //!   of each recording), active recording state per room and its deadlines, the outbox
 //!   (webhooks and notification POSTs; in Redis with `[cluster]`), inbound idempotency
-//!   keys and provider ordering marks.
+//!   keys and provider ordering marks; and `CatalogStore`, the one async API over the
+//!   catalog (with owners, notification settings, JaaS downloads) in SQLite or, with
+//!   `[cluster]`, in Redis (`store::redis`).
 //! * [`notifications`] — Temasys-style recording notifications per owner: the POST
 //!   (through the outbox), e-mail over SMTP, upload to the owner's S3 bucket.
 //! * [`web`] — the demo page at `/` and its JS client, with a strict CSP.

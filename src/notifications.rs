@@ -41,7 +41,7 @@ use tracing::Instrument;
 
 use crate::catalog::{Location, Recording};
 use crate::config::Config;
-use crate::store::{DeliveryKind, NewDelivery, RecordingFacts, Store, StoreError};
+use crate::store::{CatalogError, CatalogStore, DeliveryKind, NewDelivery, RecordingFacts, Store};
 use crate::webhooks::outbound::Outbox;
 
 /// Most addresses one setting may e-mail.
@@ -219,26 +219,30 @@ impl Settings {
 /// A stored setting that cannot be read back.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// The store failed.
+    /// The store (SQLite, or the cluster's Redis) failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] CatalogError),
     /// The stored JSON does not parse (written by hand, or by a future onair).
     #[error("notification settings: stored JSON is unreadable: {0}")]
     Corrupt(#[from] serde_json::Error),
 }
 
 /// An owner's settings from the store.
-pub fn load(store: &Store, owner: &str) -> Result<Option<Settings>, LoadError> {
-    match store.notification_settings(owner)? {
+pub async fn load(store: &CatalogStore, owner: &str) -> Result<Option<Settings>, LoadError> {
+    match store.notification_settings(owner).await? {
         Some(json) => Ok(Some(serde_json::from_str(&json)?)),
         None => Ok(None),
     }
 }
 
 /// Saves an owner's settings.
-pub fn save(store: &Store, owner: &str, settings: &Settings) -> Result<(), StoreError> {
+pub async fn save(
+    store: &CatalogStore,
+    owner: &str,
+    settings: &Settings,
+) -> Result<(), CatalogError> {
     let json = serde_json::to_string(settings).expect("settings serialize");
-    store.save_notification_settings(owner, &json)
+    store.save_notification_settings(owner, &json).await
 }
 
 /// `********` plus the last four characters of a long secret; short ones
@@ -505,7 +509,10 @@ pub struct Notifications {
 }
 
 struct Inner {
+    /// The outbox's rows (held notification POSTs are released here).
     store: Arc<Store>,
+    /// Owners' settings and what onair saw of recordings.
+    records: CatalogStore,
     mailer: Option<Mailer>,
     attempts: u32,
     retry_base: Duration,
@@ -588,11 +595,13 @@ fn mailer(config: &Config) -> Option<Mailer> {
 
 impl Notifications {
     /// Notifications from `config`'s `[smtp]` and `[notifications]`, reading
-    /// settings from `store`, linking to files with `links`, reading files
-    /// in buckets from `storage`. (The POSTs go out through the outbox.)
+    /// settings and recordings' facts from `records`, releasing held POSTs
+    /// in `store`'s outbox, linking to files with `links`, reading files in
+    /// buckets from `storage`. (The POSTs go out through the outbox.)
     pub fn new(
         config: &Config,
         store: Arc<Store>,
+        records: CatalogStore,
         links: crate::catalog::Links,
         storage: Option<Arc<crate::storage::Storage>>,
     ) -> Self {
@@ -600,6 +609,7 @@ impl Notifications {
         Self {
             inner: Arc::new(Inner {
                 store,
+                records,
                 mailer: mailer(config),
                 attempts: n.attempts.max(1),
                 retry_base: Duration::from_millis(n.retry_base_ms),
@@ -626,8 +636,8 @@ impl Notifications {
     /// What `recording` of `owner` becoming available owes the owner, from
     /// their settings: `None` when nothing (no settings, or neither `notify`
     /// nor S3). Its [`Owed::post`] is written with the catalog entry.
-    pub fn owed(&self, recording: &Recording, owner: &str) -> Option<Owed> {
-        let settings = match load(&self.inner.store, owner) {
+    pub async fn owed(&self, recording: &Recording, owner: &str) -> Option<Owed> {
+        let settings = match load(&self.inner.records, owner).await {
             Ok(Some(settings)) => settings,
             Ok(None) => return None,
             Err(e) => {
@@ -646,7 +656,7 @@ impl Notifications {
                     recording,
                     owner,
                     self.inner.retrieval_url(recording),
-                    self.inner.facts(recording).as_ref(),
+                    self.inner.facts(recording).await.as_ref(),
                 );
                 Some(NewDelivery {
                     kind: DeliveryKind::Notification,
@@ -897,9 +907,10 @@ enum Attempt {
 
 impl Inner {
     /// What onair saw of the recording while it ran, if it ran it.
-    fn facts(&self, recording: &Recording) -> Option<RecordingFacts> {
-        self.store
+    async fn facts(&self, recording: &Recording) -> Option<RecordingFacts> {
+        self.records
             .recording_facts(&recording.id)
+            .await
             .inspect_err(|e| tracing::error!(error = %e, "cannot read a recording's start"))
             .ok()
             .flatten()
@@ -915,7 +926,7 @@ impl Inner {
             &recording,
             &owed.owner,
             retrieval_url,
-            self.facts(&recording).as_ref(),
+            self.facts(&recording).await.as_ref(),
         );
         if let Some(post) = owed.post.as_ref().filter(|p| p.held) {
             let payload = serde_json::to_string(&metadata).expect("metadata serializes");

@@ -13,15 +13,19 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::{Location, Recording};
 use crate::protocol::RecordingEvent;
 use crate::server::AppState;
+use crate::store::CatalogError;
 
 /// The longest pause between two sweeps.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 /// Recordings deleted per store query (a sweep repeats until none is left).
 const BATCH: usize = 100;
 
-/// Deletes recording `id` everywhere; `None` if it is not catalogued.
-pub async fn delete(app: &AppState, id: &str) -> Option<Recording> {
-    let recording = app.catalog.remove(id)?;
+/// Deletes recording `id` everywhere; `None` if it is not catalogued. An
+/// error means nothing was deleted (the store, or the cluster's Redis, failed).
+pub async fn delete(app: &AppState, id: &str) -> Result<Option<Recording>, CatalogError> {
+    let Some(recording) = app.catalog.remove(id).await? else {
+        return Ok(None);
+    };
     // Wherever the file is now. One still being moved to the bucket is
     // removed from there by the move, which finds its catalog entry gone.
     match &recording.location {
@@ -61,7 +65,7 @@ pub async fn delete(app: &AppState, id: &str) -> Option<Recording> {
             .recording_deleted(&told.room, &told.id, &told.name)
             .await
     });
-    Some(recording)
+    Ok(Some(recording))
 }
 
 /// With `[storage] retention` set, deletes expired recordings until
@@ -88,7 +92,12 @@ async fn sweep(app: &AppState, retention: Duration) {
     let cutoff = humantime::format_rfc3339_millis(now - retention).to_string();
     let now = humantime::format_rfc3339_millis(now).to_string();
     loop {
-        let expired = match app.store.expired_recordings(&cutoff, &now, BATCH) {
+        let expired = match app
+            .catalog
+            .store()
+            .expired_recordings(&cutoff, &now, BATCH)
+            .await
+        {
             Ok(expired) => expired,
             Err(e) => {
                 tracing::error!(error = %e, "cannot look for expired recordings");
@@ -97,8 +106,17 @@ async fn sweep(app: &AppState, retention: Duration) {
         };
         let last_batch = expired.len() < BATCH;
         for id in expired {
-            if delete(app, &id).await.is_some() {
-                tracing::info!(recording_id = %id, "recording deleted: older than [storage] retention");
+            match delete(app, &id).await {
+                Ok(Some(_)) => {
+                    tracing::info!(recording_id = %id, "recording deleted: older than [storage] retention");
+                }
+                // Deleted meanwhile (by a moderator, or another node's sweep).
+                Ok(None) => {}
+                Err(e) => {
+                    // The next sweep tries again.
+                    tracing::error!(recording_id = %id, error = %e, "cannot delete an expired recording");
+                    return;
+                }
             }
         }
         if last_batch {

@@ -102,6 +102,9 @@ impl AppState {
         let backend = Arc::new(Backend::from_config(&config, http.clone()));
         let store = Arc::new(Store::open(&config.store.path)?);
         let cluster = crate::cluster::Cluster::from_config(&config.cluster)?;
+        // The catalog and what hangs on it: in Redis with `[cluster]`, so
+        // that every node serves the same (SPEC §7).
+        let records = crate::store::CatalogStore::new(store.clone(), cluster.clone());
         if let Backend::Livekit(livekit) = backend.as_ref() {
             livekit.attach_store(store.clone());
             if let Some(cluster) = &cluster {
@@ -145,12 +148,13 @@ impl AppState {
         let links = crate::catalog::Links::from_config(&config, media_key);
         let storage = Arc::new(crate::storage::Storage::from_config(
             &config,
-            store.clone(),
+            records.clone(),
             shutdown.clone(),
         )?);
         let notifications = Arc::new(Notifications::new(
             &config,
             store.clone(),
+            records.clone(),
             links.clone(),
             Some(storage.clone()),
         ));
@@ -179,7 +183,7 @@ impl AppState {
             joins: crate::limits::JoinRate::new(&config.server),
             rooms,
             catalog: Arc::new(
-                Catalog::new(store.clone(), outbox.clone(), notifications.clone(), links)
+                Catalog::new(records, outbox.clone(), notifications.clone(), links)
                     .with_storage(storage),
             ),
             store,

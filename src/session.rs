@@ -413,7 +413,7 @@ impl Session {
                     let applied = app.rooms.apply(&room, Some(&outlet), start).await;
                     // The owner gets the notifications when the file is ready.
                     if applied.refused.is_none()
-                        && let Err(e) = app.store.set_owner(&recording_id, &sub)
+                        && let Err(e) = app.catalog.store().set_owner(&recording_id, &sub).await
                     {
                         tracing::error!(error = %e, "cannot record the recording's owner");
                     }

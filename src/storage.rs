@@ -49,7 +49,7 @@ use tracing::Instrument;
 
 use crate::catalog::{Location, Recording};
 use crate::config::Config;
-use crate::store::Store;
+use crate::store::CatalogStore;
 
 /// Size of one part of a multipart upload (S3 wants at least 5 MiB but for the last).
 const PART_BYTES: usize = 8 * 1024 * 1024;
@@ -167,7 +167,7 @@ struct Bucket {
 pub struct Storage {
     bucket: Option<Arc<Bucket>>,
     egress: Option<Arc<EgressBucket>>,
-    store: Arc<Store>,
+    store: CatalogStore,
     /// Bounds the uploads running at once.
     uploads: Arc<Semaphore>,
     /// Recordings being moved, so one is never moved twice at once.
@@ -183,7 +183,7 @@ impl Storage {
     /// catalog whose entries are moved.
     pub fn from_config(
         config: &Config,
-        store: Arc<Store>,
+        store: CatalogStore,
         shutdown: CancellationToken,
     ) -> Result<Self, StorageError> {
         let bucket = match config.storage.s3().settings() {
@@ -277,6 +277,32 @@ impl Storage {
             },
             &runtime,
         );
+    }
+
+    /// `[cluster]`: puts `recording`'s local file in the bucket before it
+    /// is catalogued, so that the shared catalog never names one node's disk
+    /// (any node serves it at once; the node may die right after). Returns
+    /// the recording as it is to be catalogued, at its object; the local
+    /// file stays for the caller to remove once catalogued. Unchanged
+    /// without a bucket, or for a recording that is not a local file.
+    pub async fn upload_first(&self, mut recording: Recording) -> Result<Recording, UploadError> {
+        let (Some(bucket), Location::File(path)) = (&self.bucket, &recording.location) else {
+            return Ok(recording);
+        };
+        let key = object_key(&bucket.prefix, &recording);
+        let _permit = self
+            .uploads
+            .acquire()
+            .await
+            .map_err(|_| UploadError::Cancelled)?;
+        bucket
+            .upload(path, &key, &recording.name, &self.shutdown)
+            .await?;
+        tracing::info!(bucket = %bucket.name, %key, "recording uploaded to the bucket before cataloguing");
+        recording.location = Location::Object {
+            key: key.to_string(),
+        };
+        Ok(recording)
     }
 
     /// Moves `recording`'s local file to the bucket in the background, then
@@ -390,7 +416,7 @@ impl ObjectError {
 #[derive(Clone)]
 struct Handle {
     bucket: Option<Arc<Bucket>>,
-    store: Arc<Store>,
+    store: CatalogStore,
     uploads: Arc<Semaphore>,
     moving: Arc<Mutex<HashSet<String>>>,
     tasks: TaskTracker,
@@ -480,7 +506,8 @@ impl Handle {
         };
         let moved = self
             .store
-            .move_recording(&recording.id, &recording.location, &object);
+            .move_recording(&recording.id, &recording.location, &object)
+            .await;
         match moved {
             Ok(true) => {
                 tracing::info!(bucket = %bucket.name, %key, "recording moved to the bucket");
@@ -492,9 +519,14 @@ impl Handle {
             }
             Ok(false) => {
                 // Deleted (or moved) while uploading: the object must not outlive it.
-                let current = self.store.recording(&recording.id).ok().flatten();
-                if current.is_some_and(|r| r.location == object) {
-                    return;
+                match self.store.recording(&recording.id).await {
+                    Ok(current) if current.as_ref().is_some_and(|r| r.location == object) => return,
+                    Ok(_) => {}
+                    Err(e) => {
+                        // Unknown: keep the object rather than lose the file.
+                        tracing::error!(%key, error = %e, "cannot read the catalog after an upload; the object stays");
+                        return;
+                    }
                 }
                 tracing::info!(%key, "recording deleted while uploading; removing the object");
                 if let Err(e) = bucket.client.delete(&key).await {

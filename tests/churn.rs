@@ -187,8 +187,11 @@ async fn the_join_limit_is_off_at_zero() {
 /// An onair process of a two-node cluster.
 async fn node(redis: &Redis, id: &str) -> Onair {
     let data = tempfile::tempdir().unwrap();
+    // A cluster keeps its recording files in the shared bucket.
+    let storage = support::moto::shared_storage_env(id).await;
     let onair = Onair::spawn(
         binary::command(data.path())
+            .envs(storage)
             .env("ONAIR_CLUSTER__REDIS_URL", redis.url())
             .env("ONAIR_CLUSTER__NODE_ID", id)
             .env("ONAIR_CLUSTER__HEARTBEAT_S", "1")

@@ -37,8 +37,11 @@ impl Node {
 
     async fn start_with(redis: &Redis, id: &str, extra_env: &[(&str, &str)]) -> Self {
         let data = tempfile::tempdir().unwrap();
+        // A cluster keeps its recording files in the shared bucket.
+        let storage = support::moto::shared_storage_env("cluster").await;
         let onair = Onair::spawn(
             binary::command(data.path())
+                .envs(storage)
                 .envs(extra_env.iter().copied())
                 .env("ONAIR_CLUSTER__REDIS_URL", redis.url())
                 .env("ONAIR_CLUSTER__NODE_ID", id)

@@ -793,8 +793,11 @@ async fn the_order_and_the_catalogue_survive_a_kill_9() {
 /// A node of a two-node `jaas` cluster on `redis`.
 async fn cluster_node(redis: &support::redis::Redis, id: &str) -> Onair {
     let data = tempfile::tempdir().unwrap();
+    // A cluster keeps its recording files in the shared bucket.
+    let storage = support::moto::shared_storage_env("jaas").await;
     let onair = Onair::spawn(
         support::binary::command(data.path())
+            .envs(storage)
             .env("ONAIR_RECORDING__BACKEND", "jaas")
             .env("ONAIR_JAAS__WEBHOOK_SECRET", WEBHOOK_SECRET)
             .env("ONAIR_CLUSTER__REDIS_URL", redis.url())

@@ -409,6 +409,7 @@ impl Rig {
         let notifications = Arc::new(Notifications::new(
             &config,
             store.clone(),
+            store.clone().into(),
             links.clone(),
             None,
         ));
@@ -441,7 +442,9 @@ impl Rig {
     /// Ada's settings, as the API saves them (the API itself is tested above).
     async fn settings(&self, body: Value) {
         let settings = Settings::from_request(&body, None).expect("valid settings");
-        notifications::save(&self.store, "ada", &settings).unwrap();
+        notifications::save(&self.store.clone().into(), "ada", &settings)
+            .await
+            .unwrap();
     }
 
     fn recording(&self, id: &str, location: Location, size: usize) -> Recording {
@@ -460,9 +463,9 @@ impl Rig {
     }
 
     /// `recording`, started by `owner`, becomes available: onair catalogues it.
-    fn available(&self, recording: Recording, owner: &str) {
+    async fn available(&self, recording: Recording, owner: &str) {
         self.store.set_owner(&recording.id, owner).unwrap();
-        assert!(self.catalog.insert(recording), "catalogued");
+        assert!(self.catalog.insert(recording).await.unwrap(), "catalogued");
     }
 
     fn file(&self, bytes: &[u8]) -> PathBuf {
@@ -517,7 +520,7 @@ async fn an_available_recording_is_uploaded_posted_and_mailed() {
     let path = rig.file(&bytes);
     let recording = rig.recording("rec-1", Location::File(path), bytes.len());
 
-    rig.available(recording, "ada");
+    rig.available(recording, "ada").await;
 
     // The POST carries the seed's metadata.
     let post = rig.receiver.next().await;
@@ -602,7 +605,7 @@ async fn failed_posts_are_retried_and_client_errors_are_not() {
         .await;
     let external = "https://cdn.example.org/rec-2.mp4";
     let recording = rig.recording("rec-2", Location::External(external.into()), 10);
-    rig.available(recording, "ada");
+    rig.available(recording, "ada").await;
     let attempts = [
         rig.receiver.next().await,
         rig.receiver.next().await,
@@ -622,7 +625,7 @@ async fn failed_posts_are_retried_and_client_errors_are_not() {
     rig.settings(json!({"notify": true, "url": rig.receiver.url}))
         .await;
     let recording = rig.recording("rec-3", Location::External(external.into()), 10);
-    rig.available(recording, "ada");
+    rig.available(recording, "ada").await;
     rig.receiver.next().await;
     rig.settle().await;
     assert!(rig.receiver.pending().is_empty(), "a 400 is not retried");
@@ -651,7 +654,8 @@ async fn by_default_an_owners_url_may_not_reach_a_private_address() {
         rig.available(
             rig.recording(&id, Location::External(external.into()), 10),
             "ada",
-        );
+        )
+        .await;
         rig.settle().await;
         assert_eq!(
             rig.store.notification_counts().unwrap().dead,
@@ -681,7 +685,7 @@ async fn without_notify_the_file_is_still_uploaded_but_nobody_is_told() {
     .await;
     let bytes = content(70_000);
     let recording = rig.recording("rec-4", Location::File(rig.file(&bytes)), bytes.len());
-    rig.available(recording.clone(), "ada");
+    rig.available(recording.clone(), "ada").await;
     rig.settle().await;
     let stored = rig.s3().object("quiet", "rec-4/standup.mp4").await;
     assert!(stored.as_ref() == Some(&bytes), "the object arrived");
@@ -690,7 +694,7 @@ async fn without_notify_the_file_is_still_uploaded_but_nobody_is_told() {
 
     // An owner without settings gets nothing at all.
     let recording = rig.recording("rec-5", Location::File(rig.file(&bytes)), bytes.len());
-    rig.available(recording, "nobody");
+    rig.available(recording, "nobody").await;
     rig.settle().await;
     assert!(rig.receiver.pending().is_empty());
     assert_eq!(rig.store.notification_counts().unwrap(), Default::default());
@@ -704,7 +708,7 @@ async fn a_file_onair_serves_is_linked_absolute_and_signed_in_the_post_and_the_m
         .await;
     let path = rig.file(&content(1000));
     let recording = rig.recording("rec-3", Location::File(path), 1000);
-    rig.available(recording, "ada");
+    rig.available(recording, "ada").await;
     let post = rig.receiver.next().await;
     let url = post.body["retrievalUrl"].as_str().unwrap().to_owned();
     let prefix = format!("{PUBLIC_URL}/v1/recordings/rec-3/media?expires=");

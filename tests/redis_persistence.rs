@@ -15,8 +15,11 @@ use support::redis::Redis;
 /// The log lines of a node that connected to `redis`, became ready, and was stopped.
 async fn node_logs(redis: &Redis) -> Vec<Value> {
     let data = tempfile::tempdir().unwrap();
+    // A cluster keeps its recording files in the shared bucket.
+    let storage = support::moto::shared_storage_env("persistence").await;
     let mut onair = Onair::spawn_keeping_logs(
         binary::command(data.path())
+            .envs(storage)
             .env("ONAIR_CLUSTER__REDIS_URL", redis.url())
             .env("RUST_LOG", "info"),
     )

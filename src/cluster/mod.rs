@@ -211,7 +211,7 @@ impl Cluster {
     }
 
     /// Runs `fut` with the command timeout.
-    async fn timed<T>(
+    pub(crate) async fn timed<T>(
         &self,
         fut: impl Future<Output = Result<T, redis::RedisError>>,
     ) -> Result<T, ClusterError> {
@@ -313,7 +313,7 @@ impl Cluster {
     /// Runs one Redis exchange on the cluster's own runtime and awaits it:
     /// no thread of the caller's is blocked, and the command timeout applies
     /// inside `exchange`.
-    async fn on_io<T, F, Fut>(self: &Arc<Self>, exchange: F) -> Result<T, ClusterError>
+    pub(crate) async fn on_io<T, F, Fut>(self: &Arc<Self>, exchange: F) -> Result<T, ClusterError>
     where
         T: Send + 'static,
         F: FnOnce(Arc<Self>, MultiplexedConnection) -> Fut + Send + 'static,

@@ -117,7 +117,64 @@ pub fn tickets_of_key(sub: &str) -> String {
     format!("{PREFIX}tickets:{sub}")
 }
 
-/// `onair:outbox:seq` — counter; `INCR` gives a new outbox row its `seq`.
+/// `onair:catalog:rec:<id>` — hash: one catalogued recording, field per
+/// column of the single node's `recordings` table (`id`, `room`, `name`,
+/// `duration_s`, `size_bytes`, `location_kind`, `location`, `provider`,
+/// `created_at`, `participants` (JSON), `initiator`, `keep_until`; the last
+/// two only when set).
+pub fn catalog_recording_key(id: &str) -> String {
+    format!("{PREFIX}catalog:rec:{id}")
+}
+
+/// `onair:catalog:created` — sorted set, every member scored 0 and ordered
+/// by its text `<created_at> <id>`: the whole catalog, oldest first, so
+/// that a range by text is a range by time (RFC 3339 UTC with milliseconds
+/// sorts as text).
+pub fn catalog_created_key() -> String {
+    format!("{PREFIX}catalog:created")
+}
+
+/// `onair:catalog:room:<room>` — set of the recording ids of one room.
+pub fn catalog_room_key(room: &str) -> String {
+    format!("{PREFIX}catalog:room:{room}")
+}
+
+/// `onair:catalog:facts:<id>` — hash `{started_at, peak}`: what onair saw
+/// of a recording while it ran.
+pub fn catalog_facts_key(recording_id: &str) -> String {
+    format!("{PREFIX}catalog:facts:{recording_id}")
+}
+
+/// `onair:owner:<recording id>` — who started a recording (a token `sub`),
+/// written once.
+pub fn owner_key(recording_id: &str) -> String {
+    format!("{PREFIX}owner:{recording_id}")
+}
+
+/// `onair:notify:<owner>` — an owner's notification settings (JSON).
+pub fn notify_key(owner: &str) -> String {
+    format!("{PREFIX}notify:{owner}")
+}
+
+/// `onair:jaas:download:jobs` — hash: recording id → the journalled JaaS
+/// download (JSON) onair owes.
+pub fn jaas_download_jobs_key() -> String {
+    format!("{PREFIX}jaas:download:jobs")
+}
+
+/// `onair:jaas:download:order` — sorted set: the journalled downloads'
+/// recording ids, scored by when they were accepted (ms).
+pub fn jaas_download_order_key() -> String {
+    format!("{PREFIX}jaas:download:order")
+}
+
+/// `onair:jaas:download:key:<key>` — the idempotency key of the
+/// `RECORDING_UPLOADED` that journalled a download (expires after a day).
+pub fn jaas_download_receipt_key(key: &str) -> String {
+    format!("{PREFIX}jaas:download:key:{key}")
+}
+
+/// `onair:outbox:seq` — counter: `INCR` gives a new outbox row its `seq`.
 pub fn outbox_seq_key() -> String {
     format!("{PREFIX}outbox:seq")
 }

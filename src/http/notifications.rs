@@ -29,6 +29,7 @@ use super::bearer;
 use crate::auth::{Claims, admin_key_matches};
 use crate::notifications::{self, Invalid, Settings};
 use crate::server::AppState;
+use crate::store::CatalogError;
 
 type App = State<Arc<AppState>>;
 
@@ -67,6 +68,16 @@ impl Failure {
             code,
             message: message.into(),
         }
+    }
+
+    /// `[cluster]`'s Redis did not answer: nothing was read or saved.
+    fn unavailable(error: &crate::cluster::ClusterError) -> Self {
+        tracing::warn!(error = %error, "cluster: notification settings are answered 503 until Redis is back");
+        Self::failed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster_unavailable",
+            "the cluster's Redis did not answer; nothing was done, try again",
+        )
     }
 
     fn internal() -> Self {
@@ -238,18 +249,28 @@ async fn parse(
     Ok((value, username))
 }
 
-fn load(app: &AppState, owner: &str) -> Result<Option<Settings>, Failure> {
-    notifications::load(&app.store, owner).map_err(|e| {
-        tracing::error!(error = %e, owner, "cannot read notification settings");
-        Failure::internal()
-    })
+async fn load(app: &AppState, owner: &str) -> Result<Option<Settings>, Failure> {
+    notifications::load(app.catalog.store(), owner)
+        .await
+        .map_err(|e| match e {
+            notifications::LoadError::Store(CatalogError::Cluster(e)) => Failure::unavailable(&e),
+            e => {
+                tracing::error!(error = %e, owner, "cannot read notification settings");
+                Failure::internal()
+            }
+        })
 }
 
-fn save(app: &AppState, owner: &str, settings: &Settings) -> Result<(), Failure> {
-    notifications::save(&app.store, owner, settings).map_err(|e| {
-        tracing::error!(error = %e, owner, "cannot save notification settings");
-        Failure::internal()
-    })
+async fn save(app: &AppState, owner: &str, settings: &Settings) -> Result<(), Failure> {
+    notifications::save(app.catalog.store(), owner, settings)
+        .await
+        .map_err(|e| match e {
+            CatalogError::Cluster(e) => Failure::unavailable(&e),
+            e => {
+                tracing::error!(error = %e, owner, "cannot save notification settings");
+                Failure::internal()
+            }
+        })
 }
 
 fn none_yet(owner: &str) -> Failure {
@@ -268,7 +289,7 @@ async fn show(
 ) -> Result<Response, Failure> {
     let caller = authenticate(&app, &headers)?;
     let owner = owner(caller, query, None, Access::Read)?;
-    let settings = load(&app, &owner)?.ok_or_else(|| none_yet(&owner))?;
+    let settings = load(&app, &owner).await?.ok_or_else(|| none_yet(&owner))?;
     Ok(success(&owner, &settings))
 }
 
@@ -282,7 +303,7 @@ async fn create(
     let caller = authenticate(&app, &headers)?;
     let (body, username) = parse(&app, &headers, body).await?;
     let owner = owner(caller, query, username.as_deref(), Access::Write)?;
-    if load(&app, &owner)?.is_some() {
+    if load(&app, &owner).await?.is_some() {
         return Err(Failure::failed(
             StatusCode::CONFLICT,
             "settings_exist",
@@ -290,7 +311,7 @@ async fn create(
         ));
     }
     let settings = Settings::from_request(&body, None)?;
-    save(&app, &owner, &settings)?;
+    save(&app, &owner, &settings).await?;
     Ok(success(&owner, &settings))
 }
 
@@ -304,8 +325,8 @@ async fn update(
     let caller = authenticate(&app, &headers)?;
     let (body, username) = parse(&app, &headers, body).await?;
     let owner = owner(caller, query, username.as_deref(), Access::Write)?;
-    let existing = load(&app, &owner)?.ok_or_else(|| none_yet(&owner))?;
+    let existing = load(&app, &owner).await?.ok_or_else(|| none_yet(&owner))?;
     let settings = Settings::from_request(&body, Some(&existing))?;
-    save(&app, &owner, &settings)?;
+    save(&app, &owner, &settings).await?;
     Ok(success(&owner, &settings))
 }

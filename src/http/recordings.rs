@@ -27,6 +27,7 @@ use crate::catalog::{Location, Recording};
 use crate::protocol::{Role, short_detail};
 use crate::server::AppState;
 use crate::storage::{MAX_FILE_NAME_BYTES, Object, RangeRequest, fit_name, parse_range, served_as};
+use crate::store::CatalogError;
 
 type App = State<Arc<AppState>>;
 
@@ -109,14 +110,14 @@ impl Caller {
 
 /// The recording `id`, if the caller is known (401), it exists (404) and
 /// `allowed` lets the caller at its room (403).
-fn permitted(
+async fn permitted(
     app: &AppState,
     headers: &HeaderMap,
     id: &str,
     allowed: fn(&Caller, &str) -> bool,
 ) -> Result<Recording, AppError> {
     let caller = Caller::identify(app, headers)?;
-    let recording = app.catalog.get(id).ok_or_else(|| not_found(id))?;
+    let recording = app.catalog.get(id).await?.ok_or_else(|| not_found(id))?;
     if !allowed(&caller, &recording.room) {
         return Err(forbidden());
     }
@@ -168,19 +169,24 @@ struct RecordingView {
 }
 
 impl RecordingView {
-    /// The view of `recording`, with its owner from the store.
-    fn of(app: &AppState, recording: Recording) -> Self {
-        let read = |what: &str, value: Result<Option<String>, crate::store::StoreError>| {
-            value.unwrap_or_else(|e| {
+    /// The view of `recording`, with its owner and legal hold from the
+    /// store (503 when the cluster's Redis does not answer; a SQLite
+    /// failure is logged and shown as unknown).
+    async fn of(app: &AppState, recording: Recording) -> Result<Self, AppError> {
+        let read = |what: &str, value: Result<Option<String>, CatalogError>| match value {
+            Ok(value) => Ok(value),
+            Err(CatalogError::Store(e)) => {
                 tracing::error!(error = %e, "cannot read a recording's {what}");
-                None
-            })
+                Ok(None)
+            }
+            Err(e) => Err(AppError::from(e)),
         };
-        Self {
-            owner: read("owner", app.store.owner(&recording.id)),
-            keep_until: read("legal hold", app.store.keep_until(&recording.id)),
+        let store = app.catalog.store();
+        Ok(Self {
+            owner: read("owner", store.owner(&recording.id).await)?,
+            keep_until: read("legal hold", store.keep_until(&recording.id).await)?,
             ..Self::from(recording)
-        }
+        })
     }
 }
 
@@ -225,12 +231,10 @@ async fn list(
         (Caller::Participant(claims), Some(room)) if room == claims.room => Some(room),
         (Caller::Participant(_), Some(_)) => return Err(forbidden()),
     };
-    let recordings: Vec<RecordingView> = app
-        .catalog
-        .list(room.as_deref())
-        .into_iter()
-        .map(|recording| RecordingView::of(&app, recording))
-        .collect();
+    let mut recordings = Vec::new();
+    for recording in app.catalog.list(room.as_deref()).await? {
+        recordings.push(RecordingView::of(&app, recording).await?);
+    }
     Ok(Json(json!({"recordings": recordings})).into_response())
 }
 
@@ -240,8 +244,8 @@ async fn show(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    let recording = permitted(&app, &headers, &id, Caller::may_see)?;
-    Ok(Json(RecordingView::of(&app, recording)).into_response())
+    let recording = permitted(&app, &headers, &id, Caller::may_see).await?;
+    Ok(Json(RecordingView::of(&app, recording).await?).into_response())
 }
 
 /// The body of `PATCH /v1/recordings/{id}`.
@@ -276,21 +280,26 @@ async fn hold(
         }
     };
     let stored = app
-        .store
+        .catalog
+        .store()
         .set_keep_until(&id, keep_until.as_deref())
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot save a legal hold");
-            AppError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "the hold could not be saved; retry later",
-            )
+        .await
+        .map_err(|e| match e {
+            CatalogError::Cluster(e) => AppError::cluster_unavailable(&e),
+            e => {
+                tracing::error!(error = %e, "cannot save a legal hold");
+                AppError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the hold could not be saved; retry later",
+                )
+            }
         })?;
     if !stored {
         return Err(not_found(&id));
     }
-    let recording = app.catalog.get(&id).ok_or_else(|| not_found(&id))?;
-    Ok(Json(RecordingView::of(&app, recording)).into_response())
+    let recording = app.catalog.get(&id).await?.ok_or_else(|| not_found(&id))?;
+    Ok(Json(RecordingView::of(&app, recording).await?).into_response())
 }
 
 /// `DELETE /v1/recordings/{id}`: the file, the catalog entry, and everyone told.
@@ -299,9 +308,9 @@ async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    permitted(&app, &headers, &id, Caller::may_delete)?;
+    permitted(&app, &headers, &id, Caller::may_delete).await?;
     crate::retention::delete(&app, &id)
-        .await
+        .await?
         .ok_or_else(|| not_found(&id))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -318,7 +327,7 @@ async fn signed_url(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    let recording = permitted(&app, &headers, &id, Caller::may_see)?;
+    let recording = permitted(&app, &headers, &id, Caller::may_see).await?;
     let link = app.catalog.links().media(&recording.id);
     Ok(Json(json!({
         "url": link.url,
@@ -357,7 +366,7 @@ async fn media(
         }
         _ => false,
     };
-    let recording = app.catalog.get(&id).ok_or_else(|| not_found(&id))?;
+    let recording = app.catalog.get(&id).await?.ok_or_else(|| not_found(&id))?;
     if !signed && !Caller::identify(&app, &headers)?.may_see(&recording.room) {
         return Err(forbidden());
     }
@@ -372,7 +381,12 @@ async fn media(
         (Location::File(path), _) => match serve_file(&recording, &path, range).await? {
             Some(response) => Ok(response),
             // Moved to the bucket since the catalog was read?
-            None => match app.catalog.get(&id).and_then(|r| object(&r.location)) {
+            None => match app
+                .catalog
+                .get(&id)
+                .await?
+                .and_then(|r| object(&r.location))
+            {
                 Some(moved) => serve_object(&app, &recording, &moved, range).await,
                 None => Err(media_missing()),
             },
@@ -630,18 +644,26 @@ async fn hand_in(
     let view_id = recording.id.clone();
     let event = app.catalog.available(&recording);
     let path = recording.location.file().map(FsPath::to_path_buf);
-    if !app.catalog.insert(recording) {
+    let inserted = app.catalog.insert(recording).await;
+    if !matches!(inserted, Ok(true)) {
+        // Not catalogued (a duplicate, or nothing written): not kept.
         if let Some(path) = path {
             let _ = tokio::fs::remove_file(path).await;
         }
+        inserted?;
         return Err(already_exists(&view_id));
     }
     app.rooms.announce(&room, event).await;
     let stored = app
         .catalog
         .get(&view_id)
+        .await?
         .ok_or_else(|| not_found(&view_id))?;
-    Ok((StatusCode::CREATED, Json(RecordingView::of(&app, stored))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(RecordingView::of(&app, stored).await?),
+    )
+        .into_response())
 }
 
 fn already_exists(id: &str) -> AppError {
@@ -795,7 +817,7 @@ async fn receive_file(
         return Err(bad("empty_file", "the file is empty".into()));
     }
     let id = recording_id(given_id)?;
-    if app.catalog.get(&id).is_some() {
+    if app.catalog.get(&id).await?.is_some() {
         return Err(already_exists(&id));
     }
     let name = name.unwrap_or_else(|| "recording".to_owned());

@@ -10,6 +10,15 @@
 //! notification POST, and an inbound event's idempotency key and what
 //! applying it must remember (see [`Store::jaas_lifecycle_applied`],
 //! [`Store::jaas_download_accepted`], [`Store::livekit_event_applied`]).
+//!
+//! With `[cluster]` the catalog and what hangs on it live in Redis instead
+//! ([`RedisCatalog`]); callers reach either through [`CatalogStore`].
+
+mod catalog;
+mod redis;
+
+pub use catalog::{CatalogError, CatalogStore};
+pub use redis::RedisCatalog;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};

@@ -79,6 +79,7 @@ use crate::http::AppError;
 use crate::protocol::now_rfc3339;
 use crate::recording::Input;
 use crate::server::AppState;
+use crate::store::CatalogError;
 
 /// How far `t` may be from now, either way.
 pub const REPLAY_WINDOW_S: u64 = 5 * 60;
@@ -142,7 +143,7 @@ async fn accept(
 
 /// The answer when the store fails: 8x8 retries on a non-2xx answer, and
 /// nothing was recorded as seen, so the retry is applied.
-fn store_unavailable(e: crate::store::StoreError) -> AppError {
+fn store_unavailable(e: impl std::fmt::Display) -> AppError {
     tracing::error!(error = %e, "jaas webhook: the store failed");
     AppError::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -333,7 +334,9 @@ async fn uploaded(
         jaas,
         &event.session_id,
         data.recording_session_id.as_deref(),
-    ) else {
+    )
+    .await?
+    else {
         tracing::info!(room, session_id = %event.session_id, "jaas recording already catalogued or downloading");
         return nothing(app, event, Outcome::Duplicate);
     };
@@ -364,17 +367,21 @@ async fn uploaded(
         received_ms: unix_ms(),
     };
     let journal = serde_json::to_string(&job).expect("a job serializes");
-    match app.store.jaas_download_accepted(
-        &job.recording_id,
-        &journal,
-        key_of(event),
-        job.received_ms,
-    ) {
+    match app
+        .catalog
+        .store()
+        .jaas_download_accepted(&job.recording_id, &journal, key_of(event), job.received_ms)
+        .await
+    {
         Ok(true) => {}
         Ok(false) => {
             // A redelivery that raced the first copy: that one downloads.
             jaas.release(&job.recording_id);
             return Ok(Outcome::Duplicate);
+        }
+        Err(CatalogError::Cluster(e)) => {
+            jaas.release(&job.recording_id);
+            return Err(AppError::cluster_unavailable(&e));
         }
         Err(e) => {
             jaas.release(&job.recording_id);
@@ -395,20 +402,26 @@ async fn uploaded(
 /// The catalog id for an upload: the session's recording id (the one
 /// `started` announced) unless that is taken, else one that also names the
 /// recording session. `None` (claiming nothing) when both are taken.
-fn catalog_id(
+async fn catalog_id(
     app: &AppState,
     jaas: &Jaas,
     session_id: &str,
     recording_session_id: Option<&str>,
-) -> Option<String> {
-    let taken = |id: &str| jaas.claimed(id) || app.catalog.get(id).is_some();
+) -> Result<Option<String>, AppError> {
     let primary = jaas::recording_id(session_id);
-    if !taken(&primary) && jaas.claim(&primary) {
-        return Some(primary);
+    if !taken(app, jaas, &primary).await? && jaas.claim(&primary) {
+        return Ok(Some(primary));
     }
-    let second =
-        jaas::upload_recording_id(session_id, recording_session_id.filter(|s| !s.is_empty())?);
-    (!taken(&second) && jaas.claim(&second)).then_some(second)
+    let Some(recording_session_id) = recording_session_id.filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let second = jaas::upload_recording_id(session_id, recording_session_id);
+    Ok((!taken(app, jaas, &second).await? && jaas.claim(&second)).then_some(second))
+}
+
+/// Whether a catalog id is being downloaded here or is catalogued.
+async fn taken(app: &AppState, jaas: &Jaas, id: &str) -> Result<bool, AppError> {
+    Ok(jaas.claimed(id) || app.catalog.get(id).await?.is_some())
 }
 
 /// A download onair owes: journalled as JSON until it is catalogued or given up.
@@ -458,11 +471,18 @@ async fn download(app: Arc<AppState>, job: Job) {
             result = fetch(&app, jaas, &job) => result,
         };
         match result {
-            Ok(recording) => {
-                catalogue(&app, &job, recording).await;
-                finish(&app, jaas, &job).await;
-                return;
-            }
+            Ok(recording) => match catalogue(&app, &job, recording).await {
+                Ok(()) => {
+                    finish(&app, jaas, &job).await;
+                    return;
+                }
+                // Not catalogued (the catalog's store, or the cluster's
+                // Redis, did not answer): another attempt, like a failed download.
+                Err(e) => {
+                    tracing::warn!(recording_id = %job.recording_id, attempt, attempts, error = %e, "jaas recording downloaded but not catalogued");
+                    last_error = e.to_string();
+                }
+            },
             Err(e) => {
                 tracing::warn!(recording_id = %job.recording_id, attempt, attempts, error = %e, "jaas download attempt failed");
                 last_error = e.to_string();
@@ -538,12 +558,18 @@ async fn fetch(app: &AppState, jaas: &Jaas, job: &Job) -> Result<Recording, Down
 }
 
 /// Catalogues a downloaded recording and tells the room, once.
-async fn catalogue(app: &AppState, job: &Job, recording: Recording) {
+/// `Err` when nothing was written (the copy is dropped; a later attempt
+/// downloads it again).
+async fn catalogue(app: &AppState, job: &Job, recording: Recording) -> Result<(), CatalogError> {
     // 8x8 names who started it: that user (the `sub` of their onair tokens)
     // owns it and gets its notifications. Set before cataloguing, which
     // writes the owner's notification in the same transaction.
     if let Some(initiator) = job.initiator_id.as_deref()
-        && let Err(e) = app.store.set_owner(&recording.id, initiator)
+        && let Err(e) = app
+            .catalog
+            .store()
+            .set_owner(&recording.id, initiator)
+            .await
     {
         tracing::error!(error = %e, "cannot record the recording's owner");
     }
@@ -553,7 +579,8 @@ async fn catalogue(app: &AppState, job: &Job, recording: Recording) {
         Location::External(_) | Location::Object { .. } => None,
     };
     let size = recording.size_bytes;
-    if app.catalog.insert(recording) {
+    let inserted = app.catalog.insert(recording).await;
+    if let Ok(true) = inserted {
         tracing::info!(
             room = %job.room,
             recording_id = %job.recording_id,
@@ -565,14 +592,20 @@ async fn catalogue(app: &AppState, job: &Job, recording: Recording) {
         );
         app.rooms.announce(&job.room, event).await;
     } else if let Some(path) = path {
-        // Catalogued meanwhile (or the store failed, logged): drop the copy.
+        // Catalogued meanwhile, or not catalogued now: drop the copy.
         let _ = tokio::fs::remove_file(path).await;
     }
+    inserted.map(drop)
 }
 
 /// Forgets a job: its journal entry and its claim.
 async fn finish(app: &AppState, jaas: &Jaas, job: &Job) {
-    if let Err(e) = app.store.jaas_download_done(&job.recording_id) {
+    if let Err(e) = app
+        .catalog
+        .store()
+        .jaas_download_done(&job.recording_id)
+        .await
+    {
         // Harmless: the next start finds it catalogued (or given up) and forgets it.
         tracing::warn!(recording_id = %job.recording_id, error = %e, "cannot remove a jaas download from the journal");
     }
@@ -591,7 +624,7 @@ pub fn resume(app: &Arc<AppState>) {
     let app = app.clone();
     tokio::spawn(async move {
         import_legacy_journal(&app).await;
-        let jobs = match app.store.jaas_downloads() {
+        let jobs = match app.catalog.store().jaas_downloads().await {
             Ok(jobs) => jobs,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the pending jaas downloads");
@@ -606,7 +639,7 @@ pub fn resume(app: &Arc<AppState>) {
                 Ok(job) => job,
                 Err(e) => {
                     tracing::error!(%recording_id, error = %e, "unreadable pending jaas download; removed");
-                    let _ = app.store.jaas_download_done(&recording_id);
+                    let _ = app.catalog.store().jaas_download_done(&recording_id).await;
                     continue;
                 }
             };
@@ -615,7 +648,7 @@ pub fn resume(app: &Arc<AppState>) {
                 finish(&app, jaas, &job).await;
                 continue;
             }
-            if app.catalog.get(&job.recording_id).is_some() {
+            if let Ok(Some(_)) = app.catalog.get(&job.recording_id).await {
                 // Catalogued just before a crash: only the journal entry was left.
                 finish(&app, jaas, &job).await;
                 continue;
@@ -651,8 +684,10 @@ async fn import_legacy_journal(app: &AppState) {
         let imported = match job {
             Ok(job) => {
                 let journal = serde_json::to_string(&job).expect("a job serializes");
-                app.store
+                app.catalog
+                    .store()
                     .jaas_download_accepted(&job.recording_id, &journal, None, job.received_ms)
+                    .await
                     .inspect_err(
                         |e| tracing::error!(error = %e, "cannot journal a pending jaas download"),
                     )

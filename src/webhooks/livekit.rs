@@ -69,6 +69,7 @@ use crate::http::AppError;
 use crate::protocol::now_rfc3339;
 use crate::recording::{Actor, Input};
 use crate::server::AppState;
+use crate::store::CatalogError;
 
 /// Clock skew tolerated on `exp` and `nbf` (LiveKit's `TokenVerifier` default).
 pub const LEEWAY_S: u64 = 10;
@@ -225,9 +226,23 @@ async fn handle(
         status = info.status.name(),
         "livekit egress update"
     );
-    if let Err(e) = apply(app, &egress, &info, stop_requested).await {
-        // Not applied: the egress's mark and the event's id go back, so the
-        // retry is neither stale nor a duplicate.
+    let applied = match apply(app, &egress, &info, stop_requested).await {
+        // Ended with a file (complete, or cut at its limit): catalogued.
+        Ok(())
+            if matches!(
+                info.status,
+                EgressStatus::Complete | EgressStatus::LimitReached
+            ) =>
+        {
+            catalogue(app, &egress, &info).await.map_err(AppError::from)
+        }
+        Ok(()) => Ok(()),
+        Err(e) => Err(AppError::cluster_unavailable(&e)),
+    };
+    if let Err(e) = applied {
+        // Not applied (or its file not catalogued): the egress's mark and the
+        // event's id go back, so the retry is neither stale nor a duplicate,
+        // and applying it again changes nothing that was.
         livekit.readmit(&info.egress_id, before);
         if let Some(cluster) = &cluster {
             if let Some(admission) = shared
@@ -237,7 +252,7 @@ async fn handle(
             }
             release_claim(cluster, event_id).await;
         }
-        return Err(AppError::cluster_unavailable(&e));
+        return Err(e);
     }
     // Only now, with the room's state and the catalog saved.
     if let Err(e) = app.store.livekit_event_applied(
@@ -264,7 +279,7 @@ async fn release_claim(cluster: &Arc<crate::cluster::Cluster>, event_id: Option<
 }
 
 /// Feeds the egress's new status to its room; `Err` when the cluster's Redis
-/// did not answer (then nothing is catalogued either).
+/// did not answer. Its file, if it ended with one, is catalogued next ([`catalogue`]).
 async fn apply(
     app: &Arc<AppState>,
     egress: &EgressRef,
@@ -300,12 +315,6 @@ async fn apply(
     if let Some(input) = input {
         rooms.apply_to(&egress.room, input).await?;
     }
-    if matches!(
-        info.status,
-        EgressStatus::Complete | EgressStatus::LimitReached
-    ) {
-        catalogue(app, egress, info).await;
-    }
     Ok(())
 }
 
@@ -314,20 +323,28 @@ async fn apply(
 /// calls this), exactly as an `egress_ended` webhook does: once, announced.
 pub async fn catalogue_reported(app: &Arc<AppState>, egress: &EgressRef, info: &Value) {
     match EgressInfo::deserialize(info) {
-        Ok(info) => catalogue(app, egress, &info).await,
+        Ok(info) => {
+            // Logged by the catalog if it fails; the next reconciliation reports it again.
+            let _ = catalogue(app, egress, &info).await;
+        }
         Err(e) => {
             tracing::warn!(room = %egress.room, recording_id = %egress.recording_id, error = %e, "cannot read a livekit egress's file")
         }
     }
 }
 
-/// Catalogues the egress's file and announces it, once. The location is
-/// kept as LiveKit reported it; one in `[livekit] s3_bucket` is recognized
-/// as an object there whenever the file is read (`Storage::object`).
-async fn catalogue(app: &Arc<AppState>, egress: &EgressRef, info: &EgressInfo) {
+/// Catalogues the egress's file and announces it, once; `Err` (nothing catalogued) when
+/// the catalog's store did not answer. The location is kept as LiveKit
+/// reported it; one in `[livekit] s3_bucket` is recognized as an object
+/// there whenever the file is read (`Storage::object`).
+async fn catalogue(
+    app: &Arc<AppState>,
+    egress: &EgressRef,
+    info: &EgressInfo,
+) -> Result<(), CatalogError> {
     let Some(file) = info.file_results.first().or(info.file.as_ref()) else {
         tracing::warn!(room = %egress.room, recording_id = %egress.recording_id, "livekit egress ended without a file");
-        return;
+        return Ok(());
     };
     let location = if file.location.is_empty() {
         file.filename.clone()
@@ -336,7 +353,7 @@ async fn catalogue(app: &Arc<AppState>, egress: &EgressRef, info: &EgressInfo) {
     };
     if location.is_empty() {
         tracing::warn!(room = %egress.room, recording_id = %egress.recording_id, "livekit egress file has no name or location");
-        return;
+        return Ok(());
     }
     let name = file_name(&file.filename)
         .or_else(|| file_name(&file.location))
@@ -361,9 +378,10 @@ async fn catalogue(app: &Arc<AppState>, egress: &EgressRef, info: &EgressInfo) {
         initiator: None,
     };
     let event = app.catalog.available(&recording);
-    if app.catalog.insert(recording) {
+    if app.catalog.insert(recording).await? {
         app.rooms.announce(&egress.room, event).await;
     }
+    Ok(())
 }
 
 /// The last path segment of a file name or URL (without a query string).

@@ -674,7 +674,10 @@ async fn receive(
     // gets a fresh id rather than being lost.
     let owed = pending.map(|p| p.recording_id);
     let mut recording_id = owed.clone().unwrap_or_else(new_id);
-    if app.catalog.get(&recording_id).is_some() {
+    let taken = app.catalog.get(&recording_id).await.map_err(|e| {
+        UploadError::Storage(io::Error::other(format!("cannot read the catalog: {e}")))
+    })?;
+    if taken.is_some() {
         recording_id = new_id();
     }
     let path = dir.join(format!("{recording_id}.{}", file.extension));
@@ -695,11 +698,11 @@ async fn receive(
     };
     // The upload names its owner: the owner of a start onair knows already,
     // or (after a restart) the one Talk says, so notifications still go out.
-    if let Err(e) = app.store.set_owner(&recording.id, &owner) {
+    if let Err(e) = app.catalog.store().set_owner(&recording.id, &owner).await {
         tracing::error!(error = %e, "cannot record the recording's owner");
     }
     let event = app.catalog.available(&recording);
-    if !app.catalog.insert(recording) {
+    if !matches!(app.catalog.insert(recording).await, Ok(true)) {
         // Not catalogued, not kept: the recording server keeps its copy when
         // the upload fails.
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;

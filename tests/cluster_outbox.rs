@@ -45,8 +45,11 @@ timeout_s = 1
         ),
     )
     .unwrap();
+    // A cluster keeps its recording files in the shared bucket.
+    let storage = support::moto::shared_storage_env("cluster-outbox").await;
     let onair = Onair::spawn(
         binary::command(data.path())
+            .envs(storage)
             .arg("--config")
             .arg(&file)
             .env("ONAIR_CLUSTER__REDIS_URL", redis.url())

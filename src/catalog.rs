@@ -6,9 +6,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::notifications::Notifications;
+use crate::outbox::Outbox;
 use crate::storage::Storage;
 use crate::store::{CatalogError, CatalogStore};
-use crate::webhooks::outbound::Outbox;
 
 /// Where a recording's file is.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -928,12 +928,12 @@ impl Config {
                     "webhooks.endpoints[{i}].url must be an http(s) URL"
                 )));
             }
-            crate::webhooks::outbound::decode_secret(&endpoint.secret)
+            crate::outbox::decode_secret(&endpoint.secret)
                 .map_err(|e| ConfigError(format!("webhooks.endpoints[{i}].secret: {e}")))?;
             if let Some(unknown) = endpoint
                 .events
                 .iter()
-                .find(|e| !crate::webhooks::outbound::EVENT_TYPES.contains(&e.as_str()))
+                .find(|e| !crate::outbox::EVENT_TYPES.contains(&e.as_str()))
             {
                 return Err(ConfigError(format!(
                     "webhooks.endpoints[{i}].events: unknown event type `{unknown}`"

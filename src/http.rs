@@ -20,13 +20,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::app::AppState;
+pub use crate::app::{AppError, CLUSTER_RETRY_AFTER_S};
 use crate::auth::{AuthError, Claims, admin_key_matches, claims_for, valid_room_id};
 use crate::limits::{Limits, Refusal, TooManyJoins, json_too_deep};
 use crate::metrics::{METRICS, count, count_http_refusal};
 use crate::protocol::{RecordingError, Role, SUBPROTOCOL};
 use crate::recording::{Actor, Input, StartOptions, State as RecordingState};
 use crate::room::RecordingSnapshot;
-use crate::server::AppState;
 use crate::tickets::{TicketError, TicketRefusal};
 
 mod notifications;
@@ -177,84 +178,6 @@ fn origin_refused() -> AppError {
     )
 }
 
-/// The one error type of the HTTP API.
-#[derive(Debug)]
-pub struct AppError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    /// `Retry-After`, in seconds, for an error worth retrying.
-    retry_after_s: Option<u32>,
-}
-
-/// How long a caller refused for an unreachable cluster Redis should wait.
-pub const CLUSTER_RETRY_AFTER_S: u32 = 5;
-
-impl AppError {
-    /// An error with a status, a snake_case code and a human message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            retry_after_s: None,
-        }
-    }
-
-    /// 503 `cluster_unavailable` with `Retry-After`: `[cluster]`'s Redis did
-    /// not answer, so nothing was done; the same request later will be.
-    pub fn cluster_unavailable(error: &crate::cluster::ClusterError) -> Self {
-        tracing::warn!(error = %error, "cluster: a request is answered 503 until Redis is back");
-        Self {
-            retry_after_s: Some(CLUSTER_RETRY_AFTER_S),
-            ..Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "cluster_unavailable",
-                format!(
-                    "the cluster's Redis did not answer ({error}); nothing was done, try again"
-                ),
-            )
-        }
-    }
-
-    fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "invalid_token", message)
-    }
-
-    fn room_not_found(room: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "room_not_found",
-            format!("room `{room}` has no participants"),
-        )
-    }
-}
-
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
-        let body = Json(json!({"code": self.code, "message": self.message}));
-        let mut response = (self.status, body).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-        }
-        if let Some(seconds) = self.retry_after_s {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
-        }
-        response
-    }
-}
-
-impl From<AuthError> for AppError {
-    fn from(e: AuthError) -> Self {
-        Self::unauthorized(e.to_string())
-    }
-}
-
 /// A JSON request body, held to `[server] max_body_bytes` (413
 /// `body_too_large`, also on routes that lift the default body limit for
 /// uploads) and `[server] max_json_depth` (400 `json_too_deep`, checked before
@@ -338,23 +261,6 @@ async fn read_body(
     crate::limits::read_body(&parts.headers, body, limit, deadline)
         .await
         .map_err(AppError::from)
-}
-
-impl From<crate::limits::BodyError> for AppError {
-    fn from(e: crate::limits::BodyError) -> Self {
-        use crate::limits::BodyError;
-        let status = match e {
-            BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            BodyError::TimedOut(_) => StatusCode::REQUEST_TIMEOUT,
-            BodyError::Unreadable => StatusCode::BAD_REQUEST,
-        };
-        let code = match e {
-            BodyError::TooLarge(_) => "body_too_large",
-            BodyError::TimedOut(_) => "body_timeout",
-            BodyError::Unreadable => "invalid_body",
-        };
-        AppError::new(status, code, e.to_string())
-    }
 }
 
 /// `?token=` on the upgrade request.

@@ -28,9 +28,11 @@
 //!   with slots that give themselves back on drop; joins per token `sub` (`JoinRate`,
 //!   shared through Redis in a cluster); the JSON nesting-depth scan.
 //! * [`backends`] — what a recording start/stop is sent to: `manual`, `livekit`, `nextcloud`, `jaas`.
-//! * [`webhooks`] — inbound provider webhooks, verified, turned into recording inputs;
-//!   `webhooks::outbound`, the outbox's delivery loop (rows in SQLite, or in Redis with
-//!   `[cluster]`).
+//! * [`webhooks`] — inbound provider webhooks (inbound only), verified, turned into
+//!   recording inputs.
+//! * [`outbox`] — delivery of outbound events (Standard Webhooks, Temasys POSTs) from the
+//!   durable outbox: rows in SQLite, or with `[cluster]` in Redis, claimed for a lease so
+//!   that one node delivers each.
 //! * [`reconcile`] — `[recording] reconcile_interval_s`: the backend compares the provider's
 //!   list (LiveKit `Egress/ListEgress`) with onair's rooms; this task applies the repairs.
 //! * [`catalog`] — finished recordings, kept in the store (shared in Redis with `[cluster]`).
@@ -48,9 +50,11 @@
 //! * [`web`] — the demo page at `/` and its JS client, with a strict CSP.
 //! * [`http`] — the accept loop (header and idle timeouts, HTTP connection caps; WebSockets
 //!   leave it as plain TCP streams) and the axum router: `/signaling` upgrade, tickets,
-//!   REST API, health; one `AppError`.
+//!   REST API, health.
+//! * [`app`] — what every handler shares, whichever door a request came in by: `AppState`
+//!   and the one error answer, `AppError`.
 //! * [`metrics`] — Prometheus counters and gauges (`GET /metrics`).
-//! * [`server`] — shared state and the lifecycle: [`run`] serves until shutdown, then
+//! * [`server`] — the lifecycle: [`run`] builds the state, serves until shutdown, then
 //!   closes every socket with 1001.
 //!
 //! How one command travels:
@@ -67,6 +71,7 @@
 //!              deadline passed)
 //! ```
 
+pub mod app;
 pub mod auth;
 pub mod backends;
 pub mod catalog;
@@ -76,6 +81,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod notifications;
+pub mod outbox;
 pub mod protocol;
 pub mod reconcile;
 pub mod recording;

@@ -9,7 +9,7 @@
 //! their input ([`Settings::from_request`], [`Settings::view`],
 //! [`Metadata::new`]).
 //!
-//! The POST goes through the durable outbox (`webhooks::outbound`): when a
+//! The POST goes through the durable outbox (`outbox`): when a
 //! recording is catalogued, [`Notifications::owed`] turns the owner's
 //! settings into an outbox row that the catalog writes in the same SQLite
 //! transaction as the entry, so a crash loses neither or both, and the
@@ -41,8 +41,8 @@ use tracing::Instrument;
 
 use crate::catalog::{Location, Recording};
 use crate::config::Config;
+use crate::outbox::Outbox;
 use crate::store::{CatalogError, CatalogStore, DeliveryKind, NewDelivery, RecordingFacts, Store};
-use crate::webhooks::outbound::Outbox;
 
 /// Most addresses one setting may e-mail.
 pub const MAX_EMAILS: usize = 20;

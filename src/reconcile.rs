@@ -18,11 +18,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use crate::app::AppState;
 use crate::backends::Backend;
 use crate::backends::livekit::Livekit;
 use crate::backends::livekit::reconcile::{Repairs, Suspects};
 use crate::metrics::{METRICS, count};
-use crate::server::AppState;
 
 /// Reconciles every `[recording] reconcile_interval_s` until `shutdown`; the
 /// first round one interval after start (webhooks from before a restart

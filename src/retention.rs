@@ -10,9 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::app::AppState;
 use crate::catalog::{Location, Recording};
 use crate::protocol::RecordingEvent;
-use crate::server::AppState;
 use crate::store::CatalogError;
 
 /// The longest pause between two sweeps.

@@ -55,13 +55,13 @@ use dashmap::DashMap;
 use crate::backends::{Backend, StartRequest, StopRequest};
 use crate::cluster::{Cas, Cluster, ClusterError, wire};
 use crate::metrics::{METRICS, Status, count};
+use crate::outbox::Outbox;
 use crate::protocol::{
     ControlError, ControlEvent, Participant, RecordingError, RecordingEvent, RecordingStatus, Role,
     ServerFrame,
 };
 use crate::recording::{self, Deadline, Effect, Input, Policy, State};
 use crate::store::{NewDeadline, NewDelivery, Store};
-use crate::webhooks::outbound::Outbox;
 use large::{Audience, Headcount, Next};
 
 struct Member {

@@ -1,4 +1,4 @@
-//! The server's shared state and its lifecycle: start, serve, shut down.
+//! The server's lifecycle: build the shared state ([`AppState`]), serve, shut down.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,49 +8,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::app::AppState;
 use crate::auth::{Verifier, random_string};
 use crate::backends::Backend;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::notifications::Notifications;
+use crate::outbox::Outbox;
 use crate::room::{Registry, RegistryParts};
 use crate::store::Store;
 use crate::tickets::Tickets;
-use crate::webhooks::outbound::Outbox;
-
-/// Everything the HTTP handlers and socket sessions share.
-pub struct AppState {
-    /// The configuration in force.
-    pub config: Config,
-    /// Verifies (and in development mode mints) participant tokens.
-    pub verifier: Verifier,
-    /// Outstanding single-use tickets.
-    pub tickets: Tickets,
-    /// Joins per token `sub` (`[server] joins_per_second_per_sub`).
-    pub joins: crate::limits::JoinRate,
-    /// The live rooms.
-    pub rooms: Arc<Registry>,
-    /// Finished recordings.
-    pub catalog: Arc<Catalog>,
-    /// The embedded database.
-    pub store: Arc<Store>,
-    /// Outbound webhooks.
-    pub outbox: Arc<Outbox>,
-    /// Recording notifications, Temasys style (seed 001).
-    pub notifications: Arc<Notifications>,
-    /// The HTTP client for calls to providers (rustls, with timeouts).
-    pub http: reqwest::Client,
-    /// The admin key for the REST API, if any.
-    pub admin_key: Option<String>,
-    /// Whether onair runs without a configured secret (SPEC §1).
-    pub dev_mode: bool,
-    /// Open connections per server, client IP and room, and the body limits.
-    pub limits: Arc<crate::limits::Limits>,
-    /// Cancelled when the server begins to shut down.
-    pub shutdown: CancellationToken,
-    /// Tracks socket sessions so shutdown can wait for them to close.
-    pub sessions: TaskTracker,
-}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]

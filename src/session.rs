@@ -21,6 +21,7 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::Frame as WsFrame;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
+use crate::app::AppState;
 use crate::auth::Claims;
 use crate::limits::{Slot, json_too_deep};
 use crate::metrics::{METRICS, count};
@@ -31,7 +32,6 @@ use crate::protocol::{
 };
 use crate::recording::{Actor, Input, StartOptions};
 use crate::room::{Frame, Outlet, Queue, Room, encode};
-use crate::server::AppState;
 
 /// Close codes onair uses (RFC 6455 §7.4.1).
 pub mod close_code {

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::server::AppState;
+use crate::app::AppState;
 
 /// Only this origin: scripts and styles from files (never inline), sockets and
 /// API calls back to onair, media (recordings) from onair's media endpoint.

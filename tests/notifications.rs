@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use onair::catalog::{Catalog, Location, Recording};
 use onair::notifications::{self, Notifications, Settings};
+use onair::outbox::Outbox;
 use onair::protocol::Role;
 use onair::store::Store;
-use onair::webhooks::outbound::Outbox;
 use serde_json::{Value, json};
 use services::{Receiver, S3, SmtpSink, client, file};
 use support::harness::{ADMIN_KEY, Server, config, http};

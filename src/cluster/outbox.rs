@@ -5,7 +5,7 @@
 //! The layout ([`wire::outbox_row_key`] and its neighbours): a row is a hash,
 //! a pending row's `seq` sits in the `due` sorted set scored by when it is
 //! due, a held row's in the `held` set. Every node runs the delivery loop
-//! ([`crate::webhooks::outbound`]); a node *claims* due rows in one script
+//! ([`crate::outbox`]); a node *claims* due rows in one script
 //! ([`scripts::OUTBOX_CLAIM`]) by re-scoring them to the end of its lease, so
 //! only one node holds a row at a time. Its outcome is applied only while its
 //! claim holds ([`scripts::OUTBOX_FINISH`]). A node killed mid-delivery

@@ -26,9 +26,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::bearer;
+use crate::app::AppState;
 use crate::auth::{Claims, admin_key_matches};
 use crate::notifications::{self, Invalid, Settings};
-use crate::server::AppState;
 use crate::store::CatalogError;
 
 type App = State<Arc<AppState>>;

@@ -22,10 +22,10 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::{Admin, AppError, JsonBody, bearer, check_room_id};
+use crate::app::AppState;
 use crate::auth::{Claims, admin_key_matches};
 use crate::catalog::{Location, Recording};
 use crate::protocol::{Role, short_detail};
-use crate::server::AppState;
 use crate::storage::{MAX_FILE_NAME_BYTES, Object, RangeRequest, fit_name, parse_range, served_as};
 use crate::store::CatalogError;
 

@@ -34,30 +34,6 @@ pub enum CatalogError {
     Upload(#[from] crate::storage::UploadError),
 }
 
-impl From<CatalogError> for crate::http::AppError {
-    fn from(error: CatalogError) -> Self {
-        match error {
-            CatalogError::Cluster(e) => Self::cluster_unavailable(&e),
-            CatalogError::Upload(e) => {
-                tracing::error!(error = %e, "a recording could not be put in the bucket");
-                Self::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "storage_unavailable",
-                    "the recording could not be put in the [storage] S3 bucket; retry later",
-                )
-            }
-            CatalogError::Store(e) => {
-                tracing::error!(error = %e, "the catalog's store failed");
-                Self::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    "the catalog could not be read or written; retry later",
-                )
-            }
-        }
-    }
-}
-
 /// Where the catalog is kept: the node's SQLite [`Store`], or the cluster's
 /// Redis. Cheap to clone.
 #[derive(Clone)]

@@ -72,13 +72,13 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use super::{Outcome, bad_signature, cluster_reachable, parse_event, read_signed_body, rejected};
+use crate::app::AppError;
+use crate::app::AppState;
 use crate::backends::Backend;
 use crate::backends::jaas::{self, DownloadError, Jaas};
 use crate::catalog::{Location, Recording};
-use crate::http::AppError;
 use crate::protocol::now_rfc3339;
 use crate::recording::Input;
-use crate::server::AppState;
 use crate::store::CatalogError;
 
 /// How far `t` may be from now, either way.

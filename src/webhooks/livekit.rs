@@ -61,14 +61,14 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{Outcome, bad_signature, cluster_reachable, parse_event, read_signed_body, rejected};
+use crate::app::AppError;
+use crate::app::AppState;
 use crate::backends::Backend;
 use crate::backends::livekit::{Admission, EgressRef, EgressStatus, Livekit};
 use crate::catalog::{Location, Recording};
 use crate::config::LivekitConfig;
-use crate::http::AppError;
 use crate::protocol::now_rfc3339;
 use crate::recording::{Actor, Input};
-use crate::server::AppState;
 use crate::store::CatalogError;
 
 /// Clock skew tolerated on `exp` and `nbf` (LiveKit's `TokenVerifier` default).

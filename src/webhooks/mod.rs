@@ -6,7 +6,6 @@
 pub mod jaas;
 pub mod livekit;
 pub mod nextcloud;
-pub mod outbound;
 
 use std::sync::Arc;
 
@@ -16,10 +15,10 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::app::AppError;
+use crate::app::AppState;
 use crate::backends::Backend;
-use crate::http::AppError;
 use crate::metrics::{METRICS, count};
-use crate::server::AppState;
 
 /// The webhook routes of the configured backend (other providers' paths answer 404).
 pub fn routes(backend: &Backend) -> Router<Arc<AppState>> {

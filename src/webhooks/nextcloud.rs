@@ -32,6 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
+use crate::app::AppState;
 use crate::auth::valid_room_id;
 use crate::backends::Backend;
 use crate::backends::nextcloud::{CHECKSUM_HEADER, Nextcloud, RANDOM_HEADER};
@@ -39,7 +40,6 @@ use crate::catalog::{Location, Recording};
 use crate::cluster::ClusterError;
 use crate::protocol::now_rfc3339;
 use crate::recording::{Input, State as RecordingState};
-use crate::server::AppState;
 use crate::storage::{MAX_FILE_NAME_BYTES, fit_name};
 
 /// Where the recording server reports recording state changes.

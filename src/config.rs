@@ -66,9 +66,9 @@ pub struct ServerConfig {
     pub max_connections_per_ip: usize,
     /// Client IPs or CIDR blocks the per-IP limit does not apply to (loopback by
     /// default: load tests, and a local proxy that is not in `trusted_proxies`).
-    pub per_ip_exempt: Vec<crate::limits::IpRange>,
+    pub per_ip_exempt: Vec<crate::ip_range::IpRange>,
     /// Proxies (IPs or CIDR blocks) whose `X-Forwarded-For` names the client IP.
-    pub trusted_proxies: Vec<crate::limits::IpRange>,
+    pub trusted_proxies: Vec<crate::ip_range::IpRange>,
     /// Sockets one room may hold on this server; more are refused with 409
     /// `room_full`. 0 = no limit.
     pub max_participants_per_room: usize,
@@ -571,11 +571,28 @@ pub struct S3Keys<'a> {
     pub allow_http: bool,
 }
 
+/// The S3 connection settings, shared by onair's bucket and (possibly) the
+/// owners' buckets of the notifications.
+pub struct S3Settings<'a> {
+    /// The bucket name.
+    pub bucket: &'a str,
+    /// The region (`us-east-1` when not given).
+    pub region: Option<&'a str>,
+    /// An S3-compatible endpoint, e.g. `http://127.0.0.1:9000`; AWS when `None`.
+    pub endpoint: Option<&'a str>,
+    /// The access key id.
+    pub access_key_id: &'a str,
+    /// The secret access key.
+    pub secret_access_key: &'a str,
+    /// Whether plain `http://` endpoints are allowed.
+    pub allow_http: bool,
+}
+
 impl<'a> S3Keys<'a> {
     /// The client settings, when bucket and both keys are set (a partial
     /// setting is refused by [`Config`]'s validation).
-    pub fn settings(&self) -> Option<crate::storage::S3Settings<'a>> {
-        Some(crate::storage::S3Settings {
+    pub fn settings(&self) -> Option<S3Settings<'a>> {
+        Some(S3Settings {
             bucket: self.bucket?,
             region: self.region,
             endpoint: self.endpoint,
@@ -639,7 +656,7 @@ impl<'a> S3Keys<'a> {
 pub struct MetricsConfig {
     /// Peer addresses (IPs or CIDR blocks) allowed to read `GET /metrics`.
     /// Only the TCP peer counts, never `X-Forwarded-For`.
-    pub allowed_ips: Vec<crate::limits::IpRange>,
+    pub allowed_ips: Vec<crate::ip_range::IpRange>,
 }
 
 impl Default for MetricsConfig {
@@ -928,12 +945,12 @@ impl Config {
                     "webhooks.endpoints[{i}].url must be an http(s) URL"
                 )));
             }
-            crate::outbox::decode_secret(&endpoint.secret)
+            decode_secret(&endpoint.secret)
                 .map_err(|e| ConfigError(format!("webhooks.endpoints[{i}].secret: {e}")))?;
             if let Some(unknown) = endpoint
                 .events
                 .iter()
-                .find(|e| !crate::outbox::EVENT_TYPES.contains(&e.as_str()))
+                .find(|e| !EVENT_TYPES.contains(&e.as_str()))
             {
                 return Err(ConfigError(format!(
                     "webhooks.endpoints[{i}].events: unknown event type `{unknown}`"
@@ -981,7 +998,7 @@ impl Config {
                 "webhooks.max_attempts must be greater than 0".into(),
             ));
         }
-        crate::notifications::check_config(self).map_err(ConfigError)?;
+        check_notifications(self).map_err(ConfigError)?;
         if let Some(secret) = &self.auth.jwt_secret
             && secret.len() < 16
         {
@@ -1041,6 +1058,69 @@ fn describe(error: figment::Error) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// The event types onair sends.
+pub const EVENT_TYPES: &[&str] = &[
+    "recording.started",
+    "recording.stopped",
+    "recording.failed",
+    "recording.available",
+    "recording.deleted",
+    "participant.consent_changed",
+];
+
+/// Decodes a `whsec_…` secret into the HMAC key.
+pub fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
+    let encoded = secret
+        .strip_prefix("whsec_")
+        .ok_or("a webhook secret starts with `whsec_`")?;
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| "a webhook secret is `whsec_` followed by base64".to_owned())
+}
+
+/// Checks `[smtp]` and `[notifications]` (called from `Config::validate`).
+fn check_notifications(config: &Config) -> Result<(), String> {
+    let smtp = &config.smtp;
+    if smtp.host.is_some() {
+        let from = smtp
+            .from
+            .as_deref()
+            .ok_or("smtp.from is needed when smtp.host is set")?;
+        from.parse::<lettre::message::Mailbox>()
+            .map_err(|_| format!("smtp.from: `{from}` is not an e-mail address"))?;
+        if smtp.username.is_some() != smtp.password.is_some() {
+            return Err("smtp.username and smtp.password go together".into());
+        }
+    }
+    let n = &config.notifications;
+    if n.attempts == 0 {
+        return Err("notifications.attempts must be greater than 0".into());
+    }
+    for (key, value) in [
+        ("notifications.public_url", &n.public_url),
+        ("notifications.s3_endpoint", &n.s3_endpoint),
+    ] {
+        if let Some(value) = value
+            && !is_http_url(value)
+        {
+            return Err(format!("{key} must be an http(s) URL"));
+        }
+    }
+    Ok(())
+}
+
+/// Longest URL accepted in a setting (an owner's `url`, an endpoint).
+pub const MAX_URL_LEN: usize = 2048;
+
+/// An absolute `http`/`https` URL with a host, at most [`MAX_URL_LEN`] long.
+fn is_http_url(text: &str) -> bool {
+    let text = text.trim();
+    text.len() <= MAX_URL_LEN
+        && reqwest::Url::parse(text)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
 }
 
 #[cfg(test)]
@@ -1268,5 +1348,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("server.max_json_depth"), "{err}");
+    }
+
+    #[test]
+    fn smtp_needs_a_valid_sender_and_endpoints_are_urls() {
+        let mut config = Config::default();
+        assert_eq!(check_notifications(&config), Ok(()));
+        config.smtp.host = Some("mail.example.org".into());
+        assert!(
+            check_notifications(&config)
+                .unwrap_err()
+                .contains("smtp.from")
+        );
+        config.smtp.from = Some("not an address".into());
+        assert!(
+            check_notifications(&config)
+                .unwrap_err()
+                .contains("smtp.from")
+        );
+        config.smtp.from = Some("onair <recordings@example.org>".into());
+        assert_eq!(check_notifications(&config), Ok(()));
+        config.smtp.username = Some("onair".into());
+        assert!(
+            check_notifications(&config)
+                .unwrap_err()
+                .contains("smtp.password")
+        );
+        config.smtp.password = Some("pw".into());
+        config.notifications.s3_endpoint = Some("minio:9000".into());
+        assert!(
+            check_notifications(&config)
+                .unwrap_err()
+                .contains("s3_endpoint")
+        );
+        config.notifications.s3_endpoint = Some("http://127.0.0.1:9000".into());
+        assert_eq!(check_notifications(&config), Ok(()));
+        config.notifications.attempts = 0;
+        assert!(check_notifications(&config).is_err());
     }
 }

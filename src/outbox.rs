@@ -35,21 +35,13 @@ use crate::cluster::Cluster;
 use crate::cluster::ClusterError;
 use crate::cluster::outbox::Finish;
 use crate::config::WebhooksConfig;
+pub use crate::config::{EVENT_TYPES, decode_secret};
+use crate::delivery::{Delivery, DeliveryKind, NewDelivery};
 use crate::metrics::{METRICS, count};
-use crate::notifications::{
+use crate::post::{
     PostOutcome, PostPolicy, check_public_destination, post_once, public_only_client,
 };
-use crate::store::{Delivery, DeliveryKind, NewDelivery, Store, StoreError};
-
-/// The event types onair sends.
-pub const EVENT_TYPES: &[&str] = &[
-    "recording.started",
-    "recording.stopped",
-    "recording.failed",
-    "recording.available",
-    "recording.deleted",
-    "participant.consent_changed",
-];
+use crate::store::{Store, StoreError};
 
 struct Endpoint {
     url: String,
@@ -109,16 +101,6 @@ pub struct Outbox {
     notification_policy: OnceLock<PostPolicy>,
     /// The client for owners' URLs when only public addresses are allowed.
     public_client: OnceLock<reqwest::Client>,
-}
-
-/// Decodes a `whsec_…` secret into the HMAC key.
-pub fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
-    let encoded = secret
-        .strip_prefix("whsec_")
-        .ok_or("a webhook secret starts with `whsec_`")?;
-    BASE64
-        .decode(encoded)
-        .map_err(|_| "a webhook secret is `whsec_` followed by base64".to_owned())
 }
 
 /// The `webhook-signature` value for one message.

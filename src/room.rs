@@ -54,6 +54,7 @@ use dashmap::DashMap;
 
 use crate::backends::{Backend, StartRequest, StopRequest};
 use crate::cluster::{Cas, Cluster, ClusterError, wire};
+use crate::delivery::NewDelivery;
 use crate::metrics::{METRICS, Status, count};
 use crate::outbox::Outbox;
 use crate::protocol::{
@@ -61,7 +62,7 @@ use crate::protocol::{
     ServerFrame,
 };
 use crate::recording::{self, Deadline, Effect, Input, Policy, State};
-use crate::store::{NewDeadline, NewDelivery, Store};
+use crate::store::{NewDeadline, Store};
 use large::{Audience, Headcount, Next};
 
 struct Member {

@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::catalog::{Location, Recording};
+use crate::catalog_entry::{Location, Recording};
 use crate::config::Config;
 use crate::store::CatalogStore;
 
@@ -95,22 +95,7 @@ pub enum UploadError {
     Cancelled,
 }
 
-/// The S3 connection settings, shared by onair's bucket and (possibly) the
-/// owners' buckets of the notifications.
-pub struct S3Settings<'a> {
-    /// The bucket name.
-    pub bucket: &'a str,
-    /// The region (`us-east-1` when not given).
-    pub region: Option<&'a str>,
-    /// An S3-compatible endpoint, e.g. `http://127.0.0.1:9000`; AWS when `None`.
-    pub endpoint: Option<&'a str>,
-    /// The access key id.
-    pub access_key_id: &'a str,
-    /// The secret access key.
-    pub secret_access_key: &'a str,
-    /// Whether plain `http://` endpoints are allowed.
-    pub allow_http: bool,
-}
+pub use crate::config::S3Settings;
 
 /// An S3 client for `settings`, with connect and request timeouts (the
 /// client's own retries cover single failed requests).

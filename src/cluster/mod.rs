@@ -3,7 +3,7 @@
 //! With `[cluster] redis_url`, a room's members (their public [`Participant`]
 //! data, consent included) and its recording state live in Redis, and every
 //! event of a room travels over Redis pub/sub, so each node forwards it to its
-//! own sockets only. This module does the Redis I/O; [`crate::room`] keeps the
+//! own sockets only. This module does the Redis I/O; the room engine keeps the
 //! local sockets and runs the pure [`crate::recording::step`] against the state
 //! read from here, writing it back with a compare-and-set ([`scripts::CAS`]).
 //!
@@ -418,7 +418,7 @@ impl Cluster {
         room: &str,
         participant: &Participant,
         message: &str,
-        webhooks: &[crate::store::NewDelivery],
+        webhooks: &[crate::delivery::NewDelivery],
     ) -> Result<bool, ClusterError> {
         let mut conn = self.conn()?;
         let json = serde_json::to_string(participant).expect("wire types serialize");
@@ -580,7 +580,7 @@ impl Cluster {
         require_empty: bool,
         deadline: Option<(Deadline, &str, Duration)>,
         messages: &[String],
-        webhooks: &[crate::store::NewDelivery],
+        webhooks: &[crate::delivery::NewDelivery],
     ) -> Result<Cas, ClusterError> {
         let mut conn = self.conn()?;
         let resting = matches!(state, State::Inactive | State::Failed { .. });

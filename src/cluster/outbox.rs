@@ -5,7 +5,7 @@
 //! The layout ([`wire::outbox_row_key`] and its neighbours): a row is a hash,
 //! a pending row's `seq` sits in the `due` sorted set scored by when it is
 //! due, a held row's in the `held` set. Every node runs the delivery loop
-//! ([`crate::outbox`]); a node *claims* due rows in one script
+//! (`outbox.rs`); a node *claims* due rows in one script
 //! ([`scripts::OUTBOX_CLAIM`]) by re-scoring them to the end of its lease, so
 //! only one node holds a row at a time. Its outcome is applied only while its
 //! claim holds ([`scripts::OUTBOX_FINISH`]). A node killed mid-delivery
@@ -24,7 +24,7 @@ use redis::Script;
 use tokio_util::sync::CancellationToken;
 
 use super::{Cluster, ClusterError, epoch_ms, scripts, wire};
-use crate::store::{Delivery, DeliveryKind, NewDelivery};
+use crate::delivery::{Delivery, DeliveryKind, NewDelivery};
 
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::OUTBOX_ENQUEUE));
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::OUTBOX_CLAIM));

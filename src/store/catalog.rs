@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::redis::RedisCatalog;
 use super::{NewDelivery, RecordingFacts, Store, StoreError};
-use crate::catalog::{Location, Recording};
+use crate::catalog_entry::{Location, Recording};
 use crate::cluster::{Cluster, ClusterError};
 
 /// Why a catalog call failed.

@@ -17,7 +17,7 @@ use std::sync::{Arc, LazyLock};
 use redis::Script;
 
 use super::{NewDelivery, RecordingFacts, location_columns};
-use crate::catalog::{Location, Recording};
+use crate::catalog_entry::{Location, Recording};
 use crate::cluster::{Cluster, ClusterError, wire};
 
 /// How long a JaaS download's idempotency key is kept (as the single node's

@@ -1,6 +1,6 @@
 //! `onair migrate-to-redis`, from one node to a cluster: a real single node
-//! (SQLite) with recordings, a legal hold, notification settings and
-//! webhooks it could not deliver yet, stopped; the command run twice
+//! (SQLite) with recordings (one with its owner and start noted), a legal
+//! hold, notification settings and webhooks it could not deliver yet, stopped; the command run twice
 //! against a real `redis-server` and a real S3 API (moto); then two cluster
 //! nodes with empty disks serve what the single node had, and each webhook
 //! arrives once at a real receiver that verifies Standard Webhooks
@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
+use onair::protocol::Role;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 use support::binary::{self, Onair};
@@ -171,11 +172,32 @@ async fn a_single_node_becomes_a_cluster_with_nothing_lost_or_doubled() {
         .await
         .unwrap();
     assert_eq!(handed.status(), 201);
+    // The other one was started (with its owner named) while Ada was in
+    // the room, so onair noted its start and owner, then stopped.
+    let (mut ada, _) = node.server.join("standup", "Ada", Role::User).await;
+    let started = http()
+        .post(node.url("/v1/rooms/standup/recording"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"owner": "grace"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 201);
+    let started: Value = started.json().await.unwrap();
+    let external = started["recording_id"].as_str().unwrap().to_owned();
+    ada.until("recording", "started").await;
+    let stopped = http()
+        .delete(node.url("/v1/rooms/standup/recording"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert!(stopped.status().is_success(), "{}", stopped.status());
     let handed = http()
         .post(node.url("/v1/rooms/standup/recordings"))
         .bearer_auth(ADMIN_KEY)
         .json(&json!({
-            "recording_id": "rec-external",
+            "recording_id": external,
             "url": "https://files.example/rec-external.mp4",
             "name": "rec-external.mp4",
             "duration_s": 12.5,
@@ -203,9 +225,10 @@ async fn a_single_node_becomes_a_cluster_with_nothing_lost_or_doubled() {
     assert_eq!(saved.status(), 200);
     let shown = [
         json_of(&node.server, "/v1/recordings/rec-local").await,
-        json_of(&node.server, "/v1/recordings/rec-external").await,
+        json_of(&node.server, &format!("/v1/recordings/{external}")).await,
     ];
     assert_eq!(shown[0]["keep_until"], "2099-01-31T00:00:00.000Z");
+    assert_eq!(shown[1]["owner"], "grace");
     let settings = json_of(&node.server, SETTINGS).await;
 
     // Its two webhooks were tried once and not delivered.
@@ -231,6 +254,14 @@ async fn a_single_node_becomes_a_cluster_with_nothing_lost_or_doubled() {
         "recordings: 2 copied, 0 already there, 0 failed"
     );
     assert_eq!(
+        report(&stdout, "recording facts"),
+        "recording facts: 1 copied, 0 already there, 0 failed"
+    );
+    assert_eq!(
+        report(&stdout, "owners"),
+        "owners: 1 copied, 0 already there, 0 failed"
+    );
+    assert_eq!(
         report(&stdout, "notification settings"),
         "notification settings: 1 copied, 0 already there, 0 failed"
     );
@@ -240,7 +271,7 @@ async fn a_single_node_becomes_a_cluster_with_nothing_lost_or_doubled() {
     );
     assert_eq!(
         report(&stdout, "total"),
-        "total: 5 copied, 0 already there, 0 failed"
+        "total: 7 copied, 0 already there, 0 failed"
     );
     // ...and the second run finds everything there.
     let second = migrate(single.path(), &redis).await;
@@ -261,7 +292,7 @@ async fn a_single_node_becomes_a_cluster_with_nothing_lost_or_doubled() {
     }
     assert_eq!(
         report(&stdout, "total"),
-        "total: 0 copied, 5 already there, 0 failed"
+        "total: 0 copied, 7 already there, 0 failed"
     );
     // The migration took nothing from the node's disk.
     assert!(single.path().join("onair.db").is_file());
@@ -280,12 +311,12 @@ async fn a_single_node_becomes_a_cluster_with_nothing_lost_or_doubled() {
         let server = &onair.server;
         assert_eq!(
             listed(server).await,
-            BTreeSet::from(["rec-external".to_owned(), "rec-local".to_owned()])
+            BTreeSet::from([external.clone(), "rec-local".to_owned()])
         );
         // As the single node showed them: the hold included.
         assert_eq!(json_of(server, "/v1/recordings/rec-local").await, shown[0]);
         assert_eq!(
-            json_of(server, "/v1/recordings/rec-external").await,
+            json_of(server, &format!("/v1/recordings/{external}")).await,
             shown[1]
         );
         // The local file, now from the bucket.
@@ -294,7 +325,7 @@ async fn a_single_node_becomes_a_cluster_with_nothing_lost_or_doubled() {
         assert_eq!(media.bytes().await.unwrap().to_vec(), bytes);
         // The external one, where it always was.
         let media = no_redirects
-            .get(server.url("/v1/recordings/rec-external/media"))
+            .get(server.url(&format!("/v1/recordings/{external}/media")))
             .bearer_auth(ADMIN_KEY)
             .send()
             .await
@@ -353,7 +384,7 @@ fn it_refuses_without_a_redis_a_bucket_or_the_node_s_database() {
         ),
     ];
 
-    let stderr = refused(&[store.clone()]);
+    let stderr = refused(std::slice::from_ref(&store));
     assert!(stderr.contains("[cluster] redis_url"), "{stderr}");
 
     let stderr = refused(&[store, redis.clone()]);

@@ -353,6 +353,59 @@ async fn a_single_node_becomes_a_cluster_with_nothing_lost_or_doubled() {
     receiver.silence(Duration::from_secs(3)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_cannot_be_copied_is_reported_and_the_rest_is_copied() {
+    let redis = Redis::start();
+    let single = tempfile::tempdir().unwrap();
+    let mut node = Onair::spawn(&mut binary::command(single.path()));
+    let form = Form::new().text("recording_id", "rec-gone").part(
+        "file",
+        Part::bytes(content(1_000))
+            .file_name("gone.mp4")
+            .mime_str("video/mp4")
+            .unwrap(),
+    );
+    let handed = http()
+        .post(node.url("/v1/rooms/standup/recordings"))
+        .bearer_auth(ADMIN_KEY)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(handed.status(), 201);
+    let handed = http()
+        .post(node.url("/v1/rooms/standup/recordings"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"recording_id": "rec-there", "url": "https://files.example/there.mp4", "name": "there.mp4"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(handed.status(), 201);
+    node.terminate_within(Duration::from_secs(15));
+    // The node's recordings directory is lost before the migration.
+    std::fs::remove_dir_all(single.path().join("recordings")).unwrap();
+
+    let output = migrate(single.path(), &redis).await;
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(
+        report(&stdout, "recordings"),
+        "recordings: 1 copied, 0 already there, 1 failed"
+    );
+    assert!(stderr.contains("rec-gone"), "{stderr}");
+    assert!(
+        stderr.contains("1 of the node's items could not be copied"),
+        "{stderr}"
+    );
+    // What could be copied was: a node of the cluster lists it.
+    let onair = cluster_node(&redis, "node-a", "http://127.0.0.1:9/unused").await;
+    assert_eq!(
+        listed(&onair.server).await,
+        BTreeSet::from(["rec-there".to_owned()])
+    );
+}
+
 /// Runs `onair migrate-to-redis` with `env` only; returns its stderr after
 /// asserting that it failed.
 fn refused(env: &[(&str, String)]) -> String {

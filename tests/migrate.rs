@@ -14,6 +14,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use onair::protocol::Role;
+use onair::store::{DeliveryKind, NewDelivery, Store};
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 use support::binary::{self, Onair};
@@ -404,6 +405,148 @@ async fn a_file_that_cannot_be_copied_is_reported_and_the_rest_is_copied() {
         listed(&onair.server).await,
         BTreeSet::from(["rec-there".to_owned()])
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owed_downloads_and_outbox_rows_are_copied_once_even_after_the_cluster_finished_them() {
+    let redis = Redis::start();
+    let single = tempfile::tempdir().unwrap();
+    // A single node's store as it was left: a JaaS download owed, a
+    // notification POST held for its upload, a webhook tried once.
+    {
+        let store = Store::open(&single.path().join("onair.db")).unwrap();
+        let job = r#"{"url":"https://files.example/jaas.mp4"}"#;
+        assert!(
+            store
+                .jaas_download_accepted("rec-jaas", job, Some("key-1"), 1_700_000_000_000)
+                .unwrap()
+        );
+        let row = |message_id: &str, kind, held| NewDelivery {
+            kind,
+            held,
+            message_id: message_id.to_owned(),
+            endpoint: "https://hooks.example/in".to_owned(),
+            event_type: "recording.available".to_owned(),
+            payload: "{}".to_owned(),
+        };
+        store
+            .enqueue(&[
+                row("msg_held", DeliveryKind::Notification, true),
+                row("msg_tried", DeliveryKind::Webhook, false),
+            ])
+            .unwrap();
+        store.failed_attempt(2, "HTTP 503", Some(i64::MAX)).unwrap();
+    }
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+
+    let output = migrate(single.path(), &redis).await;
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "{stdout}");
+    assert_eq!(
+        report(&stdout, "JaaS downloads"),
+        "JaaS downloads: 1 copied, 0 already there, 0 failed"
+    );
+    assert_eq!(
+        report(&stdout, "outbox rows"),
+        "outbox rows: 2 copied, 0 already there, 0 failed"
+    );
+    let job: Option<String> = redis::cmd("HGET")
+        .arg("onair:jaas:download:jobs")
+        .arg("rec-jaas")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        job.as_deref(),
+        Some(r#"{"url":"https://files.example/jaas.mp4"}"#)
+    );
+    // Both rows pending and due (the held one let go), with their ids and attempts.
+    let due: Vec<i64> = redis::cmd("ZRANGE")
+        .arg("onair:outbox:due")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut rows = Vec::new();
+    for seq in &due {
+        let row: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(format!("onair:outbox:row:{seq}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        rows.push((
+            row["message_id"].clone(),
+            row["kind"].clone(),
+            row["state"].clone(),
+            row["attempts"].clone(),
+            row.contains_key("holder"),
+        ));
+    }
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            (
+                "msg_held".into(),
+                "notification".into(),
+                "pending".into(),
+                "0".into(),
+                false
+            ),
+            (
+                "msg_tried".into(),
+                "webhook".into(),
+                "pending".into(),
+                "1".into(),
+                false
+            ),
+        ]
+    );
+
+    // The cluster finishes both (the download done, the rows delivered and
+    // expired); a late run brings neither back.
+    let _: () = redis::pipe()
+        .cmd("HDEL")
+        .arg("onair:jaas:download:jobs")
+        .arg("rec-jaas")
+        .ignore()
+        .cmd("ZREM")
+        .arg("onair:jaas:download:order")
+        .arg("rec-jaas")
+        .ignore()
+        .cmd("DEL")
+        .arg("onair:outbox:due")
+        .ignore()
+        .cmd("DEL")
+        .arg(format!("onair:outbox:row:{}", due[0]))
+        .arg(format!("onair:outbox:row:{}", due[1]))
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let output = migrate(single.path(), &redis).await;
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "{stdout}");
+    assert_eq!(
+        report(&stdout, "total"),
+        "total: 0 copied, 3 already there, 0 failed"
+    );
+    let jobs: i64 = redis::cmd("HLEN")
+        .arg("onair:jaas:download:jobs")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let due: i64 = redis::cmd("ZCARD")
+        .arg("onair:outbox:due")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!((jobs, due), (0, 0));
 }
 
 /// Runs `onair migrate-to-redis` with `env` only; returns its stderr after

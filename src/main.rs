@@ -34,9 +34,11 @@ enum Command {
     Token(TokenArgs),
     /// Print an 8x8 JaaS meeting token (RS256) from the `[jaas]` API key.
     JaasToken(JaasTokenArgs),
-    /// Copy a stopped single node's catalog, settings and undelivered outbox
-    /// from its SQLite `[store] path` into the cluster's `[cluster] redis_url`
-    /// (local files into `[storage] s3_bucket`); safe to run again.
+    /// Copy a stopped single node's catalog, settings and undelivered outbox into a cluster's Redis.
+    ///
+    /// Reads the SQLite `[store] path`, writes to `[cluster] redis_url`, and
+    /// puts recording files from the node's disk in `[storage] s3_bucket`.
+    /// Safe to run again: nothing is copied twice.
     MigrateToRedis,
 }
 

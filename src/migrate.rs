@@ -69,8 +69,8 @@ pub enum MigrateError {
     /// Redis did not answer, or answered an error: stopped there. What was
     /// copied stays; running again copies the rest.
     #[error(
-        "the cluster's Redis failed: {0}; what was copied stays, run onair migrate-to-redis \
-         again to copy the rest"
+        "the cluster's Redis failed, so the copy stopped (what was copied stays; run \
+         onair migrate-to-redis again to copy the rest)"
     )]
     Cluster(#[from] ClusterError),
 }

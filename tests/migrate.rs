@@ -562,7 +562,7 @@ fn refused(env: &[(&str, String)]) -> String {
 }
 
 #[test]
-fn it_refuses_without_a_redis_a_bucket_or_the_node_s_database() {
+fn it_refuses_without_a_redis_a_bucket_or_the_node_s_database_and_stops_without_redis() {
     let data = tempfile::tempdir().unwrap();
     let db = data.path().join("onair.db");
     std::fs::write(&db, b"").unwrap();
@@ -583,8 +583,18 @@ fn it_refuses_without_a_redis_a_bucket_or_the_node_s_database() {
     let stderr = refused(std::slice::from_ref(&store));
     assert!(stderr.contains("[cluster] redis_url"), "{stderr}");
 
-    let stderr = refused(&[store, redis.clone()]);
+    let stderr = refused(&[store.clone(), redis.clone()]);
     assert!(stderr.contains("s3_bucket"), "{stderr}");
+
+    // Everything set, but nothing answers at the Redis URL.
+    let mut env = vec![store.clone(), redis.clone()];
+    env.extend(bucket.clone());
+    let stderr = refused(&env);
+    assert!(
+        stderr.contains("the cluster's Redis failed")
+            && stderr.contains("run onair migrate-to-redis again"),
+        "{stderr}"
+    );
 
     let missing = data.path().join("elsewhere").join("onair.db");
     let mut env = vec![("ONAIR_STORE__PATH", missing.display().to_string()), redis];

@@ -45,6 +45,10 @@
 //!   keys and provider ordering marks; and `CatalogStore`, the one async API over the
 //!   catalog (with owners, notification settings, JaaS downloads) in SQLite or, with
 //!   `[cluster]`, in Redis (`store::redis`).
+//! * [`migrate`] — `onair migrate-to-redis`: a single node's SQLite catalog (local files put
+//!   in the bucket), owners, notification settings, owed JaaS downloads and undelivered
+//!   outbox copied into a cluster's Redis, each at most once (`store/export.rs` pages
+//!   SQLite, `store/redis/import.rs` and `cluster/migrate.rs` write only what is not there).
 //! * [`notifications`] — Temasys-style recording notifications per owner: the POST
 //!   (through the outbox), e-mail over SMTP, upload to the owner's S3 bucket.
 //! * [`web`] — the demo page at `/` and its JS client, with a strict CSP.
@@ -84,6 +88,7 @@ pub mod ip_range;
 pub mod limits;
 pub mod links;
 pub mod metrics;
+pub mod migrate;
 pub mod notifications;
 pub mod outbox;
 pub mod post;

@@ -34,6 +34,12 @@ enum Command {
     Token(TokenArgs),
     /// Print an 8x8 JaaS meeting token (RS256) from the `[jaas]` API key.
     JaasToken(JaasTokenArgs),
+    /// Copy a stopped single node's catalog, settings and undelivered outbox into a cluster's Redis.
+    ///
+    /// Reads the SQLite `[store] path`, writes to `[cluster] redis_url`, and
+    /// puts recording files from the node's disk in `[storage] s3_bucket`.
+    /// Safe to run again: nothing is copied twice.
+    MigrateToRedis,
 }
 
 #[derive(Args)]
@@ -146,6 +152,7 @@ fn run() -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        Some(Command::MigrateToRedis) => migrate_to_redis(&config, cli.log_format),
         Some(Command::Serve(args)) => serve(config, args, cli.log_format),
         None => serve(config, cli.serve, cli.log_format),
     }
@@ -196,6 +203,19 @@ fn serve(mut config: Config, args: ServeArgs, format: LogFormat) -> anyhow::Resu
         onair::run(listener, config, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+fn migrate_to_redis(config: &Config, format: LogFormat) -> anyhow::Result<()> {
+    init_logging(format);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let summary = runtime.block_on(onair::migrate::run(config, &mut std::io::stdout()))?;
+    let failed = summary.total().failed;
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of the node's items could not be copied (see the errors above); fix them and run \
+         onair migrate-to-redis again: what was copied is not copied twice"
+    );
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {

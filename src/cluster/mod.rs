@@ -35,6 +35,7 @@
 //! A standalone Redis (or a primary) is assumed, not Redis Cluster: the
 //! scripts touch keys of several rooms.
 
+mod migrate;
 pub mod outbox;
 pub mod persistence;
 mod receipts;

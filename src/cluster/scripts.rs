@@ -138,6 +138,25 @@ return count
 "
 );
 
+/// Copy one undelivered row of a single node's outbox (`onair
+/// migrate-to-redis`), once: the marker is set in the same step as the row
+/// is written, so a second run (or one after a crash between two rows)
+/// writes nothing. The row is pending and due at once (the node that held
+/// or scheduled it is gone), with its message id and its attempts so far.
+/// KEYS: outbox seq, outbox due, outbox held, the marker
+/// ([`super::wire::migrated_key`]). ARGV: now (ms), node id, row prefix,
+/// wake channel, six ARGV for the row (see `outbox_write`), attempts.
+/// Returns 1 if written, 0 if it was copied before.
+pub const OUTBOX_IMPORT: &str = concat!(
+    outbox_write_lua!(),
+    r"
+if not redis.call('SET', KEYS[4], '1', 'NX') then return 0 end
+outbox_write(KEYS[1], KEYS[2], KEYS[3], ARGV[3], ARGV[4], ARGV[1], ARGV[2], 5, 1)
+redis.call('HSET', ARGV[3] .. redis.call('GET', KEYS[1]), 'attempts', ARGV[11])
+return 1
+"
+);
+
 /// Expire a finished outbox row (delivered, dead, disabled) `keep` ms after
 /// it was written (`[webhooks] keep_days`; `0`: kept), as the single node
 /// prunes its SQLite outbox.

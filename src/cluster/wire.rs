@@ -216,6 +216,15 @@ pub fn outbox_disabled_key() -> String {
     format!("{PREFIX}outbox:disabled")
 }
 
+/// `onair:migrated:<kind>:<id>` — written once, in the same script, when
+/// `onair migrate-to-redis` copies a single node's outbox row (`outbox`,
+/// id `<message id> <endpoint>`) or owed JaaS download (`jaas`, id the
+/// recording's): a second run, or one after a crash half-way, copies
+/// nothing twice, even what the cluster has since delivered or finished.
+pub fn migrated_key(kind: &str, id: &str) -> String {
+    format!("{PREFIX}migrated:{kind}:{id}")
+}
+
 /// The member of the sorted set of deadlines for `deadline` of
 /// `recording_id` in `room` (a start's keeps the older two-part form). Room
 /// and recording ids hold no spaces.

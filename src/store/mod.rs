@@ -15,6 +15,7 @@
 //! ([`RedisCatalog`]); callers reach either through [`CatalogStore`].
 
 mod catalog;
+mod export;
 mod redis;
 
 pub use catalog::{CatalogError, CatalogStore};

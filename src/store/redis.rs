@@ -20,6 +20,8 @@ use super::{NewDelivery, RecordingFacts, location_columns};
 use crate::catalog_entry::{Location, Recording};
 use crate::cluster::{Cluster, ClusterError, wire};
 
+mod import;
+
 /// How long a JaaS download's idempotency key is kept (as the single node's
 /// `RECEIPT_TTL_MS`).
 const RECEIPT_TTL_MS: i64 = super::RECEIPT_TTL_MS;
@@ -340,13 +342,28 @@ impl RedisCatalog {
         recording: &Recording,
         deliveries: &[NewDelivery],
     ) -> Result<bool, ClusterError> {
+        self.insert(recording, None, deliveries).await
+    }
+
+    /// Catalogues a recording, on legal hold until `keep_until` if given,
+    /// with its deliveries ([`INSERT`]); `false` (nothing written) if the
+    /// id is taken.
+    async fn insert(
+        &self,
+        recording: &Recording,
+        keep_until: Option<&str>,
+        deliveries: &[NewDelivery],
+    ) -> Result<bool, ClusterError> {
         let (mut keys, mut args, rows) = self.outbox_parts(deliveries);
         keys.extend([
             wire::catalog_recording_key(&recording.id),
             wire::catalog_created_key(),
             wire::catalog_room_key(&recording.room),
         ]);
-        let fields = recording_fields(recording);
+        let mut fields = recording_fields(recording);
+        if let Some(keep_until) = keep_until {
+            fields.push(("keep_until", keep_until.to_owned()));
+        }
         args.extend([
             created_member(&recording.created_at, &recording.id),
             recording.id.clone(),

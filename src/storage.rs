@@ -97,6 +97,12 @@ pub enum UploadError {
 
 pub use crate::config::S3Settings;
 
+impl From<UploadError> for crate::store::CatalogError {
+    fn from(error: UploadError) -> Self {
+        Self::Upload(Box::new(error))
+    }
+}
+
 /// An S3 client for `settings`, with connect and request timeouts (the
 /// client's own retries cover single failed requests).
 pub fn s3_client(settings: &S3Settings<'_>) -> Result<AmazonS3, object_store::Error> {

@@ -1,4 +1,4 @@
-//! What `onair migrate-to-redis` ([`crate::migrate`]) needs of the cluster:
+//! What `onair migrate-to-redis` (`migrate`) needs of the cluster:
 //! a connection to its Redis without joining it as a node, and the copy of
 //! a single node's undelivered outbox rows in the cluster's row layout.
 
@@ -7,7 +7,7 @@ use std::sync::{Arc, LazyLock};
 use redis::Script;
 
 use super::{Cluster, ClusterError, outbox, scripts, wire};
-use crate::store::{Delivery, NewDelivery};
+use crate::delivery::{Delivery, NewDelivery};
 
 static IMPORT: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::OUTBOX_IMPORT));
 

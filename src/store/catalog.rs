@@ -31,7 +31,7 @@ pub enum CatalogError {
     /// `[cluster]`: a file could not be put in the shared bucket before it
     /// was catalogued; nothing was catalogued.
     #[error("cannot put the recording in the [storage] S3 bucket: {0}")]
-    Upload(#[from] crate::storage::UploadError),
+    Upload(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Where the catalog is kept: the node's SQLite [`Store`], or the cluster's

@@ -1,5 +1,5 @@
 //! Reading the single node's durable state out of SQLite page by page, for
-//! `onair migrate-to-redis` ([`crate::migrate`]): each call returns at most
+//! `onair migrate-to-redis` (`migrate`): each call returns at most
 //! `limit` rows after a key (keyset paging, so a page costs the same however
 //! far in it is, and a large catalog is never held in memory at once).
 
@@ -8,7 +8,7 @@ use rusqlite::params;
 use super::{
     Delivery, DeliveryKind, RecordingFacts, SELECT_RECORDING, Store, StoreError, recording_from_row,
 };
-use crate::catalog::Recording;
+use crate::catalog_entry::Recording;
 
 impl Store {
     /// At most `limit` catalogued recordings whose id sorts after `after`
@@ -146,7 +146,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Location;
+    use crate::catalog_entry::Location;
     use crate::store::NewDelivery;
 
     fn recording(id: &str) -> Recording {

@@ -1,5 +1,5 @@
 //! Copying a single node's catalog into the cluster's Redis (`onair
-//! migrate-to-redis`, [`crate::migrate`]): the same keys and scripts as the
+//! migrate-to-redis`, `migrate`): the same keys and scripts as the
 //! cluster's own writes, each call writing only what is not there yet and
 //! saying whether it wrote, so that a second run copies nothing twice and
 //! never overwrites what the cluster changed since.
@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use redis::Script;
 
 use super::RedisCatalog;
-use crate::catalog::Recording;
+use crate::catalog_entry::Recording;
 use crate::cluster::{ClusterError, wire};
 use crate::store::RecordingFacts;
 

@@ -72,6 +72,9 @@ impl AppState {
         // The catalog and what hangs on it: in Redis with `[cluster]`, so
         // that every node serves the same (SPEC §7).
         let records = crate::store::CatalogStore::new(store.clone(), cluster.clone());
+        if let (Backend::Nextcloud(nextcloud), Some(cluster)) = (backend.as_ref(), &cluster) {
+            nextcloud.attach_cluster(cluster.clone());
+        }
         if let Backend::Livekit(livekit) = backend.as_ref() {
             livekit.attach_store(store.clone());
             if let Some(cluster) = &cluster {

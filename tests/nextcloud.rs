@@ -881,3 +881,58 @@ async fn a_report_replayed_to_another_node_is_acknowledged_and_ignored() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_made_on_one_node_is_owed_its_file_on_another() {
+    // Behind a load balancer the recording server's reports and upload reach
+    // whichever node: here node A makes the start, and the recording server
+    // (node B's) reports to and uploads to node B.
+    let redis = support::redis::Redis::start();
+    let url = redis.url();
+    let b = setup_with(|config| {
+        config.cluster.redis_url = Some(url.clone());
+        config.cluster.node_id = "node-b".into();
+    })
+    .await;
+    let (recorder, backend) = (b.fake.url.clone(), b.url.clone());
+    let a = setup_with(|config| {
+        config.cluster.redis_url = Some(url.clone());
+        config.cluster.node_id = "node-a".into();
+        config.nextcloud.recording_server = Some(recorder);
+        config.nextcloud.backend_url = Some(backend);
+    })
+    .await;
+    a.server.readyz(200, RECV_TIMEOUT).await;
+    b.server.readyz(200, RECV_TIMEOUT).await;
+    let (mut ada, sub) = a.moderator("relay").await;
+    let id = start(&mut ada, json!({"action": "start"})).await;
+    confirmed(&mut ada, &id).await;
+    ada.recording(json!({"action": "stop", "recording_id": id}))
+        .await;
+    assert_eq!(
+        ada.expect("recording", "status").await["status"],
+        "stopping"
+    );
+    assert_eq!(ada.expect("recording", "stopped").await["recording_id"], id);
+    assert_eq!(
+        ada.expect("recording", "status").await["status"],
+        "inactive"
+    );
+    // Node B took the upload of node A's start: the file is that recording's.
+    let available = ada.expect("recording", "recording_available").await;
+    assert_eq!(available["recording_id"], id, "{available}");
+    let events = b.fake.events_until(|e| e.len() >= 3).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["started", "stopped", "upload"]);
+    assert!(events.iter().all(|e| e["status"] == 200), "{events:#?}");
+    // And its owner is the one node A asked to record for.
+    let shown = http()
+        .get(format!("{}/v1/recordings/{id}", a.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shown.status(), 200);
+    let shown: Value = shown.json().await.unwrap();
+    assert_eq!(shown["owner"], sub, "{shown}");
+}

@@ -12,12 +12,14 @@
 //! the file only after it reported `stopped`, when the room's state no longer
 //! names the recording (and the room may already be gone). So this backend
 //! remembers, per token, which recording it last started and for whom
-//! ([`Pending`]) until the file arrives. It also remembers the randoms of
+//! ([`Pending`]) until the file arrives: in memory on one node, in Redis with
+//! `[cluster]` (the reports and the upload may reach any node, and the node
+//! that made the start may be gone). It also remembers the randoms of
 //! accepted inbound requests for a while, so a replayed request is
 //! acknowledged and ignored instead of applied twice.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -27,6 +29,7 @@ use sha2::Sha256;
 
 use super::{BackendError, StartRequest, StopRequest};
 use crate::auth::random_string;
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::NextcloudConfig;
 
 /// Header with the random string the checksum is made with.
@@ -80,8 +83,10 @@ pub struct Pending {
 pub struct Nextcloud {
     config: NextcloudConfig,
     http: reqwest::Client,
-    /// Started recordings by room token, until their file arrives.
+    /// Started recordings by room token, until their file arrives (one node).
     pending: DashMap<String, Pending>,
+    /// `[cluster]`: where the pending starts are kept instead, for every node.
+    cluster: OnceLock<Arc<Cluster>>,
     /// Randoms of accepted inbound requests (replay guard). A plain mutex:
     /// every critical section is a few map operations, never an `.await`.
     seen: Mutex<Seen>,
@@ -94,8 +99,14 @@ impl Nextcloud {
             config: config.clone(),
             http,
             pending: DashMap::new(),
+            cluster: OnceLock::new(),
             seen: Mutex::new(Seen::default()),
         }
+    }
+
+    /// `[cluster]`: keeps the pending starts in Redis, shared by every node.
+    pub fn attach_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
     }
 
     /// Starts a recording: `{"type":"start","start":{"status","owner","actor"}}`.
@@ -120,11 +131,20 @@ impl Nextcloud {
         });
         // Remember the recording before the request leaves: the recording
         // server may report back before its answer arrives.
-        self.remember_start(&request.room, &request.recording_id, &user);
+        if let Some(cluster) = self.cluster.get() {
+            // Not remembered, not asked: the room's start fails and may be tried again.
+            cluster
+                .remember_nextcloud_start(&request.room, &request.recording_id, &user)
+                .await
+                .map_err(|e| {
+                    BackendError(format!("cannot remember the start in the cluster: {e}"))
+                })?;
+        } else {
+            self.remember_start(&request.room, &request.recording_id, &user);
+        }
         let result = self.send(&request.room, "start", &body).await;
         if result.is_err() {
-            self.pending
-                .remove_if(&request.room, |_, p| p.recording_id == request.recording_id);
+            self.delivered(&request.room, &request.recording_id).await;
         }
         result
     }
@@ -154,21 +174,52 @@ impl Nextcloud {
         }
     }
 
-    /// The recording started for this token whose file has not arrived, if any.
-    pub fn pending(&self, token: &str) -> Option<Pending> {
-        self.pending.get(token).map(|p| p.clone())
+    /// The recording started for this token whose file has not arrived, if
+    /// any; `Err` only with `[cluster]`, when Redis did not answer.
+    pub async fn pending(&self, token: &str) -> Result<Option<Pending>, ClusterError> {
+        let Some(cluster) = self.cluster.get() else {
+            return Ok(self.pending.get(token).map(|p| p.clone()));
+        };
+        Ok(cluster
+            .nextcloud_start(token)
+            .await?
+            .map(|(recording_id, owner)| Pending {
+                recording_id,
+                owner,
+                since: Instant::now(),
+            }))
     }
 
     /// Forgets this recording of this token: its file arrived.
-    pub fn delivered(&self, token: &str, recording_id: &str) {
-        self.pending
-            .remove_if(token, |_, p| p.recording_id == recording_id);
+    pub async fn delivered(&self, token: &str, recording_id: &str) {
+        match self.cluster.get() {
+            None => {
+                self.pending
+                    .remove_if(token, |_, p| p.recording_id == recording_id);
+            }
+            Some(cluster) => {
+                if let Err(e) = cluster
+                    .forget_nextcloud_start(token, Some(recording_id))
+                    .await
+                {
+                    // It expires after a day; a later upload would reuse the id
+                    // only if the catalog did not have it (it does).
+                    tracing::warn!(room = token, error = %e, "cluster: cannot forget a nextcloud start");
+                }
+            }
+        }
     }
 
     /// Forgets the pending recording of this token (the recording server
     /// reported a failure, so no file follows).
-    pub fn forget(&self, token: &str) {
-        self.pending.remove(token);
+    pub async fn forget(&self, token: &str) -> Result<(), ClusterError> {
+        match self.cluster.get() {
+            None => {
+                self.pending.remove(token);
+                Ok(())
+            }
+            Some(cluster) => cluster.forget_nextcloud_start(token, None).await,
+        }
     }
 
     /// Marks an authenticated request's random as used; `false` if it was
@@ -387,16 +438,20 @@ mod tests {
         assert_eq!(seen.at.len(), seen.order.len());
     }
 
-    #[test]
-    fn pending_recordings_are_remembered_per_token() {
+    #[tokio::test]
+    async fn pending_recordings_are_remembered_per_token() {
         let nc = backend();
         nc.remember_start("tok", "r1", "ada");
         nc.remember_start("tok", "r2", "bob");
-        assert_eq!(nc.pending("tok").map(|p| p.recording_id), Some("r2".into()));
-        assert_eq!(nc.pending("tok").map(|p| p.owner), Some("bob".into()));
-        nc.delivered("tok", "r1");
-        assert!(nc.pending("tok").is_some());
-        nc.delivered("tok", "r2");
-        assert_eq!(nc.pending("tok"), None);
+        let pending = nc.pending("tok").await.unwrap();
+        assert_eq!(
+            pending.as_ref().map(|p| p.recording_id.as_str()),
+            Some("r2")
+        );
+        assert_eq!(pending.as_ref().map(|p| p.owner.as_str()), Some("bob"));
+        nc.delivered("tok", "r1").await;
+        assert!(nc.pending("tok").await.unwrap().is_some());
+        nc.delivered("tok", "r2").await;
+        assert_eq!(nc.pending("tok").await.unwrap(), None);
     }
 }

@@ -58,6 +58,18 @@ end
 return 1
 ";
 
+/// Forget a Nextcloud pending start, only if it is still ARGV[1] (`''`: any).
+/// KEYS[1] the pending start.
+const FORGET_PENDING: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+if ARGV[1] == '' or string.sub(cur, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+";
+
 /// A LiveKit egress event admitted by [`Cluster::admit_egress_event`]: what
 /// [`Cluster::readmit_egress_event`] needs to take it back.
 #[derive(Debug, Clone)]
@@ -68,6 +80,74 @@ pub struct EgressAdmission {
 }
 
 impl Cluster {
+    /// Remembers the recording started for a Nextcloud room token (and its
+    /// owner) until its file arrives, for every node; a day at most.
+    pub async fn remember_nextcloud_start(
+        self: &Arc<Self>,
+        token: &str,
+        recording_id: &str,
+        owner: &str,
+    ) -> Result<(), ClusterError> {
+        let key = wire::nextcloud_pending_key(token);
+        let value = format!("{recording_id} {owner}");
+        self.on_io(move |this, mut conn| async move {
+            let _: () = this
+                .timed(
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(value)
+                        .arg("PX")
+                        .arg(KEEP.as_millis() as u64)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The recording started for a Nextcloud room token whose file has not
+    /// arrived, and its owner, if any.
+    pub async fn nextcloud_start(
+        self: &Arc<Self>,
+        token: &str,
+    ) -> Result<Option<(String, String)>, ClusterError> {
+        let key = wire::nextcloud_pending_key(token);
+        self.on_io(move |this, mut conn| async move {
+            let value: Option<String> = this
+                .timed(redis::cmd("GET").arg(&key).query_async(&mut conn))
+                .await?;
+            Ok(value.and_then(|v| {
+                let (id, owner) = v.split_once(' ')?;
+                Some((id.to_owned(), owner.to_owned()))
+            }))
+        })
+        .await
+    }
+
+    /// Forgets a Nextcloud room token's pending start: only if it is still
+    /// `recording_id`'s, or whichever it is with `None`.
+    pub async fn forget_nextcloud_start(
+        self: &Arc<Self>,
+        token: &str,
+        recording_id: Option<&str>,
+    ) -> Result<(), ClusterError> {
+        let key = wire::nextcloud_pending_key(token);
+        let only = recording_id.unwrap_or_default().to_owned();
+        self.on_io(move |this, mut conn| async move {
+            let _: i64 = this
+                .timed(
+                    redis::Script::new(FORGET_PENDING)
+                        .key(key)
+                        .arg(only)
+                        .invoke_async(&mut conn),
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Admits a LiveKit egress event on every node: `None` when an event as
     /// new or newer was applied before (anywhere), or the egress already
     /// reached a final status. Events are ordered by `updated_at`, then by

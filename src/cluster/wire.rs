@@ -105,6 +105,13 @@ pub fn livekit_mark_key(egress: &str) -> String {
     format!("{PREFIX}livekit:mark:{egress}")
 }
 
+/// `onair:nextcloud:pending:<token>` — the recording onair last started
+/// for a Nextcloud room token whose file has not arrived (`<recording id>
+/// <owner>`), so that the reports and the upload may reach any node.
+pub fn nextcloud_pending_key(token: &str) -> String {
+    format!("{PREFIX}nextcloud:pending:{token}")
+}
+
 /// `onair:ticket:<ticket>` — the claims (JSON) a single-use ticket stands
 /// for, expiring with the ticket; redeemed with `GETDEL`, so once on any node.
 pub fn ticket_key(ticket: &str) -> String {

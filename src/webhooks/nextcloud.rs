@@ -493,13 +493,13 @@ async fn stopped(app: &AppState, nc: &Nextcloud, token: &str) -> Result<bool, Cl
             }
             true
         }
-        None => nc.pending(token).is_some(),
+        None => nc.pending(token).await?.is_some(),
     })
 }
 
 /// `failed` fails the room's recording; no file follows it.
 async fn failed(app: &AppState, nc: &Nextcloud, token: &str) -> Result<bool, ClusterError> {
-    let owed = nc.pending(token).is_some();
+    let owed = nc.pending(token).await?.is_some();
     let found = match app.rooms.recording_state(token).await {
         Some(state) => {
             if let Some(recording_id) = state.recording_id().filter(|_| state.is_active()) {
@@ -518,7 +518,7 @@ async fn failed(app: &AppState, nc: &Nextcloud, token: &str) -> Result<bool, Clu
         None => owed,
     };
     // Only once applied: a retry still finds what the room owes.
-    nc.forget(token);
+    nc.forget(token).await?;
     Ok(found)
 }
 
@@ -655,7 +655,11 @@ async fn receive(
     let owner = owner
         .filter(|o| valid_owner(o))
         .ok_or(Invalid("owner_invalid"))?;
-    let pending = nc.pending(token);
+    let pending = nc.pending(token).await.map_err(|e| {
+        UploadError::Storage(io::Error::other(format!(
+            "cannot read the room's pending start in the cluster: {e}"
+        )))
+    })?;
     if pending.as_ref().is_some_and(|p| p.owner != owner) {
         // Talk refuses an owner who is not in the conversation; onair knows
         // exactly whom it asked to record for.
@@ -711,7 +715,7 @@ async fn receive(
         )));
     }
     if let Some(owed) = owed {
-        nc.delivered(token, &owed);
+        nc.delivered(token, &owed).await;
     }
     let announced = app.rooms.announce(token, event).await;
     tracing::info!(room = %token, recording_id, size_bytes, announced, "recording stored");

@@ -62,7 +62,7 @@ use crate::protocol::{
     ServerFrame,
 };
 use crate::recording::{self, Deadline, Effect, Input, Policy, State};
-use crate::store::{NewDeadline, Store};
+use crate::store::{CatalogStore, NewDeadline, Store};
 use large::{Audience, Headcount, Next};
 
 struct Member {
@@ -623,6 +623,9 @@ pub struct Registry {
     policy: Policy,
     waits: Waits,
     store: Arc<Store>,
+    /// Where what onair saw of a recording goes in cluster mode (one node
+    /// notes it in `store`, with the room's state).
+    facts: CatalogStore,
     outbox: Arc<Outbox>,
     cluster: Option<Arc<Cluster>>,
     /// `[server] room_fanout_per_second`, for every room.
@@ -644,6 +647,9 @@ pub struct RegistryParts {
     pub waits: Waits,
     /// Where recording state and the outbox are kept.
     pub store: Arc<Store>,
+    /// The catalog's store: with `[cluster]`, what onair saw of each
+    /// recording (start time, peak headcount) is kept there, for every node.
+    pub facts: CatalogStore,
     /// Outbound webhooks.
     pub outbox: Arc<Outbox>,
     /// `[cluster]`: the shared state in Redis; `None` keeps rooms in this process.
@@ -677,6 +683,7 @@ impl Registry {
             policy: parts.policy,
             waits: parts.waits,
             store: parts.store,
+            facts: parts.facts,
             outbox: parts.outbox,
             cluster: parts.cluster,
             fanout_rate: f64::from(parts.room_fanout_per_second),
@@ -1514,6 +1521,8 @@ impl Registry {
             }
         }
         if stepped.won {
+            self.cluster_note_facts(cluster, room_id, &stepped.effects)
+                .await;
             let mut pending =
                 self.record_transition(room_id, &stepped.from, &stepped.to, &stepped.effects);
             pending.effects = stepped
@@ -1534,6 +1543,35 @@ impl Registry {
             state: stepped.to,
             refused,
         })
+    }
+
+    /// Cluster mode: what onair saw of a recording (when it started, the
+    /// most participants it had, on every node), in the catalog's store.
+    /// The peak is raised on every join while it runs, too
+    /// ([`Registry::cluster_join`]). A failure is logged: these are facts
+    /// about the recording, not its state.
+    async fn cluster_note_facts(&self, cluster: &Cluster, room_id: &str, effects: &[Effect]) {
+        for effect in effects {
+            let (recording_id, started) = match effect {
+                Effect::AnnounceStarted { recording_id } => (recording_id, true),
+                Effect::AnnounceStopped { recording_id } => (recording_id, false),
+                _ => continue,
+            };
+            let present = match cluster.members(room_id).await {
+                Ok(members) => u32::try_from(members.len()).unwrap_or(u32::MAX),
+                Err(e) => {
+                    tracing::warn!(room = room_id, error = %e, "cluster: cannot count a recording's participants");
+                    continue;
+                }
+            };
+            let saved = match started {
+                true => self.facts.recording_started(recording_id, present).await,
+                false => self.facts.recording_peak(recording_id, present).await,
+            };
+            if let Err(e) = saved {
+                tracing::error!(error = %e, "cannot save when a recording started or who saw it");
+            }
+        }
     }
 
     async fn cluster_step(

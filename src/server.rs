@@ -98,6 +98,7 @@ impl AppState {
                 empty_room: Duration::from_secs(config.recording.empty_room_grace_s),
             },
             store: store.clone(),
+            facts: records.clone(),
             outbox: outbox.clone(),
             cluster,
             room_fanout_per_second: config.server.room_fanout_per_second,

@@ -467,3 +467,44 @@ async fn a_join_and_leave_storm_leaves_both_nodes_responsive() {
         node.terminate_within(Duration::from_secs(20));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_recording_saw_is_noted_for_every_node() {
+    let redis = Redis::start();
+    let a = Node::start(&redis, "node-a").await;
+    let b = Node::start(&redis, "node-b").await;
+    let (mut ada, _) = a.join("facts", "Ada", Role::Moderator).await;
+    let (mut bea, _) = b.join("facts", "Bea", Role::User).await;
+    ada.expect("control", "joined").await;
+    ada.recording(json!({"action": "start"})).await;
+    let id = ada.until("recording", "started").await["recording_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    bea.until("recording", "started").await;
+    // A third participant comes and goes while it records, through node B.
+    let (cid, _) = b.join("facts", "Cid", Role::User).await;
+    ada.until("control", "joined").await;
+    drop(cid);
+    ada.until("control", "left").await;
+    ada.recording(json!({"action": "stop", "recording_id": id}))
+        .await;
+    ada.until("recording", "stopped").await;
+
+    // Started with two present, three at most: in Redis, where any node
+    // (the one that catalogues the file) reads it.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let facts: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(format!("onair:catalog:facts:{id}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        facts.get("peak").map(String::as_str),
+        Some("3"),
+        "{facts:?}"
+    );
+    let started = facts.get("started_at").expect("a start time");
+    assert!(humantime::parse_rfc3339(started).is_ok(), "{started}");
+}

@@ -62,6 +62,13 @@ impl Registry {
         let message = wire::encode(wire::Kind::Joined, &id, &joined);
         match cluster.join(room_id, &participant, &message).await {
             Ok(view) => {
+                // A recording running: its peak headcount, on every node.
+                if let State::Recording { recording_id, .. } = &view.state {
+                    let present = u32::try_from(view.members.len()).unwrap_or(u32::MAX);
+                    if let Err(e) = self.facts.recording_peak(recording_id, present).await {
+                        tracing::error!(error = %e, "cannot save who saw a recording");
+                    }
+                }
                 let others = view.members.into_iter().filter(|p| p.id != id).collect();
                 let success = join_success(&participant, others, view.state.join_data());
                 let mut inner = room.lock();

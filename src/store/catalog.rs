@@ -177,34 +177,6 @@ impl CatalogStore {
         Ok(())
     }
 
-    /// From code that may not wait (a socket session's synchronous
-    /// handler): remembers who started a recording. On one node this is the
-    /// store's short statement, done now; in a cluster the Redis write is
-    /// spawned and awaited apart (the owner is read when the file arrives,
-    /// long after), its failure logged as the store's is.
-    pub fn set_owner_soon(&self, recording_id: &str, owner: &str) {
-        match self {
-            Self::Sqlite(store) => {
-                if let Err(e) = store.set_owner(recording_id, owner) {
-                    tracing::error!(error = %e, "cannot record the recording's owner");
-                }
-            }
-            Self::Redis(redis) => {
-                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                    tracing::error!("cannot record the recording's owner: no Tokio runtime");
-                    return;
-                };
-                let (redis, recording_id, owner) =
-                    (redis.clone(), recording_id.to_owned(), owner.to_owned());
-                runtime.spawn(async move {
-                    if let Err(e) = redis.set_owner(&recording_id, &owner).await {
-                        tracing::error!(error = %e, %recording_id, "cannot record the recording's owner");
-                    }
-                });
-            }
-        }
-    }
-
     /// When a recording started and the most participants it saw, if onair ran it.
     pub async fn recording_facts(
         &self,

@@ -5,9 +5,7 @@
 
 use rusqlite::params;
 
-use super::{
-    Delivery, DeliveryKind, RecordingFacts, SELECT_RECORDING, Store, StoreError, recording_from_row,
-};
+use super::{Delivery, RecordingFacts, SELECT_RECORDING, Store, StoreError, recording_from_row};
 use crate::catalog_entry::Recording;
 
 impl Store {
@@ -115,17 +113,7 @@ impl Store {
             "SELECT seq, message_id, endpoint, event_type, payload, attempts, kind FROM outbox
              WHERE state IN ('pending', 'held') AND seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
-        let rows = statement.query_map(params![after, limit as i64], |r| {
-            Ok(Delivery {
-                seq: r.get(0)?,
-                kind: DeliveryKind::parse(&r.get::<_, String>(6)?),
-                message_id: r.get(1)?,
-                endpoint: r.get(2)?,
-                event_type: r.get(3)?,
-                payload: r.get(4)?,
-                attempts: r.get(5)?,
-            })
-        })?;
+        let rows = statement.query_map(params![after, limit as i64], super::delivery_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -147,7 +135,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::catalog_entry::Location;
-    use crate::store::NewDelivery;
+    use crate::delivery::{DeliveryKind, NewDelivery};
 
     fn recording(id: &str) -> Recording {
         Recording {

@@ -429,17 +429,7 @@ impl Store {
             "SELECT seq, message_id, endpoint, event_type, payload, attempts, kind FROM outbox
              WHERE state = 'pending' AND next_attempt_ms <= ?1 ORDER BY seq LIMIT ?2",
         )?;
-        let rows = statement.query_map(params![now_ms, limit as i64], |r| {
-            Ok(Delivery {
-                seq: r.get(0)?,
-                kind: DeliveryKind::parse(&r.get::<_, String>(6)?),
-                message_id: r.get(1)?,
-                endpoint: r.get(2)?,
-                event_type: r.get(3)?,
-                payload: r.get(4)?,
-                attempts: r.get(5)?,
-            })
-        })?;
+        let rows = statement.query_map(params![now_ms, limit as i64], delivery_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -1066,6 +1056,20 @@ fn insert_deliveries(
         ])?;
     }
     Ok(())
+}
+
+/// An outbox row read with `SELECT seq, message_id, endpoint, event_type,
+/// payload, attempts, kind`.
+pub(crate) fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        seq: r.get(0)?,
+        kind: DeliveryKind::parse(&r.get::<_, String>(6)?),
+        message_id: r.get(1)?,
+        endpoint: r.get(2)?,
+        event_type: r.get(3)?,
+        payload: r.get(4)?,
+        attempts: r.get(5)?,
+    })
 }
 
 #[cfg(test)]

@@ -582,16 +582,7 @@ impl RedisCatalog {
 
     /// See [`super::Store::set_owner`]: the first owner stays.
     pub async fn set_owner(&self, recording_id: &str, owner: &str) -> Result<(), ClusterError> {
-        let _: Option<String> = self
-            .command(
-                redis::cmd("SET")
-                    .arg(wire::owner_key(recording_id))
-                    .arg(owner)
-                    .arg("NX")
-                    .clone(),
-            )
-            .await?;
-        Ok(())
+        self.import_owner(recording_id, owner).await.map(drop)
     }
 
     /// See [`super::Store::owner`].

@@ -2,7 +2,7 @@
 # One node vs two nodes over Redis: the same bots on the same machine, RUNS
 # rounds (default 3), each round single node first, then two nodes, so that
 # both see the same background. Raw JSON: <round>.<single|two>.<join|fanout>.json;
-# `python3 summary.py` prints the medians and ranges. A cluster keeps its
+# `python3 ../two-node/summary.py` prints the medians and ranges. A cluster keeps its
 # files in S3, so the two nodes get a bucket of a local moto server
 # (`python3 -m pip install 'moto[server]'`); nothing in these scenarios
 # writes a file.

@@ -1237,16 +1237,8 @@ impl Registry {
                             requested_by_user: options.requested_by_user,
                         };
                         if let Err(e) = backend.start(&request).await {
-                            tracing::warn!(room = %room_id, recording_id, error = %e, "backend start failed");
-                            count(&METRICS.backend_errors, "start");
                             registry
-                                .apply_or_log(
-                                    &room_id,
-                                    Input::BackendFailed {
-                                        recording_id,
-                                        reason: e.to_string(),
-                                    },
-                                )
+                                .backend_failed("start", &room_id, recording_id, e)
                                 .await;
                         }
                     });
@@ -1258,16 +1250,8 @@ impl Registry {
                             recording_id: recording_id.clone(),
                         };
                         if let Err(e) = backend.stop(&request).await {
-                            tracing::warn!(room = %room_id, recording_id, error = %e, "backend stop failed");
-                            count(&METRICS.backend_errors, "stop");
                             registry
-                                .apply_or_log(
-                                    &room_id,
-                                    Input::BackendFailed {
-                                        recording_id,
-                                        reason: e.to_string(),
-                                    },
-                                )
+                                .backend_failed("stop", &room_id, recording_id, e)
                                 .await;
                         }
                     });
@@ -1378,6 +1362,24 @@ impl Registry {
             tracing::error!(room = %room_id, error = %e, "cannot save a deadline");
         }
         pending
+    }
+
+    /// A backend call (`what`: `start` or `stop`) failed: counted, logged,
+    /// and fed back to the room as [`Input::BackendFailed`].
+    async fn backend_failed(
+        self: &Arc<Self>,
+        what: &'static str,
+        room_id: &str,
+        recording_id: String,
+        error: crate::backends::BackendError,
+    ) {
+        tracing::warn!(room = %room_id, recording_id, error = %error, "backend {what} failed");
+        count(&METRICS.backend_errors, what);
+        let input = Input::BackendFailed {
+            recording_id,
+            reason: error.to_string(),
+        };
+        self.apply_or_log(room_id, input).await;
     }
 
     /// [`Registry::apply_to`] for inputs nobody waits to hear about: a

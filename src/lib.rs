@@ -3,7 +3,8 @@
 //!
 //! How the code is laid out (one concept, one module):
 //!
-//! * [`config`] — `Config`: TOML file + `ONAIR_<SECTION>__<KEY>` env + flags, with errors that name the key.
+//! * [`config`] — `Config`: TOML file + `ONAIR_<SECTION>__<KEY>` env + flags, with errors that name the key;
+//!   [`ip_range`] — the IP addresses and CIDR blocks it names.
 //! * [`auth`] — participant JWTs (HS256 secret, PEM public keys, a cached JWKS; each key pinned
 //!   to its algorithm), the admin key.
 //! * [`tickets`] — single-use tickets: in memory on one node, in Redis with `[cluster]`.
@@ -33,9 +34,13 @@
 //! * [`outbox`] — delivery of outbound events (Standard Webhooks, Temasys POSTs) from the
 //!   durable outbox: rows in SQLite, or with `[cluster]` in Redis, claimed for a lease so
 //!   that one node delivers each.
+//! * [`delivery`] — an outbox row as data (what to POST where), for the stores and the cluster.
+//! * [`post`] — one POST to a URL an owner chose: public addresses only, one attempt.
 //! * [`reconcile`] — `[recording] reconcile_interval_s`: the backend compares the provider's
 //!   list (LiveKit `Egress/ListEgress`) with onair's rooms; this task applies the repairs.
-//! * [`catalog`] — finished recordings, kept in the store (shared in Redis with `[cluster]`).
+//! * [`catalog`] — finished recordings, kept in the store (shared in Redis with `[cluster]`);
+//!   [`catalog_entry`] — one entry and where its file is, as data; [`links`] — the signed,
+//!   expiring links to the files that onair hands out.
 //! * [`retention`] — how a recording goes away: the one deletion (DELETE or
 //!   `[storage] retention`), and the retention sweep with its legal hold.
 //! * [`storage`] — where their files are: `[storage] path`, or moved to an S3-compatible bucket.

@@ -8,6 +8,7 @@
 
 mod support;
 
+use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -459,6 +460,13 @@ async fn a_jaas_download_is_journalled_with_its_key_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_writes_outbox_rows_with_the_entry() {
     let stores = Stores::start().await;
+    // Writing rows tells every node to look at once.
+    let mut wakes = redis::Client::open(stores.server.url())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    wakes.subscribe(wire::outbox_wake_channel()).await.unwrap();
     let before = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -518,6 +526,11 @@ async fn redis_writes_outbox_rows_with_the_entry() {
         .await
         .unwrap();
     assert_eq!(seq, 2);
+    let notice = tokio::time::timeout(Duration::from_secs(5), wakes.on_message().next())
+        .await
+        .expect("a wake notice was published")
+        .unwrap();
+    assert_eq!(notice.get_payload::<String>().unwrap(), "node-a");
 }
 
 /// Redis only: without Redis every call is an error the caller can answer

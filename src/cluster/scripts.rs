@@ -74,6 +74,10 @@ end
     };
 }
 
+/// The `outbox_write` Lua function on its own, for the scripts of other
+/// modules that write outbox rows with their cause (the catalog's).
+pub const OUTBOX_WRITE_FN: &str = outbox_write_lua!();
+
 /// Replace a member's public data (consent) and announce it, keeping its
 /// place, with the outbound webhooks it causes (outbox rows, in the same step).
 /// KEYS: members, outbox seq, outbox due, outbox held. ARGV: participant id,

@@ -18,6 +18,7 @@ use redis::Script;
 
 use super::{NewDelivery, RecordingFacts, location_columns};
 use crate::catalog_entry::{Location, Recording};
+use crate::cluster::scripts::OUTBOX_WRITE_FN;
 use crate::cluster::{Cluster, ClusterError, wire};
 
 mod import;
@@ -26,46 +27,24 @@ mod import;
 /// `RECEIPT_TTL_MS`).
 const RECEIPT_TTL_MS: i64 = super::RECEIPT_TTL_MS;
 
-/// Writes the outbox rows in `ARGV[first..]`, six per row (kind, held
-/// `1`/`0`, message id, endpoint, event type, payload). KEYS[1..3]: the
-/// outbox's seq, due and held keys; ARGV[1] now (ms), ARGV[2] this node's
-/// id, ARGV[3] the prefix of a row's key. Prepended to the scripts that
-/// write rows with their cause.
-const WRITE_ROWS: &str = r"
-local function write_rows(first)
-  for a = first, #ARGV, 6 do
-    local seq = redis.call('INCR', KEYS[1])
-    local row = ARGV[3] .. seq
-    local held = ARGV[a + 1] == '1'
-    redis.call('HSET', row, 'kind', ARGV[a], 'message_id', ARGV[a + 2],
-      'endpoint', ARGV[a + 3], 'event_type', ARGV[a + 4], 'payload', ARGV[a + 5],
-      'attempts', 0, 'state', held and 'held' or 'pending', 'created_ms', ARGV[1])
-    if held then
-      redis.call('HSET', row, 'holder', ARGV[2])
-      redis.call('SADD', KEYS[3], seq)
-    else
-      redis.call('ZADD', KEYS[2], ARGV[1], seq)
-    end
-  end
-end
-";
-
 /// Catalogue a recording with its outbox rows, unless its id is taken.
 /// KEYS: outbox seq, due, held; the recording, the catalog by creation, the
-/// room's set. ARGV: (rows' header, see [`WRITE_ROWS`]), the creation
-/// member, the id, the number of field pairs, the pairs, then the rows.
+/// room's set. ARGV: the rows' header (now, node id, row prefix, wake
+/// channel: see `outbox_write` in [`OUTBOX_WRITE_FN`]), the creation member, the id,
+/// the number of field pairs, the pairs, then the rows (six ARGV each).
 /// Returns 1 if catalogued, 0 if the id was taken (nothing written).
 static INSERT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{WRITE_ROWS}
+        "{OUTBOX_WRITE_FN}
 if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
-local npairs = tonumber(ARGV[6])
+local npairs = tonumber(ARGV[7])
 local fields = {{}}
-for i = 1, npairs * 2 do fields[i] = ARGV[6 + i] end
+for i = 1, npairs * 2 do fields[i] = ARGV[7 + i] end
 redis.call('HSET', KEYS[4], unpack(fields))
-redis.call('ZADD', KEYS[5], 0, ARGV[4])
-redis.call('SADD', KEYS[6], ARGV[5])
-write_rows(7 + npairs * 2)
+redis.call('ZADD', KEYS[5], 0, ARGV[5])
+redis.call('SADD', KEYS[6], ARGV[6])
+local first = 8 + npairs * 2
+outbox_write(KEYS[1], KEYS[2], KEYS[3], ARGV[3], ARGV[4], ARGV[1], ARGV[2], first, (#ARGV - first + 1) / 6)
 return 1
 "
     ))
@@ -76,11 +55,11 @@ return 1
 /// if removed, 0 if it was gone already (nothing written).
 static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{WRITE_ROWS}
+        "{OUTBOX_WRITE_FN}
 if redis.call('DEL', KEYS[4]) == 0 then return 0 end
-redis.call('ZREM', KEYS[5], ARGV[4])
-redis.call('SREM', KEYS[6], ARGV[5])
-write_rows(6)
+redis.call('ZREM', KEYS[5], ARGV[5])
+redis.call('SREM', KEYS[6], ARGV[6])
+outbox_write(KEYS[1], KEYS[2], KEYS[3], ARGV[3], ARGV[4], ARGV[1], ARGV[2], 7, (#ARGV - 6) / 6)
 return 1
 "
     ))
@@ -321,6 +300,7 @@ impl RedisCatalog {
             now_ms().to_string(),
             self.cluster.node_id.clone(),
             wire::outbox_row_prefix(),
+            wire::outbox_wake_channel(),
         ];
         let mut rows = Vec::with_capacity(deliveries.len() * 6);
         for d in deliveries {

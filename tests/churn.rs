@@ -187,17 +187,8 @@ async fn the_join_limit_is_off_at_zero() {
 /// An onair process of a two-node cluster.
 async fn node(redis: &Redis, id: &str) -> Onair {
     let data = tempfile::tempdir().unwrap();
-    // A cluster keeps its recording files in the shared bucket.
-    let storage = support::moto::shared_storage_env(id).await;
-    let onair = Onair::spawn(
-        binary::command(data.path())
-            .envs(storage)
-            .env("ONAIR_CLUSTER__REDIS_URL", redis.url())
-            .env("ONAIR_CLUSTER__NODE_ID", id)
-            .env("ONAIR_CLUSTER__HEARTBEAT_S", "1")
-            .env("ONAIR_CLUSTER__NODE_TTL_S", "2"),
-    )
-    .owning(data);
+    let mut command = binary::cluster_command(data.path(), &redis.url(), id, id, 2).await;
+    let onair = Onair::spawn(&mut command).owning(data);
     onair.server.readyz(200, Duration::from_secs(15)).await;
     onair
 }

@@ -37,18 +37,9 @@ impl Node {
 
     async fn start_with(redis: &Redis, id: &str, extra_env: &[(&str, &str)]) -> Self {
         let data = tempfile::tempdir().unwrap();
-        // A cluster keeps its recording files in the shared bucket.
-        let storage = support::moto::shared_storage_env("cluster").await;
-        let onair = Onair::spawn(
-            binary::command(data.path())
-                .envs(storage)
-                .envs(extra_env.iter().copied())
-                .env("ONAIR_CLUSTER__REDIS_URL", redis.url())
-                .env("ONAIR_CLUSTER__NODE_ID", id)
-                .env("ONAIR_CLUSTER__HEARTBEAT_S", "1")
-                .env("ONAIR_CLUSTER__NODE_TTL_S", "2"),
-        )
-        .owning(data);
+        let mut command =
+            binary::cluster_command(data.path(), &redis.url(), id, "cluster", 2).await;
+        let onair = Onair::spawn(command.envs(extra_env.iter().copied())).owning(data);
         let node = Self(onair);
         node.readiness(200).await;
         node

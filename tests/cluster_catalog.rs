@@ -14,7 +14,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 use support::binary::{self, Onair};
 use support::harness::{ADMIN_KEY, Server, http};
-use support::moto::{SHARED_BUCKET, shared, shared_storage_env};
+use support::moto::{SHARED_BUCKET, shared};
 use support::redis::Redis;
 
 /// How long a node may take to come up.
@@ -30,16 +30,8 @@ async fn node(redis: &Redis, id: &str) -> Onair {
 async fn node_at(redis: &Redis, id: &str) -> (Onair, PathBuf) {
     let data = tempfile::tempdir().unwrap();
     let files = data.path().join("recordings");
-    let storage = shared_storage_env(id).await;
-    let onair = Onair::spawn(
-        binary::command(data.path())
-            .envs(storage)
-            .env("ONAIR_CLUSTER__REDIS_URL", redis.url())
-            .env("ONAIR_CLUSTER__NODE_ID", id)
-            .env("ONAIR_CLUSTER__HEARTBEAT_S", "1")
-            .env("ONAIR_CLUSTER__NODE_TTL_S", "2"),
-    )
-    .owning(data);
+    let mut command = binary::cluster_command(data.path(), &redis.url(), id, id, 2).await;
+    let onair = Onair::spawn(&mut command).owning(data);
     onair.server.readyz(200, EVENTUALLY).await;
     (onair, files)
 }

@@ -45,19 +45,9 @@ timeout_s = 1
         ),
     )
     .unwrap();
-    // A cluster keeps its recording files in the shared bucket.
-    let storage = support::moto::shared_storage_env("cluster-outbox").await;
-    let onair = Onair::spawn(
-        binary::command(data.path())
-            .envs(storage)
-            .arg("--config")
-            .arg(&file)
-            .env("ONAIR_CLUSTER__REDIS_URL", redis.url())
-            .env("ONAIR_CLUSTER__NODE_ID", id)
-            .env("ONAIR_CLUSTER__HEARTBEAT_S", "1")
-            .env("ONAIR_CLUSTER__NODE_TTL_S", "2"),
-    )
-    .owning(data);
+    let mut command =
+        binary::cluster_command(data.path(), &redis.url(), id, "cluster-outbox", 2).await;
+    let onair = Onair::spawn(command.arg("--config").arg(&file)).owning(data);
     onair.server.readyz(200, Duration::from_secs(15)).await;
     onair
 }

@@ -793,17 +793,12 @@ async fn the_order_and_the_catalogue_survive_a_kill_9() {
 /// A node of a two-node `jaas` cluster on `redis`.
 async fn cluster_node(redis: &support::redis::Redis, id: &str) -> Onair {
     let data = tempfile::tempdir().unwrap();
-    // A cluster keeps its recording files in the shared bucket.
-    let storage = support::moto::shared_storage_env("jaas").await;
+    let mut command =
+        support::binary::cluster_command(data.path(), &redis.url(), id, "jaas", 5).await;
     let onair = Onair::spawn(
-        support::binary::command(data.path())
-            .envs(storage)
+        command
             .env("ONAIR_RECORDING__BACKEND", "jaas")
-            .env("ONAIR_JAAS__WEBHOOK_SECRET", WEBHOOK_SECRET)
-            .env("ONAIR_CLUSTER__REDIS_URL", redis.url())
-            .env("ONAIR_CLUSTER__NODE_ID", id)
-            .env("ONAIR_CLUSTER__HEARTBEAT_S", "1")
-            .env("ONAIR_CLUSTER__NODE_TTL_S", "5"),
+            .env("ONAIR_JAAS__WEBHOOK_SECRET", WEBHOOK_SECRET),
     )
     .owning(data);
     onair.server.readyz(200, EVENTUALLY).await;

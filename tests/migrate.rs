@@ -54,18 +54,8 @@ events = ["recording.available"]
 async fn cluster_node(redis: &Redis, id: &str, endpoint: &str) -> Onair {
     let data = tempfile::tempdir().unwrap();
     let config = config_file(data.path(), endpoint);
-    let storage = shared_storage_env("migrated").await;
-    let onair = Onair::spawn(
-        binary::command(data.path())
-            .arg("--config")
-            .arg(config)
-            .envs(storage)
-            .env("ONAIR_CLUSTER__REDIS_URL", redis.url())
-            .env("ONAIR_CLUSTER__NODE_ID", id)
-            .env("ONAIR_CLUSTER__HEARTBEAT_S", "1")
-            .env("ONAIR_CLUSTER__NODE_TTL_S", "2"),
-    )
-    .owning(data);
+    let mut command = binary::cluster_command(data.path(), &redis.url(), id, "migrated", 2).await;
+    let onair = Onair::spawn(command.arg("--config").arg(config)).owning(data);
     onair.server.readyz(200, EVENTUALLY).await;
     onair
 }

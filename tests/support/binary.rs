@@ -36,6 +36,26 @@ pub fn command(data: &Path) -> Command {
     with_defaults(Command::new(BIN), data)
 }
 
+/// [`command`] for node `id` of the cluster on `redis_url` (heartbeat 1 s,
+/// a node silent `node_ttl_s` is dead), its recording files in the shared
+/// bucket under `prefix`: a cluster keeps none on a node's disk.
+pub async fn cluster_command(
+    data: &Path,
+    redis_url: &str,
+    id: &str,
+    prefix: &str,
+    node_ttl_s: u64,
+) -> Command {
+    let mut command = command(data);
+    command
+        .envs(super::moto::shared_storage_env(prefix).await)
+        .env("ONAIR_CLUSTER__REDIS_URL", redis_url)
+        .env("ONAIR_CLUSTER__NODE_ID", id)
+        .env("ONAIR_CLUSTER__HEARTBEAT_S", "1")
+        .env("ONAIR_CLUSTER__NODE_TTL_S", node_ttl_s.to_string());
+    command
+}
+
 /// [`command`], without the developer's own `ONAIR_*` variables.
 pub fn hermetic_command(data: &Path) -> Command {
     with_defaults(without_host_env(), data)

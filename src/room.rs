@@ -38,7 +38,7 @@
 mod budget;
 mod cluster;
 mod deadlines;
-mod keepalive;
+pub mod keepalive;
 mod large;
 mod queue;
 
@@ -62,7 +62,7 @@ use crate::protocol::{
     ServerFrame,
 };
 use crate::recording::{self, Deadline, Effect, Input, Policy, State};
-use crate::store::{CatalogStore, NewDeadline, Store};
+use crate::store::{CatalogStore, Fact, NewDeadline, Store};
 use large::{Audience, Headcount, Next};
 
 struct Member {
@@ -1142,9 +1142,10 @@ impl Registry {
         input: Input,
     ) -> (Applied, Pending) {
         let (state, effects) = recording::step(self.policy, &inner.recording, input);
-        let mut pending = self.record_transition(&room.id, &inner.recording, &state, &effects);
+        let facts = facts(inner, &effects);
+        let mut pending =
+            self.record_transition(&room.id, &inner.recording, &state, &effects, &facts);
         inner.recording = state;
-        self.note_facts(inner, &effects);
         let mut refused = None;
         for effect in effects {
             let event = match effect {
@@ -1192,27 +1193,6 @@ impl Registry {
             refused,
         };
         (applied, pending)
-    }
-
-    /// Saves when a recording started and the most members it saw (seed
-    /// 001's `startTime` and `participants` for its owner).
-    fn note_facts(&self, inner: &mut RoomInner, effects: &[Effect]) {
-        let present = u32::try_from(inner.members.len()).unwrap_or(u32::MAX);
-        for effect in effects {
-            let saved = match effect {
-                Effect::AnnounceStarted { recording_id } => {
-                    inner.peak = present;
-                    self.store.recording_started(recording_id, present)
-                }
-                Effect::AnnounceStopped { recording_id } => self
-                    .store
-                    .recording_peak(recording_id, inner.peak.max(present)),
-                _ => continue,
-            };
-            if let Err(e) = saved {
-                tracing::error!(error = %e, "cannot save when a recording started or who saw it");
-            }
-        }
     }
 
     /// Carries out backend calls and timers; their outcomes come back as inputs.
@@ -1305,13 +1285,16 @@ impl Registry {
 
 impl Registry {
     /// Metrics, log, store and outbox for one step (in cluster mode, on the node
-    /// whose write won); returns what must wait for the room lock to go.
+    /// whose write won), with what it tells of its recording ([`facts`]; a
+    /// cluster keeps those in Redis); returns what must wait for the room
+    /// lock to go.
     fn record_transition(
         &self,
         room_id: &str,
         from: &State,
         to: &State,
         effects: &[Effect],
+        facts: &[Fact<'_>],
     ) -> Pending {
         let mut pending = Pending::default();
         if to.status() != from.status() {
@@ -1349,17 +1332,24 @@ impl Registry {
                 Some(_) => Vec::new(),
                 None => self.webhook_deliveries(room_id, effects),
             };
-            if let Err(e) = self
-                .store
-                .save_room_state(room_id, to, &deliveries, deadline.as_ref())
+            if let Err(e) =
+                self.store
+                    .save_room_state(room_id, to, &deliveries, deadline.as_ref(), facts)
             {
                 tracing::error!(room = %room_id, error = %e, "cannot save the recording state");
             }
             pending.wake_outbox = self.cluster.is_some() || !deliveries.is_empty();
-        } else if let Some(deadline) = &deadline
+            return pending;
+        }
+        if let Some(deadline) = &deadline
             && let Err(e) = self.store.set_deadline(room_id, deadline)
         {
             tracing::error!(room = %room_id, error = %e, "cannot save a deadline");
+        }
+        if !facts.is_empty()
+            && let Err(e) = self.store.note_facts(facts)
+        {
+            tracing::error!(error = %e, "cannot save when a recording started or who saw it");
         }
         pending
     }
@@ -1437,6 +1427,30 @@ impl Registry {
         }
         deliveries
     }
+}
+
+/// What a step tells of its recording: when it started and the most members
+/// it saw (the peak a running recording keeps in `inner`).
+fn facts<'a>(inner: &mut RoomInner, effects: &'a [Effect]) -> Vec<Fact<'a>> {
+    let present = u32::try_from(inner.members.len()).unwrap_or(u32::MAX);
+    let mut facts = Vec::new();
+    for effect in effects {
+        match effect {
+            Effect::AnnounceStarted { recording_id } => {
+                inner.peak = present;
+                facts.push(Fact::Started {
+                    recording_id,
+                    present,
+                });
+            }
+            Effect::AnnounceStopped { recording_id } => facts.push(Fact::Peak {
+                recording_id,
+                peak: inner.peak.max(present),
+            }),
+            _ => {}
+        }
+    }
+    facts
 }
 
 fn snapshot(room: &Room) -> RoomSnapshot {
@@ -1526,7 +1540,7 @@ impl Registry {
             self.cluster_note_facts(cluster, room_id, &stepped.effects)
                 .await;
             let mut pending =
-                self.record_transition(room_id, &stepped.from, &stepped.to, &stepped.effects);
+                self.record_transition(room_id, &stepped.from, &stepped.to, &stepped.effects, &[]);
             pending.effects = stepped
                 .effects
                 .into_iter()

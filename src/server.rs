@@ -15,7 +15,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::notifications::Notifications;
 use crate::outbox::Outbox;
-use crate::room::{Registry, RegistryParts};
+use crate::room::{Registry, RegistryParts, keepalive};
 use crate::store::Store;
 use crate::tickets::Tickets;
 
@@ -233,7 +233,7 @@ pub async fn run(
     );
     // [storage] s3: check the bucket, move files still on local disk.
     app.catalog.start_storage();
-    // Keepalive: ping every joined socket, close the silent ones (one sweep, no timer per socket).
+    // Keepalive: ping every joined socket, close the silent ones (a sweep in slices, no timer per socket).
     let ping_every = app.config.server.ping_interval_s;
     if ping_every > 0 {
         let rooms = app.rooms.clone();
@@ -243,12 +243,14 @@ pub async fn run(
             .unwrap_or(u8::MAX - 1)
             .min(u8::MAX - 1);
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(ping_every));
-            every.tick().await;
-            loop {
+            // A slice of the sockets per tick (see `room::keepalive`).
+            let tick = keepalive::tick(Duration::from_secs(ping_every));
+            let mut every = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            for slice in (0..keepalive::SLICES).cycle() {
                 tokio::select! {
                     _ = stopped.cancelled() => return,
-                    _ = every.tick() => rooms.sweep_silent(limit),
+                    _ = every.tick() => rooms.sweep_silent(limit, slice),
                 }
             }
         });

@@ -442,7 +442,10 @@ impl Session {
 }
 
 /// Writes a batch of queued frames, then flushes once.
-async fn write(socket: &mut WebSocket, frames: Vec<Frame>) -> Result<(), tungstenite::Error> {
+async fn write(
+    socket: &mut WebSocket,
+    frames: std::collections::VecDeque<Frame>,
+) -> Result<(), tungstenite::Error> {
     for frame in frames {
         feed_text(socket, frame).await?;
     }

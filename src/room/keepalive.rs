@@ -1,21 +1,43 @@
 //! The keepalive sweep: pings, and sockets that answer none closed.
+//!
+//! Every socket is pinged once per `[server] ping_interval_s`, but not all
+//! at once: the interval is cut into [`SLICES`] and each tick pings the
+//! sockets of one slice (by [`Queue::sweep_slot`](super::Queue)). Pinging
+//! 10,000 sockets in one go put 10,000 writes, and then 10,000 pongs to
+//! read, in front of whatever the rooms were sending at that moment: the
+//! fan-out's tail latency paid for it once per interval (measured in
+//! `load-tests/RESULTS.md`, "A keepalive in slices").
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{Frame, Registry, Room};
 
+/// Ticks per ping interval. It divides 256, so every slot (a `u8`) belongs
+/// to exactly one slice and the slices hold the same number of slots.
+pub const SLICES: u8 = 64;
+
+/// Time between two ticks of the sweep, for a ping every `ping_interval`.
+pub fn tick(ping_interval: Duration) -> Duration {
+    ping_interval / u32::from(SLICES)
+}
+
 impl Registry {
-    /// One keepalive sweep (`[server] ping_interval_s`): every joined
-    /// socket gets a ping (an empty frame in its queue, which its task sends
-    /// as a WebSocket Ping), and one that has sent nothing, not even a pong,
-    /// for more than `limit` sweeps is closed; the others then get `left`.
-    pub fn sweep_silent(&self, limit: u8) {
+    /// One tick of the keepalive sweep: every joined socket of `slice`
+    /// (`0..SLICES`) gets a ping (an empty frame in its queue, which its
+    /// task sends as a WebSocket Ping), and one that has sent nothing, not
+    /// even a pong, for more than `limit` of its sweeps is closed; the
+    /// others then get `left`.
+    pub fn sweep_silent(&self, limit: u8, slice: u8) {
         let rooms: Vec<Arc<Room>> = self.rooms.iter().map(|r| r.value().clone()).collect();
         let mut closed = 0usize;
         for room in rooms {
             let inner = room.lock();
             for member in &inner.members {
                 let queue = &member.outlet.queue;
+                if queue.sweep_slot() % SLICES != slice {
+                    continue;
+                }
                 if queue.sweep(limit) {
                     member.outlet.kick.cancel();
                     closed += 1;

@@ -55,10 +55,17 @@ pub struct Queue {
     /// [`SILENCED`] once the sweep closed it for that. Beside `capacity`, it
     /// costs no memory: the keepalive needs no timer or field per socket.
     silent: AtomicU8,
+    /// Which of the keepalive's slices pings this socket (see
+    /// [`super::keepalive`]); it too fits in the padding after `capacity`.
+    sweep_slot: u8,
 }
 
 /// [`Queue::silent`] of a socket closed for not answering pings.
 const SILENCED: u8 = u8::MAX;
+
+/// The keepalive slot the next queue gets (wrapping): consecutive sockets
+/// land in different slices, so each slice holds about the same number.
+static NEXT_SWEEP_SLOT: AtomicU8 = AtomicU8::new(0);
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -76,7 +83,13 @@ impl Queue {
             ready: Notify::new(),
             capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
             silent: AtomicU8::new(0),
+            sweep_slot: NEXT_SWEEP_SLOT.fetch_add(1, Ordering::Relaxed),
         })
+    }
+
+    /// The keepalive slot of this socket: sockets take them in turn.
+    pub(super) fn sweep_slot(&self) -> u8 {
+        self.sweep_slot
     }
 
     /// The socket sent something: it is alive.
@@ -119,18 +132,18 @@ impl Queue {
 
     /// Waits until frames are queued and takes up to `max` of them.
     /// Cancel-safe: frames leave the queue only in the poll that returns them.
-    pub async fn take(&self, max: usize) -> Vec<Frame> {
+    pub async fn take(&self, max: usize) -> VecDeque<Frame> {
         loop {
             {
                 let mut frames = self.frames.lock().unwrap_or_else(|e| e.into_inner());
-                if !frames.is_empty() {
-                    let n = frames.len().min(max);
-                    let batch: Vec<Frame> = frames.drain(..n).collect();
-                    if frames.is_empty() && frames.capacity() > 8 {
-                        // Give back what a burst made the queue grow to.
-                        *frames = VecDeque::new();
-                    }
+                if frames.len() > max {
+                    let batch: VecDeque<Frame> = frames.drain(..max).collect();
                     return batch;
+                }
+                if !frames.is_empty() {
+                    // The usual case: the whole queue, buffer and all, so the
+                    // queue is left holding none and nothing is copied.
+                    return std::mem::take(&mut *frames);
                 }
             }
             self.ready.notified().await;

@@ -70,6 +70,8 @@ struct Member {
     /// The token's `sub`.
     user_id: String,
     may_record: bool,
+    /// Its slice of the keepalive sweep ([`keepalive::slot`]).
+    sweep_slot: u8,
     outlet: Outlet,
     /// Cluster mode: set until the member's `join_success` went out.
     pending: Option<PendingJoin>,
@@ -131,7 +133,9 @@ struct RoomInner {
 /// socket gets them together and writes them at once.
 struct Outgoing {
     frames: Vec<Frame>,
-    to: Vec<Outlet>,
+    /// The members' queues: an `Outlet` clone would also clone its kick
+    /// token, which takes the token's lock.
+    to: Vec<Arc<Queue>>,
 }
 
 /// One room.
@@ -218,12 +222,13 @@ impl Room {
             }
             let batch = std::mem::take(&mut inner.outgoing);
             drop(inner);
-            let mut full = Vec::new();
+            let (mut full, mut sent) = (Vec::new(), 0);
             for outgoing in batch {
-                for outlet in &outgoing.to {
-                    offer_or_note(outlet, &outgoing.frames, &mut full);
+                for queue in &outgoing.to {
+                    sent += offer_or_note(queue, &outgoing.frames, &mut full);
                 }
             }
+            METRICS.frames_sent.inc_by(sent);
             inner = self.lock();
             if !full.is_empty()
                 && let Some(wait) = inner.drop_unread(&full, self)
@@ -245,17 +250,19 @@ impl Room {
                 }
                 std::mem::take(&mut inner.outgoing)
             };
-            let mut full = Vec::new();
+            let (mut full, mut sent) = (Vec::new(), 0);
             let mut offered = 0;
             for outgoing in batch {
-                for outlet in &outgoing.to {
-                    offer_or_note(outlet, &outgoing.frames, &mut full);
+                for queue in &outgoing.to {
+                    sent += offer_or_note(queue, &outgoing.frames, &mut full);
                     offered += 1;
                     if offered % DRAIN_CHUNK == 0 {
+                        METRICS.frames_sent.inc_by(std::mem::take(&mut sent));
                         tokio::task::yield_now().await;
                     }
                 }
             }
+            METRICS.frames_sent.inc_by(sent);
             if !full.is_empty() {
                 let wait = self.lock().drop_unread(&full, &self);
                 if let Some(wait) = wait {
@@ -307,16 +314,22 @@ impl Room {
     }
 }
 
-/// Offers `frames` to `outlet`, in order; a full queue is noted (once) in `full`.
-fn offer_or_note(outlet: &Outlet, frames: &[Frame], full: &mut Vec<Outlet>) {
+/// Offers `frames` to `queue`, in order; a full queue is noted (once) in
+/// `full`. Returns the frames queued, which the caller counts once for the
+/// whole fan-out (a shared counter touched per frame is a cache line that
+/// every thread fights for).
+fn offer_or_note(queue: &Arc<Queue>, frames: &[Frame], full: &mut Vec<Arc<Queue>>) -> u64 {
+    let mut sent = 0;
     for frame in frames {
-        if !outlet.offer(frame.clone()) {
-            if !full.iter().any(|f| Arc::ptr_eq(&f.queue, &outlet.queue)) {
-                full.push(outlet.clone());
+        if !queue.offer(frame.clone()) {
+            if !full.iter().any(|f| Arc::ptr_eq(f, queue)) {
+                full.push(queue.clone());
             }
-            return;
+            break;
         }
+        sent += 1;
     }
+    sent
 }
 
 impl RoomInner {
@@ -327,11 +340,11 @@ impl RoomInner {
         frame: &Frame,
         except: Option<&str>,
         audience: Audience,
-    ) -> Vec<Outlet> {
+    ) -> Vec<Arc<Queue>> {
         let mut to = Vec::with_capacity(self.members.len());
         for member in self.members.iter_mut() {
             if except == Some(member.participant.id.as_str())
-                || member.outlet.kick.is_cancelled()
+                || member.outlet.is_kicked()
                 || !audience.includes(member.is_moderator())
             {
                 continue;
@@ -342,7 +355,7 @@ impl RoomInner {
                     pending.buffer.push(frame.clone());
                 }
                 Some(_) => kick(member),
-                None => to.push(member.outlet.clone()),
+                None => to.push(member.outlet.queue.clone()),
             }
         }
         to
@@ -452,17 +465,13 @@ impl RoomInner {
 
     /// Appends `frame` for `to` to the outgoing line (to its last entry when
     /// that goes to the same members).
-    fn queue(&mut self, frame: Frame, to: Vec<Outlet>) {
+    fn queue(&mut self, frame: Frame, to: Vec<Arc<Queue>>) {
         if to.is_empty() {
             return;
         }
         if let Some(last) = self.outgoing.back_mut()
             && last.to.len() == to.len()
-            && last
-                .to
-                .iter()
-                .zip(&to)
-                .all(|(a, b)| Arc::ptr_eq(&a.queue, &b.queue))
+            && last.to.iter().zip(&to).all(|(a, b)| Arc::ptr_eq(a, b))
         {
             last.frames.push(frame);
             return;
@@ -477,11 +486,11 @@ impl RoomInner {
     fn send_one(&mut self, outlet: &Outlet, frame: Frame) {
         if self.outgoing.is_empty() && !self.draining {
             if !outlet.offer(frame) {
-                outlet.kick.cancel();
+                outlet.kick_out();
             }
             return;
         }
-        self.queue(frame, vec![outlet.clone()]);
+        self.queue(frame, vec![outlet.queue.clone()]);
     }
 
     /// A participant's `update` (presence): fanned out now if the budget
@@ -541,8 +550,8 @@ impl RoomInner {
     /// does that, through Redis).
     /// `Some(wait)`: see [`RoomInner::headcount_changed`].
     #[must_use]
-    fn drop_unread(&mut self, full: &[Outlet], room: &Room) -> Option<Duration> {
-        let unread = |m: &Member| full.iter().any(|f| Arc::ptr_eq(&f.queue, &m.outlet.queue));
+    fn drop_unread(&mut self, full: &[Arc<Queue>], room: &Room) -> Option<Duration> {
+        let unread = |m: &Member| full.iter().any(|f| Arc::ptr_eq(f, &m.outlet.queue));
         if room.clustered {
             for member in self.members.iter().filter(|m| unread(m)) {
                 kick(member);
@@ -863,6 +872,7 @@ impl Registry {
                 participant,
                 user_id: user_id.to_owned(),
                 may_record,
+                sweep_slot: keepalive::slot(),
                 outlet,
                 pending: None,
             });
@@ -1677,9 +1687,9 @@ fn unix_ms(at: SystemTime) -> i64 {
 
 /// Closes a client that does not read; its session leaves the room (and the cluster).
 fn kick(member: &Member) {
-    if !member.outlet.kick.is_cancelled() {
+    if !member.outlet.is_kicked() {
         tracing::warn!(participant = %member.participant.id, "send queue full: closing a client that does not read");
-        member.outlet.kick.cancel();
+        member.outlet.kick_out();
     }
 }
 

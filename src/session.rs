@@ -435,7 +435,7 @@ impl Session {
     /// Queues a frame for this client only; a full queue means it does not read.
     fn reply(&self, frame: Frame) -> Flow {
         if !self.outlet.offer(frame) {
-            self.outlet.kick.cancel();
+            self.outlet.kick_out();
         }
         Flow::Continue
     }

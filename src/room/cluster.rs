@@ -50,6 +50,7 @@ impl Registry {
                 participant: participant.clone(),
                 user_id: user_id.to_owned(),
                 may_record,
+                sweep_slot: super::keepalive::slot(),
                 outlet: outlet.clone(),
                 pending: Some(PendingJoin::default()),
             });

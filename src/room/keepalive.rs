@@ -2,13 +2,15 @@
 //!
 //! Every socket is pinged once per `[server] ping_interval_s`, but not all
 //! at once: the interval is cut into [`SLICES`] and each tick pings the
-//! sockets of one slice (by [`Queue::sweep_slot`](super::Queue)). Pinging
+//! members of one slice (by their [`slot`], kept in the room's member list
+//! so that a tick reads no socket's state but its slice's). Pinging
 //! 10,000 sockets in one go put 10,000 writes, and then 10,000 pongs to
 //! read, in front of whatever the rooms were sending at that moment: the
 //! fan-out's tail latency paid for it once per interval (measured in
 //! `load-tests/RESULTS.md`, "A keepalive in slices").
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use super::{Frame, Registry, Room};
@@ -16,6 +18,13 @@ use super::{Frame, Registry, Room};
 /// Ticks per ping interval. It divides 256, so every slot (a `u8`) belongs
 /// to exactly one slice and the slices hold the same number of slots.
 pub const SLICES: u8 = 64;
+
+/// The keepalive slot of the next member (wrapping): consecutive joins land
+/// in different slices, so each slice holds about the same number.
+pub(super) fn slot() -> u8 {
+    static NEXT: AtomicU8 = AtomicU8::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
 
 /// Time between two ticks of the sweep, for a ping every `ping_interval`.
 pub fn tick(ping_interval: Duration) -> Duration {
@@ -34,12 +43,12 @@ impl Registry {
         for room in rooms {
             let inner = room.lock();
             for member in &inner.members {
-                let queue = &member.outlet.queue;
-                if queue.sweep_slot() % SLICES != slice {
+                if member.sweep_slot % SLICES != slice {
                     continue;
                 }
+                let queue = &member.outlet.queue;
                 if queue.sweep(limit) {
-                    member.outlet.kick.cancel();
+                    member.outlet.kick_out();
                     closed += 1;
                 } else {
                     // Not counted as a frame sent: it carries nothing.

@@ -1,7 +1,7 @@
 //! The bounded per-socket send queue, and the frames that travel through it.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -29,6 +29,19 @@ pub struct Outlet {
 }
 
 impl Outlet {
+    /// Drops the participant: its session closes the socket and leaves.
+    pub fn kick_out(&self) {
+        self.queue.kicked.store(true, Ordering::Relaxed);
+        self.kick.cancel();
+    }
+
+    /// Whether it was kicked out. Read from the queue, which a fan-out
+    /// touches next anyway: the token's own flag sits behind a pointer and
+    /// a mutex, which cost a cache miss and a lock per member per frame.
+    pub fn is_kicked(&self) -> bool {
+        self.queue.kicked.load(Ordering::Relaxed)
+    }
+
     /// Queues a frame; `false` if the queue is full (the client is not reading).
     pub fn offer(&self, frame: Frame) -> bool {
         let queued = self.queue.offer(frame);
@@ -55,17 +68,12 @@ pub struct Queue {
     /// [`SILENCED`] once the sweep closed it for that. Beside `capacity`, it
     /// costs no memory: the keepalive needs no timer or field per socket.
     silent: AtomicU8,
-    /// Which of the keepalive's slices pings this socket (see
-    /// [`super::keepalive`]); it too fits in the padding after `capacity`.
-    sweep_slot: u8,
+    /// Set by [`Outlet::kick_out`]; it too fits in the padding after `capacity`.
+    kicked: AtomicBool,
 }
 
 /// [`Queue::silent`] of a socket closed for not answering pings.
 const SILENCED: u8 = u8::MAX;
-
-/// The keepalive slot the next queue gets (wrapping): consecutive sockets
-/// land in different slices, so each slice holds about the same number.
-static NEXT_SWEEP_SLOT: AtomicU8 = AtomicU8::new(0);
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,13 +91,8 @@ impl Queue {
             ready: Notify::new(),
             capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
             silent: AtomicU8::new(0),
-            sweep_slot: NEXT_SWEEP_SLOT.fetch_add(1, Ordering::Relaxed),
+            kicked: AtomicBool::new(false),
         })
-    }
-
-    /// The keepalive slot of this socket: sockets take them in turn.
-    pub(super) fn sweep_slot(&self) -> u8 {
-        self.sweep_slot
     }
 
     /// The socket sent something: it is alive.

@@ -149,6 +149,8 @@ pub struct Room {
     /// Cluster mode: a member that does not read is only kicked here; its
     /// session's leave removes it everywhere.
     clustered: bool,
+    /// Its slice of the keepalive sweep ([`keepalive`]).
+    sweep_slot: u8,
     /// Where a large fan-out is offered in paced chunks ([`Room::drain`]).
     runtime: Option<tokio::runtime::Handle>,
     inner: Mutex<RoomInner>,
@@ -176,6 +178,7 @@ impl Room {
             fanout_rate,
             large_threshold,
             clustered,
+            sweep_slot: keepalive::slot(),
             runtime,
             inner: Mutex::new(inner),
         }
@@ -333,11 +336,11 @@ fn offer_or_note(queue: &Arc<Queue>, frames: &[Frame], full: &mut Vec<Arc<Queue>
 }
 
 impl RoomInner {
-    /// The outlets of every member of `audience` but `except`; a pending
-    /// cluster joiner buffers `frame` instead (or is kicked when its buffer is full).
+    /// The queues of every member of `audience` but `except`; a pending
+    /// cluster joiner buffers `frames` instead (or is kicked when its buffer is full).
     fn recipients(
         &mut self,
-        frame: &Frame,
+        frames: &[Frame],
         except: Option<&str>,
         audience: Audience,
     ) -> Vec<Arc<Queue>> {
@@ -349,13 +352,20 @@ impl RoomInner {
             {
                 continue;
             }
-            match member.pending.as_mut() {
-                Some(pending) if !pending.seen_joined => {}
-                Some(pending) if pending.buffer.len() < PENDING_BUFFER => {
-                    pending.buffer.push(frame.clone());
+            let overflow = match member.pending.as_mut() {
+                None => {
+                    to.push(member.outlet.queue.clone());
+                    false
                 }
-                Some(_) => kick(member),
-                None => to.push(member.outlet.queue.clone()),
+                Some(pending) if !pending.seen_joined => false,
+                Some(pending) => {
+                    let room = PENDING_BUFFER.saturating_sub(pending.buffer.len());
+                    pending.buffer.extend(frames.iter().take(room).cloned());
+                    frames.len() > room
+                }
+            };
+            if overflow {
+                kick(member);
             }
         }
         to
@@ -370,9 +380,23 @@ impl RoomInner {
 
     /// [`RoomInner::fan_out`] to `audience` only.
     fn fan_out_to(&mut self, frame: Frame, except: Option<&str>, rate: f64, audience: Audience) {
-        let to = self.recipients(&frame, except, audience);
-        self.budget.charge(rate, to.len(), Instant::now());
-        self.queue(frame, to);
+        self.fan_out_all(vec![frame], except, rate, audience);
+    }
+
+    /// [`RoomInner::fan_out_to`] of several frames, in order, to the same
+    /// members (a transition's `started` and `status`): the members are
+    /// looked over once for all of them.
+    fn fan_out_all(
+        &mut self,
+        frames: Vec<Frame>,
+        except: Option<&str>,
+        rate: f64,
+        audience: Audience,
+    ) {
+        let to = self.recipients(&frames, except, audience);
+        self.budget
+            .charge(rate, to.len() * frames.len(), Instant::now());
+        self.queue_all(frames, to);
     }
 
     /// Who hears about a member ([`large`]): everyone, or in a large room
@@ -466,20 +490,22 @@ impl RoomInner {
     /// Appends `frame` for `to` to the outgoing line (to its last entry when
     /// that goes to the same members).
     fn queue(&mut self, frame: Frame, to: Vec<Arc<Queue>>) {
-        if to.is_empty() {
+        self.queue_all(vec![frame], to);
+    }
+
+    /// [`RoomInner::queue`] of several frames, in order.
+    fn queue_all(&mut self, frames: Vec<Frame>, to: Vec<Arc<Queue>>) {
+        if to.is_empty() || frames.is_empty() {
             return;
         }
         if let Some(last) = self.outgoing.back_mut()
             && last.to.len() == to.len()
             && last.to.iter().zip(&to).all(|(a, b)| Arc::ptr_eq(a, b))
         {
-            last.frames.push(frame);
+            last.frames.extend(frames);
             return;
         }
-        self.outgoing.push_back(Outgoing {
-            frames: vec![frame],
-            to,
-        });
+        self.outgoing.push_back(Outgoing { frames, to });
     }
 
     /// Queues `frame` for one member, behind the fan-out already queued.
@@ -504,7 +530,7 @@ impl RoomInner {
         let audience = self.audience_about(subject);
         let cost = self.cost(subject, audience);
         if self.held.is_empty() && self.budget.try_take(rate, cost, Instant::now()) {
-            let to = self.recipients(&frame, Some(subject), audience);
+            let to = self.recipients(std::slice::from_ref(&frame), Some(subject), audience);
             self.queue(frame, to);
             return false;
         }
@@ -527,7 +553,7 @@ impl RoomInner {
                 return Some(self.budget.wait(rate, cost));
             }
             let (subject, frame) = self.held.pop_front().expect("front exists");
-            let to = self.recipients(&frame, Some(&subject), audience);
+            let to = self.recipients(std::slice::from_ref(&frame), Some(&subject), audience);
             self.queue(frame, to);
         }
     }
@@ -1157,6 +1183,15 @@ impl Registry {
             self.record_transition(&room.id, &inner.recording, &state, &effects, &facts);
         inner.recording = state;
         let mut refused = None;
+        // Consecutive announcements go out together ([`RoomInner::fan_out_all`]),
+        // and before any reply that follows them.
+        let mut announced = Vec::new();
+        let rate = room.fanout_rate;
+        let announce = |inner: &mut RoomInner, frames: &mut Vec<Frame>| {
+            if !frames.is_empty() {
+                inner.fan_out_all(std::mem::take(frames), None, rate, Audience::Everyone);
+            }
+        };
         for effect in effects {
             let event = match effect {
                 Effect::AnnounceStarted { recording_id } => {
@@ -1172,6 +1207,7 @@ impl Registry {
                 Effect::Refuse(error) => {
                     refused = Some(error);
                     if let Some(outlet) = reply {
+                        announce(inner, &mut announced);
                         inner.send_one(outlet, recording_error(error));
                     }
                     continue;
@@ -1183,6 +1219,7 @@ impl Registry {
                         .find(|m| m.participant.id == participant)
                         .map(|m| m.outlet.clone())
                     {
+                        announce(inner, &mut announced);
                         inner.send_one(&outlet, recording_error(error));
                     }
                     continue;
@@ -1192,12 +1229,9 @@ impl Registry {
                     continue;
                 }
             };
-            inner.fan_out(
-                encode(&ServerFrame::recording(event)),
-                None,
-                room.fanout_rate,
-            );
+            announced.push(encode(&ServerFrame::recording(event)));
         }
+        announce(inner, &mut announced);
         let applied = Applied {
             state: inner.recording.clone(),
             refused,

@@ -124,8 +124,8 @@ impl Session {
     }
 }
 
-/// The connection's loop: the first of shutdown, kick, join timeout, a queued
-/// frame to write, or a frame to read wins each round.
+/// The connection's loop: the first of a queued frame to write, shutdown,
+/// kick, join timeout, or a frame to read wins each round.
 ///
 /// Not an `async fn`: that would keep `session` and `socket` twice in the
 /// future for the socket's whole life, once as the call's arguments and once
@@ -155,22 +155,30 @@ fn drive(mut session: Session, mut socket: WebSocket) -> impl Future<Output = ()
             if session.room.is_some() {
                 join_deadline = None;
             }
+            // Queued frames come first: a wake-up is nearly always for
+            // them, and a round that finds them ready polls nothing else.
+            // The two tokens each take a lock when polled (the shutdown
+            // token's is shared by every socket), so they are polled once
+            // a round finds no frame to write, and before the socket's
+            // reads, which a flooding client could keep ready.
             let flow = tokio::select! {
                 biased;
-                _ = &mut shutdown => Flow::Close(close_code::GOING_AWAY, "server shutting down"),
-                _ = &mut kick => kicked(&queue),
-                _ = async { if let Some(deadline) = join_deadline.as_mut() { deadline.await } }, if join_deadline.is_some() => {
-                    Flow::Close(close_code::POLICY, "join timeout: send `join` first")
-                }
                 frames = queue.take(WRITE_BATCH) => {
                     tokio::select! {
+                        biased;
                         written = write(&mut socket, frames) => match written {
                             Ok(()) => Flow::Continue,
                             Err(_) => Flow::Gone,
                         },
+                        // A client that does not read blocks the write.
                         _ = &mut kick => kicked(&queue),
                         _ = &mut shutdown => Flow::Close(close_code::GOING_AWAY, "server shutting down"),
                     }
+                }
+                _ = &mut shutdown => Flow::Close(close_code::GOING_AWAY, "server shutting down"),
+                _ = &mut kick => kicked(&queue),
+                _ = async { if let Some(deadline) = join_deadline.as_mut() { deadline.await } }, if join_deadline.is_some() => {
+                    Flow::Close(close_code::POLICY, "join timeout: send `join` first")
                 }
                 incoming = socket.next() => session.on_incoming(incoming),
             };

@@ -1,9 +1,10 @@
 //! The keepalive sweep: pings, and sockets that answer none closed.
 //!
 //! Every socket is pinged once per `[server] ping_interval_s`, but not all
-//! at once: the interval is cut into [`SLICES`] and each tick pings the
-//! members of one slice (by their [`slot`], kept in the room's member list
-//! so that a tick reads no socket's state but its slice's). Pinging
+//! at once: the interval is cut into [`SLICES`] and each tick pings one
+//! slice: the rooms of that slice whole, and in a room of more than
+//! [`WHOLE_ROOM`] the members of that slice (each has its own [`slot`]),
+//! so that a tick reads no socket's state but those it pings. Pinging
 //! 10,000 sockets in one go put 10,000 writes, and then 10,000 pongs to
 //! read, in front of whatever the rooms were sending at that moment: the
 //! fan-out's tail latency paid for it once per interval (measured in
@@ -19,7 +20,14 @@ use super::{Frame, Registry, Room};
 /// to exactly one slice and the slices hold the same number of slots.
 pub const SLICES: u8 = 64;
 
-/// The keepalive slot of the next member (wrapping): consecutive joins land
+/// Rooms up to this size are pinged whole in their own slice; in a larger
+/// one each member goes in its own (a room of 10,000 would be one burst).
+/// A room that crosses it changes scheme, so a member may be pinged twice
+/// in that interval or wait for the next: a live client answers each ping
+/// at once, and a dead one is closed at most one interval later.
+const WHOLE_ROOM: usize = 256;
+
+/// The keepalive slot of the next room or member (wrapping): consecutive joins land
 /// in different slices, so each slice holds about the same number.
 pub(super) fn slot() -> u8 {
     static NEXT: AtomicU8 = AtomicU8::new(0);
@@ -41,9 +49,14 @@ impl Registry {
         let rooms: Vec<Arc<Room>> = self.rooms.iter().map(|r| r.value().clone()).collect();
         let mut closed = 0usize;
         for room in rooms {
+            let due = room.sweep_slot % SLICES == slice;
             let inner = room.lock();
+            let by_member = inner.members.len() > WHOLE_ROOM;
+            if !due && !by_member {
+                continue;
+            }
             for member in &inner.members {
-                if member.sweep_slot % SLICES != slice {
+                if by_member && member.sweep_slot % SLICES != slice {
                     continue;
                 }
                 let queue = &member.outlet.queue;

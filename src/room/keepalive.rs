@@ -8,7 +8,7 @@
 //! 10,000 sockets in one go put 10,000 writes, and then 10,000 pongs to
 //! read, in front of whatever the rooms were sending at that moment: the
 //! fan-out's tail latency paid for it once per interval (measured in
-//! `load-tests/RESULTS.md`, "A keepalive in slices").
+//! `load-tests/RESULTS.md`, "Issue 14 on the final tree").
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -27,8 +27,8 @@ pub const SLICES: u8 = 64;
 /// at once, and a dead one is closed at most one interval later.
 const WHOLE_ROOM: usize = 256;
 
-/// The keepalive slot of the next room or member (wrapping): consecutive joins land
-/// in different slices, so each slice holds about the same number.
+/// The keepalive slot of the next room or member (wrapping): consecutive
+/// ones land in different slices, so each slice holds about the same number.
 pub(super) fn slot() -> u8 {
     static NEXT: AtomicU8 = AtomicU8::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)

@@ -61,7 +61,7 @@ use crate::protocol::{
     ControlError, ControlEvent, Participant, RecordingError, RecordingEvent, RecordingStatus, Role,
     ServerFrame,
 };
-use crate::recording::{self, Deadline, Effect, Input, Policy, State};
+use crate::recording::{self, Deadline, Effect, Input, Policy, StartOptions, State};
 use crate::store::{CatalogStore, Fact, NewDeadline, Store};
 use large::{Audience, Headcount, Next};
 
@@ -133,8 +133,7 @@ struct RoomInner {
 /// socket gets them together and writes them at once.
 struct Outgoing {
     frames: Vec<Frame>,
-    /// The members' queues: an `Outlet` clone would also clone its kick
-    /// token, which takes the token's lock.
+    /// The members' queues.
     to: Vec<Arc<Queue>>,
 }
 
@@ -322,17 +321,11 @@ impl Room {
 /// whole fan-out (a shared counter touched per frame is a cache line that
 /// every thread fights for).
 fn offer_or_note(queue: &Arc<Queue>, frames: &[Frame], full: &mut Vec<Arc<Queue>>) -> u64 {
-    let mut sent = 0;
-    for frame in frames {
-        if !queue.offer(frame.clone()) {
-            if !full.iter().any(|f| Arc::ptr_eq(f, queue)) {
-                full.push(queue.clone());
-            }
-            break;
-        }
-        sent += 1;
+    let sent = queue.offer_all(frames);
+    if sent < frames.len() && !full.iter().any(|f| Arc::ptr_eq(f, queue)) {
+        full.push(queue.clone());
     }
-    sent
+    sent as u64
 }
 
 impl RoomInner {
@@ -1177,8 +1170,32 @@ impl Registry {
         reply: Option<&Outlet>,
         input: Input,
     ) -> (Applied, Pending) {
+        // Who starts a recording owns it (the notifications go to them when
+        // its file is ready): saved in the transaction of the transition
+        // that starts it. A cluster's session saves it in Redis instead.
+        let owner = match &input {
+            Input::Start {
+                new_recording_id,
+                options:
+                    StartOptions {
+                        requested_by_user: Some(user),
+                        ..
+                    },
+                ..
+            } => Some((new_recording_id.clone(), user.clone())),
+            _ => None,
+        };
         let (state, effects) = recording::step(self.policy, &inner.recording, input);
-        let facts = facts(inner, &effects);
+        let mut facts = facts(inner, &effects);
+        if let Some((recording_id, owner)) = &owner
+            && state.recording_id() == Some(recording_id.as_str())
+            && inner.recording.recording_id() != Some(recording_id.as_str())
+        {
+            facts.push(Fact::Owner {
+                recording_id,
+                owner,
+            });
+        }
         let mut pending =
             self.record_transition(&room.id, &inner.recording, &state, &effects, &facts);
         inner.recording = state;

@@ -4,17 +4,17 @@
 //! A single task serves the socket in both directions. Everything this client
 //! should receive (its own replies and the room's fan-out) goes through one
 //! bounded queue, so ordering is simple and memory is capped: when the queue
-//! overflows the room drops the participant and cancels its `kick` token, and
-//! this task closes the socket with 1008.
+//! overflows the room drops the participant (a flag on its queue, which wakes
+//! this task), and this task closes the socket with 1008.
 
 pub mod cork;
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tungstenite::Message;
 use tungstenite::protocol::CloseFrame;
@@ -114,7 +114,6 @@ impl Session {
             claims,
             outlet: Outlet {
                 queue: Queue::new(server.send_queue),
-                kick: CancellationToken::new(),
             },
             room: None,
             limiter,
@@ -124,8 +123,8 @@ impl Session {
     }
 }
 
-/// The connection's loop: the first of a queued frame to write, shutdown,
-/// kick, join timeout, or a frame to read wins each round.
+/// The connection's loop: each round, the first of a kick, a queued frame
+/// to write, the join timeout, a frame to read, or shutdown wins.
 ///
 /// Not an `async fn`: that would keep `session` and `socket` twice in the
 /// future for the socket's whole life, once as the call's arguments and once
@@ -135,19 +134,20 @@ impl Session {
 fn drive(mut session: Session, mut socket: WebSocket) -> impl Future<Output = ()> + Send + 'static {
     async move {
         let shutdown_token = session.app.shutdown.clone();
-        let kick_token = session.outlet.kick.clone();
-        // Created once and polled by reference: a fresh `cancelled()` future per
-        // round would register and unregister a waiter on both tokens (a mutex
-        // each) for every batch of frames written.
+        // Created once and polled by reference: a fresh `cancelled()` future
+        // per round would register and unregister a waiter each time.
         let shutdown = shutdown_token.cancelled();
-        let kick = kick_token.cancelled();
-        tokio::pin!(shutdown, kick);
+        tokio::pin!(shutdown);
         let queue = session.outlet.queue.clone();
         // Boxed and dropped once joined: a timer is memory (and a timer-wheel
         // entry) that a joined participant no longer needs.
         let mut join_deadline = Some(Box::pin(tokio::time::sleep(Duration::from_secs(
             session.app.config.server.join_timeout_s,
         ))));
+        // Rounds in a row that found a frame to write or read.
+        let mut busy: u8 = 0;
+        // Whether the shutdown token has been polled (and will wake the task).
+        let mut armed = false;
         tracing::debug!("connected");
         METRICS.connections.inc();
 
@@ -155,32 +155,68 @@ fn drive(mut session: Session, mut socket: WebSocket) -> impl Future<Output = ()
             if session.room.is_some() {
                 join_deadline = None;
             }
-            // Queued frames come first: a wake-up is nearly always for
-            // them, and a round that finds them ready polls nothing else.
-            // The two tokens each take a lock when polled (the shutdown
-            // token's is shared by every socket), so they are polled once
-            // a round finds no frame to write, and before the socket's
-            // reads, which a flooding client could keep ready.
-            let flow = tokio::select! {
-                biased;
-                frames = queue.take(WRITE_BATCH) => {
-                    tokio::select! {
-                        biased;
-                        written = write(&mut socket, frames) => match written {
-                            Ok(()) => Flow::Continue,
-                            Err(_) => Flow::Gone,
-                        },
-                        // A client that does not read blocks the write.
-                        _ = &mut kick => kicked(&queue),
-                        _ = &mut shutdown => Flow::Close(close_code::GOING_AWAY, "server shutting down"),
+            // A kick is a flag on the queue and wakes the task through it;
+            // queued frames come next, as a wake-up is nearly always for
+            // them. The shutdown token takes a lock, shared by every
+            // socket, each time it is polled; once polled, it wakes the
+            // task when cancelled. So it is polled only when that may be
+            // news: the first time, on a wake-up that brought nothing
+            // else (not on the look a round takes right after writing),
+            // and after SHUTDOWN_EVERY busy rounds, so that a client that
+            // floods its reads cannot hide a shutdown.
+            let mut first_look = true;
+            let woke = std::future::poll_fn(|cx| {
+                if queue.is_kicked() {
+                    return Poll::Ready(Woke::Flow(kicked(&queue)));
+                }
+                let due = busy >= SHUTDOWN_EVERY;
+                if due {
+                    busy = 0;
+                    armed = true;
+                    if shutdown.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Woke::Flow(going_away()));
                     }
                 }
-                _ = &mut shutdown => Flow::Close(close_code::GOING_AWAY, "server shutting down"),
-                _ = &mut kick => kicked(&queue),
-                _ = async { if let Some(deadline) = join_deadline.as_mut() { deadline.await } }, if join_deadline.is_some() => {
-                    Flow::Close(close_code::POLICY, "join timeout: send `join` first")
+                if let Poll::Ready(frames) = queue.poll_take(cx, WRITE_BATCH) {
+                    busy += 1;
+                    return Poll::Ready(Woke::Frames(frames));
                 }
-                incoming = socket.next() => session.on_incoming(incoming),
+                if let Some(deadline) = join_deadline.as_mut()
+                    && deadline.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Woke::Flow(Flow::Close(
+                        close_code::POLICY,
+                        "join timeout: send `join` first",
+                    )));
+                }
+                if let Poll::Ready(incoming) = socket.poll_next_unpin(cx) {
+                    busy += 1;
+                    return Poll::Ready(Woke::Incoming(incoming));
+                }
+                busy = 0;
+                let woken = !std::mem::replace(&mut first_look, false);
+                if (woken || !armed) && !due {
+                    armed = true;
+                    if shutdown.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Woke::Flow(going_away()));
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            let flow = match woke {
+                Woke::Frames(frames) => tokio::select! {
+                    biased;
+                    written = write(&mut socket, frames) => match written {
+                        Ok(()) => Flow::Continue,
+                        Err(_) => Flow::Gone,
+                    },
+                    // A client that does not read blocks the write.
+                    () = std::future::poll_fn(|cx| queue.poll_kicked(cx)) => kicked(&queue),
+                    () = &mut shutdown => going_away(),
+                },
+                Woke::Incoming(incoming) => session.on_incoming(incoming),
+                Woke::Flow(flow) => flow,
             };
             match flow {
                 Flow::Continue => continue,
@@ -203,6 +239,25 @@ fn drive(mut session: Session, mut socket: WebSocket) -> impl Future<Output = ()
         Box::pin(close(socket, flow)).await;
         tracing::debug!("disconnected");
     }
+}
+
+/// What woke the session's loop ([`drive`]).
+enum Woke {
+    /// Queued frames to write.
+    Frames(std::collections::VecDeque<Frame>),
+    /// What the socket read.
+    Incoming(Option<Result<Message, tungstenite::Error>>),
+    /// The end: kicked, the join timeout, or shutdown.
+    Flow(Flow),
+}
+
+/// Busy rounds of the session's loop between two polls of the shutdown
+/// token ([`drive`]).
+const SHUTDOWN_EVERY: u8 = 16;
+
+/// The server is shutting down.
+fn going_away() -> Flow {
+    Flow::Close(close_code::GOING_AWAY, "server shutting down")
 }
 
 /// Why the room dropped this socket: it answered no ping, or it stopped reading.
@@ -420,7 +475,9 @@ impl Session {
                     };
                     let applied = app.rooms.apply(&room, Some(&outlet), start).await;
                     // The owner gets the notifications when the file is ready.
+                    // One node saves it with the start's own transition.
                     if applied.refused.is_none()
+                        && app.rooms.cluster().is_some()
                         && let Err(e) = app.catalog.store().set_owner(&recording_id, &sub).await
                     {
                         tracing::error!(error = %e, "cannot record the recording's owner");
@@ -450,10 +507,26 @@ impl Session {
 }
 
 /// Writes a batch of queued frames, then flushes once.
+///
+/// A frame that fits in one WebSocket frame goes straight into the cork
+/// ([`cork::Corked::put_text`]) while tungstenite holds nothing: the batch
+/// before ended with a completed flush, and reads only make it write a
+/// whole pong or close reply, whose order beside data frames does not
+/// matter. Once a frame has gone through tungstenite (a ping, or a long
+/// message in fragments) the rest of the batch follows it there, so no
+/// frame can pass one that tungstenite still holds.
 async fn write(
     socket: &mut WebSocket,
     frames: std::collections::VecDeque<Frame>,
 ) -> Result<(), tungstenite::Error> {
+    let mut frames = frames.into_iter();
+    for frame in frames.by_ref() {
+        if frame.is_empty() || frame.len() > FRAGMENT_BYTES {
+            feed_text(socket, frame).await?;
+            break;
+        }
+        socket.get_mut().put_text(frame.as_bytes());
+    }
     for frame in frames {
         feed_text(socket, frame).await?;
     }

@@ -3,9 +3,9 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use futures_util::task::AtomicWaker;
 use tungstenite::Utf8Bytes;
 
 use crate::metrics::METRICS;
@@ -24,22 +24,17 @@ pub fn encode(frame: &ServerFrame) -> Frame {
 pub struct Outlet {
     /// The participant's bounded outgoing queue.
     pub queue: Arc<Queue>,
-    /// Cancelled when the room drops the participant for not reading.
-    pub kick: CancellationToken,
 }
 
 impl Outlet {
     /// Drops the participant: its session closes the socket and leaves.
     pub fn kick_out(&self) {
-        self.queue.kicked.store(true, Ordering::Relaxed);
-        self.kick.cancel();
+        self.queue.kick_out();
     }
 
-    /// Whether it was kicked out. Read from the queue, which a fan-out
-    /// touches next anyway: the token's own flag sits behind a pointer and
-    /// a mutex, which cost a cache miss and a lock per member per frame.
+    /// Whether it was kicked out.
     pub fn is_kicked(&self) -> bool {
-        self.queue.kicked.load(Ordering::Relaxed)
+        self.queue.is_kicked()
     }
 
     /// Queues a frame; `false` if the queue is full (the client is not reading).
@@ -59,16 +54,24 @@ impl Outlet {
 /// where a bounded `mpsc` channel keeps at least one 32-slot block (~1 KiB)
 /// plus its cache-padded state (~0.5 KiB) for every participant, and keeps the
 /// blocks a burst made it grow.
+///
+/// The socket task is woken through an [`AtomicWaker`], not a tokio
+/// `Notify`: a queue has exactly one reader, and `Notify` takes its waiter
+/// list's mutex on both sides of every wake-up (callgrind put it at ~580
+/// instructions a delivery, `load-tests/RESULTS.md`).
 pub struct Queue {
     frames: Mutex<VecDeque<Frame>>,
-    ready: Notify,
+    ready: AtomicWaker,
     /// Frames it holds at most (`[server] send_queue`).
     capacity: u32,
     /// Keepalive sweeps since the socket last sent anything (a pong counts);
     /// [`SILENCED`] once the sweep closed it for that. Beside `capacity`, it
     /// costs no memory: the keepalive needs no timer or field per socket.
     silent: AtomicU8,
-    /// Set by [`Outlet::kick_out`]; it too fits in the padding after `capacity`.
+    /// Set by [`Queue::kick_out`]; it too fits in the padding after
+    /// `capacity`. A flag and a wake-up of the queue's reader, not a
+    /// `CancellationToken`: a token is an allocation per socket, and its
+    /// future takes the token's mutex twice every time the session polls it.
     kicked: AtomicBool,
 }
 
@@ -88,11 +91,35 @@ impl Queue {
     pub fn new(capacity: usize) -> Arc<Self> {
         Arc::new(Self {
             frames: Mutex::new(VecDeque::new()),
-            ready: Notify::new(),
+            ready: AtomicWaker::new(),
             capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
             silent: AtomicU8::new(0),
             kicked: AtomicBool::new(false),
         })
+    }
+
+    /// Drops the participant: its session closes the socket and leaves.
+    pub fn kick_out(&self) {
+        self.kicked.store(true, Ordering::Relaxed);
+        self.ready.wake();
+    }
+
+    /// Whether its participant was kicked out: read from the queue, which a
+    /// fan-out touches next anyway.
+    pub fn is_kicked(&self) -> bool {
+        self.kicked.load(Ordering::Relaxed)
+    }
+
+    /// Ready once the queue's participant is kicked out ([`Queue::kick_out`]).
+    pub fn poll_kicked(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_kicked() {
+            return Poll::Ready(());
+        }
+        self.ready.register(cx.waker());
+        if self.is_kicked() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 
     /// The socket sent something: it is alive.
@@ -122,34 +149,94 @@ impl Queue {
 
     /// Adds a frame; `false` if the queue is full.
     pub fn offer(&self, frame: Frame) -> bool {
-        let mut frames = self.frames.lock().unwrap_or_else(|e| e.into_inner());
-        if frames.len() >= self.capacity as usize {
-            return false;
+        self.offer_all(std::slice::from_ref(&frame)) == 1
+    }
+
+    /// Adds `frames` in order, as many as fit; returns how many did. One
+    /// lock and one wake-up for all of them, so the socket task finds a
+    /// transition's `started` and `status` together and writes them at once.
+    pub fn offer_all(&self, frames: &[Frame]) -> usize {
+        let mut queued = self.frames.lock().unwrap_or_else(|e| e.into_inner());
+        let room = (self.capacity as usize).saturating_sub(queued.len());
+        let taken = frames.len().min(room);
+        queued.extend(frames[..taken].iter().cloned());
+        drop(queued);
+        if taken > 0 {
+            self.ready.wake();
         }
-        frames.push_back(frame);
-        drop(frames);
-        // Stores a permit if the socket task is not waiting right now.
-        self.ready.notify_one();
-        true
+        taken
     }
 
     /// Waits until frames are queued and takes up to `max` of them.
     /// Cancel-safe: frames leave the queue only in the poll that returns them.
     pub async fn take(&self, max: usize) -> VecDeque<Frame> {
-        loop {
-            {
-                let mut frames = self.frames.lock().unwrap_or_else(|e| e.into_inner());
-                if frames.len() > max {
-                    let batch: VecDeque<Frame> = frames.drain(..max).collect();
-                    return batch;
-                }
-                if !frames.is_empty() {
-                    // The usual case: the whole queue, buffer and all, so the
-                    // queue is left holding none and nothing is copied.
-                    return std::mem::take(&mut *frames);
-                }
-            }
-            self.ready.notified().await;
+        std::future::poll_fn(|cx| self.poll_take(cx, max)).await
+    }
+
+    /// [`Queue::take`] as a poll: ready with up to `max` frames, or pending
+    /// with the task registered to be woken by the next offer (or kick).
+    pub fn poll_take(&self, cx: &mut Context<'_>, max: usize) -> Poll<VecDeque<Frame>> {
+        if let Some(batch) = self.try_take(max) {
+            return Poll::Ready(batch);
         }
+        self.ready.register(cx.waker());
+        // A frame offered before the registration woke nobody: look again.
+        match self.try_take(max) {
+            Some(batch) => Poll::Ready(batch),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Up to `max` queued frames, or `None` when there are none.
+    fn try_take(&self, max: usize) -> Option<VecDeque<Frame>> {
+        let mut frames = self.frames.lock().unwrap_or_else(|e| e.into_inner());
+        if frames.len() > max {
+            return Some(frames.drain(..max).collect());
+        }
+        // The usual case: the whole queue, buffer and all, so the queue is
+        // left holding none and nothing is copied.
+        (!frames.is_empty()).then(|| std::mem::take(&mut *frames))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(text: &str) -> Frame {
+        Frame::from(text.to_owned())
+    }
+
+    #[tokio::test]
+    async fn offered_frames_wake_the_reader_in_order_up_to_capacity() {
+        let queue = Queue::new(3);
+        let reader = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.take(64).await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(queue.offer_all(&[frame("a"), frame("b")]), 2);
+        let batch = reader.await.unwrap();
+        assert_eq!(batch, [frame("a"), frame("b")]);
+        // Full: the fourth is refused, and so is the rest of a batch.
+        assert!(queue.offer(frame("c")));
+        assert_eq!(queue.offer_all(&[frame("d"), frame("e"), frame("f")]), 2);
+        assert!(!queue.offer(frame("g")));
+        assert_eq!(queue.take(2).await, [frame("c"), frame("d")]);
+        assert_eq!(queue.take(64).await, [frame("e")]);
+    }
+
+    #[tokio::test]
+    async fn a_kick_wakes_the_reader() {
+        let queue = Queue::new(3);
+        let reader = tokio::spawn({
+            let queue = queue.clone();
+            async move { std::future::poll_fn(|cx| queue.poll_kicked(cx)).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!reader.is_finished());
+        queue.kick_out();
+        reader.await.unwrap();
+        assert!(queue.is_kicked());
     }
 }

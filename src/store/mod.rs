@@ -146,6 +146,14 @@ pub enum Fact<'a> {
         /// The most participants seen.
         peak: u32,
     },
+    /// A participant started it: the owner its notifications go to (the
+    /// first owner stays; see [`Store::set_owner`]).
+    Owner {
+        /// The recording.
+        recording_id: &'a str,
+        /// The token `sub` of who started it.
+        owner: &'a str,
+    },
 }
 
 /// The store.
@@ -255,58 +263,58 @@ impl Store {
         deadline: Option<&NewDeadline<'_>>,
         facts: &[Fact<'_>],
     ) -> Result<(), StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let now = crate::protocol::now_rfc3339();
-        let row = match state {
-            State::Inactive => None,
-            State::Initializing {
-                recording_id,
-                requested_by,
-            } => Some((
-                "initializing",
-                recording_id,
-                false,
-                requested_by.as_deref(),
-                None,
-            )),
-            State::Recording { recording_id } => {
-                Some(("recording", recording_id, true, None, None))
+        let conn = self.lock();
+        in_transaction(&conn, |tx| {
+            let now = crate::protocol::now_rfc3339();
+            let row = match state {
+                State::Inactive => None,
+                State::Initializing {
+                    recording_id,
+                    requested_by,
+                } => Some((
+                    "initializing",
+                    recording_id,
+                    false,
+                    requested_by.as_deref(),
+                    None,
+                )),
+                State::Recording { recording_id } => {
+                    Some(("recording", recording_id, true, None, None))
+                }
+                State::Stopping {
+                    recording_id,
+                    announced,
+                } => Some(("stopping", recording_id, *announced, None, None)),
+                State::Failed {
+                    recording_id,
+                    reason,
+                } => Some(("failed", recording_id, false, None, Some(reason.as_str()))),
+            };
+            match row {
+                None => {
+                    cached(tx, "DELETE FROM room_recordings WHERE room = ?1", [room])?;
+                    cached(tx, "DELETE FROM room_deadlines WHERE room = ?1", [room])?;
+                }
+                Some((status, id, announced, requested_by, reason)) => {
+                    cached(
+                        tx,
+                        "INSERT INTO room_recordings (room, status, recording_id, announced, requested_by, reason, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                         ON CONFLICT (room) DO UPDATE SET status = ?2, recording_id = ?3, announced = ?4,
+                           requested_by = ?5, reason = ?6, updated_at = ?7",
+                        params![room, status, id, announced, requested_by, reason, now],
+                    )?;
+                }
             }
-            State::Stopping {
-                recording_id,
-                announced,
-            } => Some(("stopping", recording_id, *announced, None, None)),
-            State::Failed {
-                recording_id,
-                reason,
-            } => Some(("failed", recording_id, false, None, Some(reason.as_str()))),
-        };
-        match row {
-            None => {
-                cached(&tx, "DELETE FROM room_recordings WHERE room = ?1", [room])?;
-                cached(&tx, "DELETE FROM room_deadlines WHERE room = ?1", [room])?;
+            if let Some(deadline) = deadline {
+                insert_deadline(tx, room, deadline)?;
             }
-            Some((status, id, announced, requested_by, reason)) => {
-                cached(
-                    &tx,
-                    "INSERT INTO room_recordings (room, status, recording_id, announced, requested_by, reason, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (room) DO UPDATE SET status = ?2, recording_id = ?3, announced = ?4,
-                       requested_by = ?5, reason = ?6, updated_at = ?7",
-                    params![room, status, id, announced, requested_by, reason, now],
-                )?;
+            insert_deliveries(tx, deliveries)?;
+            for fact in facts {
+                write_fact(tx, fact)?;
             }
-        }
-        if let Some(deadline) = deadline {
-            insert_deadline(&tx, room, deadline)?;
-        }
-        insert_deliveries(&tx, deliveries)?;
-        for fact in facts {
-            write_fact(&tx, fact)?;
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Saves what a step that changed no state told of its recording.
@@ -748,12 +756,13 @@ impl Store {
 
     /// Remembers who started a recording.
     pub fn set_owner(&self, recording_id: &str, owner: &str) -> Result<(), StoreError> {
-        cached(
+        write_fact(
             &self.lock(),
-            "INSERT OR IGNORE INTO recording_owners (recording_id, owner, created_at) VALUES (?1, ?2, ?3)",
-            params![recording_id, owner, crate::protocol::now_rfc3339()],
-        )?;
-        Ok(())
+            &Fact::Owner {
+                recording_id,
+                owner,
+            },
+        )
     }
 
     /// Who started a recording, if a participant did.
@@ -1113,6 +1122,30 @@ fn cached(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqli
     conn.prepare_cached(sql)?.execute(params)
 }
 
+/// Runs `f` in one transaction, its `BEGIN` and `COMMIT` from the statement
+/// cache: rusqlite's `Connection::transaction` parses both again on every
+/// call (`execute_batch`), which callgrind counted among a transition's
+/// costs. Rolled back if `f` fails.
+fn in_transaction(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    cached(conn, "BEGIN", [])?;
+    match f(conn) {
+        Ok(()) => {
+            if let Err(e) = cached(conn, "COMMIT", []) {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e.into());
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
 fn write_fact(conn: &Connection, fact: &Fact<'_>) -> Result<(), StoreError> {
     match *fact {
         Fact::Started {
@@ -1127,6 +1160,14 @@ fn write_fact(conn: &Connection, fact: &Fact<'_>) -> Result<(), StoreError> {
             conn,
             "UPDATE recording_facts SET peak_participants = MAX(peak_participants, ?2) WHERE recording_id = ?1",
             params![recording_id, peak],
+        )?,
+        Fact::Owner {
+            recording_id,
+            owner,
+        } => cached(
+            conn,
+            "INSERT OR IGNORE INTO recording_owners (recording_id, owner, created_at) VALUES (?1, ?2, ?3)",
+            params![recording_id, owner, crate::protocol::now_rfc3339()],
         )?,
     };
     Ok(())
@@ -1151,10 +1192,8 @@ fn insert_deadline(
     Ok(())
 }
 
-fn insert_deliveries(
-    tx: &rusqlite::Transaction<'_>,
-    deliveries: &[NewDelivery],
-) -> Result<(), StoreError> {
+/// Outbox rows, inside the caller's transaction.
+fn insert_deliveries(tx: &Connection, deliveries: &[NewDelivery]) -> Result<(), StoreError> {
     let mut statement = tx.prepare_cached(
         "INSERT OR IGNORE INTO outbox (kind, message_id, endpoint, event_type, payload, state, next_attempt_ms, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)",

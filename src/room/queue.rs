@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use futures_util::task::AtomicWaker;
+use futures_util::task::{ArcWake, AtomicWaker, WakerRef, waker_ref};
 use tungstenite::Utf8Bytes;
 
 use crate::metrics::METRICS;
@@ -73,6 +73,19 @@ pub struct Queue {
     /// `CancellationToken`: a token is an allocation per socket, and its
     /// future takes the token's mutex twice every time the session polls it.
     kicked: AtomicBool,
+    /// Set when something other than a frame woke the reader: the queue is
+    /// also the waker its session polls the socket's reads, its timers and
+    /// the shutdown with ([`Queue::stir_waker`]), so the session knows
+    /// whether a wake-up brought more than frames. Also in the padding.
+    stirred: AtomicBool,
+}
+
+/// The queue as a waker: waking it marks it stirred, then wakes its reader.
+impl ArcWake for Queue {
+    fn wake_by_ref(queue: &Arc<Self>) {
+        queue.stirred.store(true, Ordering::Release);
+        queue.ready.wake();
+    }
 }
 
 /// [`Queue::silent`] of a socket closed for not answering pings.
@@ -95,6 +108,7 @@ impl Queue {
             capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
             silent: AtomicU8::new(0),
             kicked: AtomicBool::new(false),
+            stirred: AtomicBool::new(false),
         })
     }
 
@@ -120,6 +134,20 @@ impl Queue {
             return Poll::Ready(());
         }
         Poll::Pending
+    }
+
+    /// A waker that marks the queue stirred and wakes its reader: what the
+    /// session polls everything but the queue with. Its reader must have
+    /// registered with [`Queue::poll_take`] or [`Queue::poll_kicked`] (the
+    /// queue wakes the waker they were given).
+    pub fn stir_waker(self: &Arc<Self>) -> WakerRef<'_> {
+        waker_ref(self)
+    }
+
+    /// Whether something woke the reader through [`Queue::stir_waker`]
+    /// since the last call; clears it.
+    pub fn take_stirred(&self) -> bool {
+        self.stirred.load(Ordering::Acquire) && self.stirred.swap(false, Ordering::AcqRel)
     }
 
     /// The socket sent something: it is alive.

@@ -16,8 +16,12 @@
 //! ([`Corked::put_text`]), its header formatted by tungstenite's own
 //! [`FrameHeader`]: the room's frames are encoded once and shared, and a
 //! server's frames are not masked, so each recipient needs only a header
-//! and a copy, not tungstenite's whole `Sink` path per frame (~450
-//! instructions a frame, measured with callgrind in `load-tests/RESULTS.md`).
+//! and a copy, not tungstenite's whole `Sink` path per frame (callgrind,
+//! `load-tests/RESULTS.md`). A short batch of them, when nothing is
+//! gathered, is not even copied: [`Corked::send_texts`] hands their headers
+//! and the shared payloads to one vectored `send`, and only what the kernel
+//! does not take is gathered (the buffer's allocation and copy were the next
+//! largest cost of a delivery).
 
 use std::io;
 use std::pin::Pin;
@@ -36,6 +40,17 @@ const CORK_START: usize = 1024;
 
 /// The longest header of an unmasked frame (RFC 6455 §5.2).
 const MAX_HEADER: usize = 10;
+
+/// Frames [`Corked::send_texts`] sends in one vectored `send` at most.
+pub const VECTORED: usize = 8;
+
+/// The header of a whole, final text frame, as a server sends it (unmasked).
+fn text_header() -> FrameHeader {
+    FrameHeader {
+        opcode: OpCode::Data(Data::Text),
+        ..FrameHeader::default()
+    }
+}
 
 /// A TCP stream that holds writes until `flush` (or [`CORK_LIMIT`]).
 #[derive(Debug)]
@@ -69,16 +84,60 @@ impl Corked {
     /// The caller puts frames only while tungstenite holds none of its own
     /// (after a completed flush), so the order of messages is kept too.
     pub fn put_text(&mut self, text: &[u8]) {
-        let header = FrameHeader {
-            opcode: OpCode::Data(Data::Text),
-            ..FrameHeader::default()
-        };
         if self.out.capacity() == 0 {
             self.out.reserve((text.len() + MAX_HEADER).max(CORK_START));
         }
         // Writing to a `Vec` cannot fail.
-        let _ = header.format(text.len() as u64, &mut self.out);
+        let _ = text_header().format(text.len() as u64, &mut self.out);
         self.out.extend_from_slice(text);
+    }
+
+    /// Whether nothing is gathered.
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty()
+    }
+
+    /// Sends whole, final text frames now, in one vectored `send` of their
+    /// headers and payloads, when nothing is gathered (otherwise, or with
+    /// more than [`VECTORED`] frames, they are put behind it). What the
+    /// kernel does not take, all of it if the socket is full, is gathered
+    /// for the next flush. The same conditions as [`Corked::put_text`].
+    pub fn send_texts(&mut self, texts: &[&[u8]]) -> io::Result<()> {
+        if !self.out.is_empty() || texts.len() > VECTORED {
+            texts.iter().for_each(|text| self.put_text(text));
+            return Ok(());
+        }
+        let mut headers = [[0u8; MAX_HEADER]; VECTORED];
+        let mut header_lens = [0usize; VECTORED];
+        for ((text, header), len) in texts.iter().zip(&mut headers).zip(&mut header_lens) {
+            let mut rest = &mut header[..];
+            // MAX_HEADER bytes hold any header of an unmasked frame.
+            let _ = text_header().format(text.len() as u64, &mut rest);
+            *len = MAX_HEADER - rest.len();
+        }
+        let mut slices = [io::IoSlice::new(&[]); 2 * VECTORED];
+        for (i, text) in texts.iter().enumerate() {
+            slices[2 * i] = io::IoSlice::new(&headers[i][..header_lens[i]]);
+            slices[2 * i + 1] = io::IoSlice::new(text);
+        }
+        let slices = &slices[..2 * texts.len()];
+        let mut sent = match self.tcp.try_write_vectored(slices) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        for slice in slices {
+            if sent >= slice.len() {
+                sent -= slice.len();
+                continue;
+            }
+            if self.out.capacity() == 0 {
+                self.out.reserve(CORK_START);
+            }
+            self.out.extend_from_slice(&slice[sent..]);
+            sent = 0;
+        }
+        Ok(())
     }
 
     /// Writes out what is gathered; frees the buffer once it is all written.
@@ -183,7 +242,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_frame_put_directly_reads_as_tungstenite_writes_it() {
+    async fn frames_put_or_sent_directly_read_as_tungstenite_writes_them() {
         use futures_util::StreamExt;
         use tokio_tungstenite::WebSocketStream;
         use tungstenite::protocol::Role;
@@ -194,13 +253,40 @@ mod tests {
         let mut corked = Corked::new(server.unwrap().0);
         let short = "{\"a\":1}";
         let long = "x".repeat(300);
+        let longer = "y".repeat(2 << 20);
         corked.put_text(short.as_bytes());
         corked.put_text(long.as_bytes());
         corked.flush().await.unwrap();
-        let mut client =
-            WebSocketStream::from_raw_socket(client.unwrap(), Role::Client, None).await;
-        for expected in [short, long.as_str()] {
-            let message = client.next().await.unwrap().unwrap();
+        // Sent at once, without the buffer.
+        corked
+            .send_texts(&[long.as_bytes(), short.as_bytes()])
+            .unwrap();
+        assert_eq!(corked.out.capacity(), 0);
+        // Behind what is gathered, they are gathered too.
+        corked.put_text(short.as_bytes());
+        corked.send_texts(&[short.as_bytes()]).unwrap();
+        assert!(!corked.is_empty());
+        corked.flush().await.unwrap();
+        // More than the socket takes at once (16 MiB, past the socket
+        // buffers on both ends): the rest waits for the flush.
+        let many: Vec<&[u8]> = vec![longer.as_bytes(); VECTORED];
+        corked.send_texts(&many).unwrap();
+        assert!(!corked.is_empty());
+        let client = client.unwrap();
+        let reader = tokio::spawn(async move {
+            let mut client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+            let mut got = Vec::new();
+            for _ in 0..6 + VECTORED {
+                got.push(client.next().await.unwrap().unwrap());
+            }
+            got
+        });
+        corked.flush().await.unwrap();
+        let got = reader.await.unwrap();
+        let mut expected = vec![short, long.as_str(), long.as_str(), short, short, short];
+        expected.extend(std::iter::repeat_n(longer.as_str(), VECTORED));
+        assert_eq!(got.len(), expected.len());
+        for (message, expected) in got.into_iter().zip(expected) {
             assert_eq!(message, tungstenite::Message::text(expected));
         }
     }

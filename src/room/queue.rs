@@ -264,7 +264,39 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!reader.is_finished());
         queue.kick_out();
-        reader.await.unwrap();
+        let woke = tokio::time::timeout(std::time::Duration::from_secs(5), reader).await;
+        woke.expect("the reader is woken").unwrap();
         assert!(queue.is_kicked());
+    }
+
+    #[tokio::test]
+    async fn the_stirring_waker_marks_the_queue_and_wakes_its_reader() {
+        let queue = Queue::new(3);
+        let reader = tokio::spawn({
+            let queue = queue.clone();
+            async move {
+                std::future::poll_fn(|cx| {
+                    if let Poll::Ready(frames) = queue.poll_take(cx, 8) {
+                        return Poll::Ready(Some(frames));
+                    }
+                    if queue.take_stirred() {
+                        return Poll::Ready(None);
+                    }
+                    Poll::Pending
+                })
+                .await
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(!reader.is_finished());
+        // What the socket's reads, the timers and the shutdown token do.
+        queue.stir_waker().wake_by_ref();
+        let woke = tokio::time::timeout(std::time::Duration::from_secs(5), reader).await;
+        assert_eq!(
+            woke.expect("the reader is woken").unwrap(),
+            None,
+            "not for frames"
+        );
+        assert!(!queue.take_stirred(), "taken once");
     }
 }

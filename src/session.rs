@@ -534,12 +534,7 @@ async fn write(
 ) -> Result<(), tungstenite::Error> {
     // The usual batch (a transition's `started` and `status`): sent at once,
     // not copied.
-    if frames.len() <= cork::VECTORED
-        && socket.get_ref().is_empty()
-        && frames
-            .iter()
-            .all(|frame| !frame.is_empty() && frame.len() <= FRAGMENT_BYTES)
-    {
+    if frames.len() <= cork::VECTORED && frames.iter().all(one_frame) {
         let mut texts: [&[u8]; cork::VECTORED] = [&[]; cork::VECTORED];
         for (text, frame) in texts.iter_mut().zip(&frames) {
             *text = frame.as_bytes();
@@ -550,7 +545,7 @@ async fn write(
     }
     let mut frames = frames.into_iter();
     for frame in frames.by_ref() {
-        if frame.is_empty() || frame.len() > FRAGMENT_BYTES {
+        if !one_frame(&frame) {
             feed_text(socket, frame).await?;
             break;
         }
@@ -560,6 +555,12 @@ async fn write(
         feed_text(socket, frame).await?;
     }
     socket.flush().await
+}
+
+/// Whether a queued frame goes out as one WebSocket text frame: not the
+/// keepalive's ping (empty), nor a message long enough to be fragmented.
+fn one_frame(frame: &Frame) -> bool {
+    !frame.is_empty() && frame.len() <= FRAGMENT_BYTES
 }
 
 /// Queues one text message, in fragments of `FRAGMENT_BYTES` when it is longer.

@@ -195,14 +195,9 @@ impl Queue {
         taken
     }
 
-    /// Waits until frames are queued and takes up to `max` of them.
+    /// Ready with up to `max` queued frames, or pending with the task
+    /// registered to be woken by the next offer (or kick, or stir).
     /// Cancel-safe: frames leave the queue only in the poll that returns them.
-    pub async fn take(&self, max: usize) -> VecDeque<Frame> {
-        std::future::poll_fn(|cx| self.poll_take(cx, max)).await
-    }
-
-    /// [`Queue::take`] as a poll: ready with up to `max` frames, or pending
-    /// with the task registered to be woken by the next offer (or kick).
     pub fn poll_take(&self, cx: &mut Context<'_>, max: usize) -> Poll<VecDeque<Frame>> {
         if let Some(batch) = self.try_take(max) {
             return Poll::Ready(batch);
@@ -235,12 +230,17 @@ mod tests {
         Frame::from(text.to_owned())
     }
 
+    /// Waits until frames are queued and takes up to `max` of them.
+    async fn take(queue: &Queue, max: usize) -> VecDeque<Frame> {
+        std::future::poll_fn(|cx| queue.poll_take(cx, max)).await
+    }
+
     #[tokio::test]
     async fn offered_frames_wake_the_reader_in_order_up_to_capacity() {
         let queue = Queue::new(3);
         let reader = tokio::spawn({
             let queue = queue.clone();
-            async move { queue.take(64).await }
+            async move { take(&queue, 64).await }
         });
         tokio::task::yield_now().await;
         assert_eq!(queue.offer_all(&[frame("a"), frame("b")]), 2);
@@ -250,8 +250,8 @@ mod tests {
         assert!(queue.offer(frame("c")));
         assert_eq!(queue.offer_all(&[frame("d"), frame("e"), frame("f")]), 2);
         assert!(!queue.offer(frame("g")));
-        assert_eq!(queue.take(2).await, [frame("c"), frame("d")]);
-        assert_eq!(queue.take(64).await, [frame("e")]);
+        assert_eq!(take(&queue, 2).await, [frame("c"), frame("d")]);
+        assert_eq!(take(&queue, 64).await, [frame("e")]);
     }
 
     #[tokio::test]

@@ -92,11 +92,6 @@ impl Corked {
         self.out.extend_from_slice(text);
     }
 
-    /// Whether nothing is gathered.
-    pub fn is_empty(&self) -> bool {
-        self.out.is_empty()
-    }
-
     /// Sends whole, final text frames now, in one vectored `send` of their
     /// headers and payloads, when nothing is gathered (otherwise, or with
     /// more than [`VECTORED`] frames, they are put behind it). What the
@@ -215,13 +210,17 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[tokio::test]
-    async fn writes_wait_for_the_flush_and_leave_no_buffer() {
+    /// A corked server side of a loopback connection, and its client side.
+    async fn connected() -> (Corked, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let mut corked = Corked::new(server.unwrap().0);
-        let mut client = client.unwrap();
+        (Corked::new(server.unwrap().0), client.unwrap())
+    }
+
+    #[tokio::test]
+    async fn writes_wait_for_the_flush_and_leave_no_buffer() {
+        let (mut corked, mut client) = connected().await;
         corked.write_all(b"one ").await.unwrap();
         corked.write_all(b"two").await.unwrap();
         assert_eq!(corked.out, b"one two");
@@ -247,10 +246,7 @@ mod tests {
         use tokio_tungstenite::WebSocketStream;
         use tungstenite::protocol::Role;
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let mut corked = Corked::new(server.unwrap().0);
+        let (mut corked, client) = connected().await;
         let short = "{\"a\":1}";
         let long = "x".repeat(300);
         let longer = "y".repeat(2 << 20);
@@ -265,14 +261,13 @@ mod tests {
         // Behind what is gathered, they are gathered too.
         corked.put_text(short.as_bytes());
         corked.send_texts(&[short.as_bytes()]).unwrap();
-        assert!(!corked.is_empty());
+        assert!(!corked.out.is_empty());
         corked.flush().await.unwrap();
         // More than the socket takes at once (16 MiB, past the socket
         // buffers on both ends): the rest waits for the flush.
         let many: Vec<&[u8]> = vec![longer.as_bytes(); VECTORED];
         corked.send_texts(&many).unwrap();
-        assert!(!corked.is_empty());
-        let client = client.unwrap();
+        assert!(!corked.out.is_empty());
         let reader = tokio::spawn(async move {
             let mut client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
             let mut got = Vec::new();
